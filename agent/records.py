@@ -72,7 +72,9 @@ class CaptureProblem:
     packets_read: int
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.reason} at byte offset {self.offset} (after {self.packets_read} packets)"
+        return (
+            f"{self.source}: {self.reason} at byte offset {self.offset} (after {self.packets_read} packets)"
+        )
 
 
 @dataclass(slots=True)

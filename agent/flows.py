@@ -1,0 +1,391 @@
+"""Bidirectional flow table: direction, TCP state, timeouts, bounded size, community_id.
+
+The table is an ``OrderedDict`` kept in least-recently-seen order (``move_to_end`` is a C call),
+so idle expiry only looks at the front and eviction under pressure drops the flow idle longest.
+Flows are stored once, under their initiator-to-responder key; a packet from the responder costs
+a second dictionary lookup, which is cheaper than building a canonical key for every packet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from communityid import CommunityID, FlowTuple
+
+from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
+from agent.ports import guess_app_proto
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+# TCP states, ordered so that "< ESTABLISHED" means the handshake is not complete.
+TCP_NONE = 0  # not TCP
+TCP_SYN_SENT = 1
+TCP_SYN_RECV = 2
+TCP_ESTABLISHED = 3
+TCP_CLOSING = 4  # FIN seen in one direction
+TCP_CLOSED = 5  # FIN seen in both directions
+TCP_RESET = 6
+TCP_STATE_NAMES = ("none", "syn_sent", "syn_recv", "established", "closing", "closed", "reset")
+
+FlowKey = tuple[bytes, bytes, int, int, int, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Timeouts in seconds of packet time; ``max_flows`` bounds memory."""
+
+    max_flows: int = 100_000
+    tcp_new_timeout: float = 30.0  # handshake never completed
+    tcp_timeout: float = 600.0
+    tcp_closed_timeout: float = 10.0  # after FIN both ways or RST: late ACKs still belong to the flow
+    udp_timeout: float = 120.0
+    other_timeout: float = 60.0
+    active_timeout: float = 3600.0  # a long flow is reported and continued as a new record
+    sweep_interval: float = 1.0
+
+
+class Flow:
+    """One bidirectional conversation; "src" is the initiator (from the SYN, else the first packet)."""
+
+    __slots__ = (
+        "app",  # per-flow application-layer decoder state (set by decoders)
+        "app_proto",
+        "bytes_toclient",
+        "bytes_toserver",
+        "community_id",
+        "deadline",  # first_ts + active timeout
+        "dport",
+        "dst",
+        "first_cnt",
+        "first_ts",
+        "flow_id",
+        "icmp_code",  # of the flow's first ICMP message (ICMP flows are keyed without ports)
+        "icmp_type",
+        "ip_version",
+        "key",
+        "last_cnt",
+        "last_source",
+        "last_ts",
+        "pkts_toclient",
+        "pkts_toserver",
+        "proto",
+        "sport",
+        "src",
+        "tcp_flags_tc",
+        "tcp_flags_ts",
+        "tcp_state",
+        "timeout",
+        "verdict",  # cached per-flow policy verdict (set by the policy engine)
+        "vlan",
+    )
+
+    def __init__(
+        self,
+        key: FlowKey,
+        flow_id: int,
+        ip_version: int,
+        ts: float,
+        cnt: int,
+        source: int,
+        timeout: float,
+    ) -> None:
+        self.key = key
+        self.src, self.dst, self.sport, self.dport, self.proto, self.vlan = key
+        self.flow_id = flow_id
+        self.ip_version = ip_version
+        self.first_ts = ts
+        self.last_ts = ts
+        self.first_cnt = cnt
+        self.last_cnt = cnt
+        self.last_source = source
+        self.pkts_toserver = 0
+        self.pkts_toclient = 0
+        self.bytes_toserver = 0
+        self.bytes_toclient = 0
+        self.tcp_flags_ts = 0
+        self.tcp_flags_tc = 0
+        self.tcp_state = TCP_NONE
+        self.timeout = timeout
+        self.deadline = ts
+        self.icmp_type = 0
+        self.icmp_code = 0
+        self.community_id = ""
+        self.app_proto = ""
+        self.app: Any = None
+        self.verdict: Any = None
+
+    @property
+    def state(self) -> str:
+        """Suricata-style flow state: new (one-sided), established, closed."""
+        if self.tcp_state >= TCP_CLOSED:
+            return "closed"
+        if self.tcp_state == TCP_NONE:
+            return "established" if self.pkts_toclient else "new"
+        return "established" if self.tcp_state >= TCP_ESTABLISHED else "new"
+
+
+FlowEndHandler = Callable[[Flow, str], None]
+
+
+class FlowTable:
+    """Flows keyed by 5-tuple plus VLAN ids. ``update`` is the per-packet entry point."""
+
+    __slots__ = (
+        "_community",
+        "_end",
+        "_flows",
+        "_lookup",
+        "_min_timeout",
+        "active",
+        "config",
+        "created",
+        "ended",
+        "evicted",
+        "next_sweep",
+        "timed_out",
+    )
+
+    def __init__(self, config: FlowConfig, on_end: FlowEndHandler) -> None:
+        self.config = config
+        self._end = on_end
+        # By initiator key, least recently seen first; ``_lookup`` finds a flow from either direction
+        # with one probe (two entries a flow: memory is bounded by max_flows anyway).
+        self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self._lookup: dict[FlowKey, Flow] = {}
+        self._community = CommunityID()
+        self._min_timeout = min(
+            config.tcp_new_timeout,
+            config.tcp_timeout,
+            config.tcp_closed_timeout,
+            config.udp_timeout,
+            config.other_timeout,
+        )
+        self.created = 0
+        self.ended = 0
+        self.evicted = 0  # ended early because the table was full
+        self.timed_out = 0
+        self.next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def flows(self) -> list[Flow]:
+        """The live flows, least recently seen first (a copy: safe to iterate while updating)."""
+        return list(self._flows.values())
+
+    def update(self, pkt: Packet, ts: float, wirelen: int, cnt: int, source: int) -> tuple[Flow, bool]:
+        """Account one dissected IP packet; return its flow and whether it travels to the server.
+
+        Protocol numbers are literals here (6 TCP, 1/58 ICMP): module-global lookups cost per packet.
+        """
+        proto = pkt.proto
+        if proto == 1 or proto == 58:
+            # sport/dport hold ICMP type/code: one flow per host pair, as for other portless protocols.
+            sp = dp = 0
+        else:
+            sp = pkt.sport
+            dp = pkt.dport
+        src = pkt.src
+        key = (src, pkt.dst, sp, dp, proto, pkt.vlan)
+        flow = self._lookup.get(key)
+        if flow is None:
+            flow = self._create(pkt, key, ts, cnt, source)
+        elif ts > flow.deadline:
+            # Long flow: report it and continue in a new record.
+            flow = self._restart(flow, pkt, ts, cnt, source, "active_timeout")
+        else:
+            self._flows.move_to_end(flow.key)
+        to_server = sp == flow.sport and src == flow.src
+
+        if proto == 6:
+            flags = pkt.tcp_flags
+            if flags & 0x07 or flow.tcp_state != 3:  # FIN/SYN/RST, or not yet ESTABLISHED
+                flow = self._tcp_transition(flow, flags, to_server, pkt, ts, cnt, source)
+                to_server = sp == flow.sport and src == flow.src
+            if to_server:
+                flow.tcp_flags_ts |= flags
+                flow.pkts_toserver += 1
+                flow.bytes_toserver += wirelen
+            else:
+                flow.tcp_flags_tc |= flags
+                flow.pkts_toclient += 1
+                flow.bytes_toclient += wirelen
+        elif to_server:
+            flow.pkts_toserver += 1
+            flow.bytes_toserver += wirelen
+        else:
+            flow.pkts_toclient += 1
+            flow.bytes_toclient += wirelen
+        flow.last_ts = ts
+        flow.last_cnt = cnt
+        flow.last_source = source
+        return flow, to_server
+
+    def _tcp_transition(
+        self, flow: Flow, flags: int, to_server: bool, pkt: Packet, ts: float, cnt: int, source: int
+    ) -> Flow:
+        """Rare path: handshake, FIN and RST handling; a SYN on a closed flow starts a new one."""
+        state = flow.tcp_state
+        config = self.config
+        if flags & 0x12 == TCP_SYN and state >= TCP_CLOSED and flow.pkts_toserver + flow.pkts_toclient:
+            # The port pair was reused for a new connection after the old one closed.
+            return self._restart(flow, pkt, ts, cnt, source, "port_reuse")
+        if flags & TCP_RST:
+            flow.tcp_state = TCP_RESET
+            flow.timeout = config.tcp_closed_timeout
+        elif flags & TCP_FIN:
+            if to_server:
+                flow.tcp_flags_ts |= TCP_FIN
+            else:
+                flow.tcp_flags_tc |= TCP_FIN
+            if flow.tcp_flags_ts & flow.tcp_flags_tc & TCP_FIN:
+                # Closed once both sides have sent a FIN.
+                if state < TCP_CLOSED:
+                    flow.tcp_state = TCP_CLOSED
+                    flow.timeout = config.tcp_closed_timeout
+            elif state < TCP_CLOSING:
+                flow.tcp_state = TCP_CLOSING
+                flow.timeout = config.tcp_timeout
+        elif state == TCP_SYN_SENT and flags & 0x12 == 0x12 and not to_server:
+            flow.tcp_state = TCP_SYN_RECV
+        elif state == TCP_SYN_RECV and to_server and flags & TCP_ACK:
+            flow.tcp_state = TCP_ESTABLISHED
+            flow.timeout = config.tcp_timeout
+        elif state == TCP_SYN_SENT and not to_server and flags & TCP_ACK:
+            # Handshake partly missed by the capture, but the server is talking: established.
+            flow.tcp_state = TCP_ESTABLISHED
+            flow.timeout = config.tcp_timeout
+        return flow
+
+    def _create(self, pkt: Packet, key: FlowKey, ts: float, cnt: int, source: int) -> Flow:
+        config = self.config
+        proto = key[4]
+        tcp_state = TCP_NONE
+        if proto == IPPROTO_TCP:
+            flags = pkt.tcp_flags
+            if flags & 0x12 == 0x12:
+                # First packet seen is the SYN-ACK: the receiver initiated the connection.
+                src, dst, sp, dp, _, vlan = key
+                key = (dst, src, dp, sp, proto, vlan)
+                tcp_state = TCP_SYN_RECV
+                timeout = config.tcp_new_timeout
+            elif flags & TCP_SYN:
+                tcp_state = TCP_SYN_SENT
+                timeout = config.tcp_new_timeout
+            else:
+                tcp_state = TCP_ESTABLISHED  # picked up mid-stream
+                timeout = config.tcp_timeout
+        elif proto == IPPROTO_UDP:
+            timeout = config.udp_timeout
+        else:
+            timeout = config.other_timeout
+        if len(self._flows) >= config.max_flows:
+            self._evict()
+        self.created += 1
+        flow = Flow(key, self._flow_id(key, ts), pkt.ip_version, ts, cnt, source, timeout)
+        flow.deadline = ts + config.active_timeout
+        flow.tcp_state = tcp_state
+        if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            flow.icmp_type = pkt.sport
+            flow.icmp_code = pkt.dport
+        flow.community_id = self._community_id(flow, pkt)
+        flow.app_proto = guess_app_proto(proto, flow.sport, flow.dport)
+        self._insert(flow)
+        return flow
+
+    def _insert(self, flow: Flow) -> None:
+        key = flow.key
+        src, dst, sp, dp, proto, vlan = key
+        self._flows[key] = flow
+        self._lookup[key] = flow
+        self._lookup[(dst, src, dp, sp, proto, vlan)] = flow
+
+    def _remove(self, flow: Flow) -> None:
+        key = flow.key
+        src, dst, sp, dp, proto, vlan = key
+        del self._flows[key]
+        self._lookup.pop(key, None)
+        self._lookup.pop((dst, src, dp, sp, proto, vlan), None)
+
+    def _restart(self, old: Flow, pkt: Packet, ts: float, cnt: int, source: int, reason: str) -> Flow:
+        """End ``old`` and start its continuation (active timeout) or successor (port reuse)."""
+        self._remove(old)
+        self._finish(old, reason)
+        if reason == "port_reuse":
+            return self._create(
+                pkt, (pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.proto, pkt.vlan), ts, cnt, source
+            )
+        self.created += 1
+        flow = Flow(old.key, self._flow_id(old.key, ts), old.ip_version, ts, cnt, source, old.timeout)
+        flow.deadline = ts + self.config.active_timeout
+        flow.tcp_state = old.tcp_state
+        flow.community_id = old.community_id
+        flow.icmp_type = old.icmp_type
+        flow.icmp_code = old.icmp_code
+        flow.app_proto = old.app_proto
+        flow.app = old.app
+        flow.verdict = old.verdict
+        self._insert(flow)
+        return flow
+
+    def _evict(self) -> None:
+        flow = next(iter(self._flows.values()))
+        self._remove(flow)
+        self.evicted += 1
+        self._finish(flow, "evicted")
+
+    def _finish(self, flow: Flow, reason: str) -> None:
+        self.ended += 1
+        self._end(flow, reason)
+
+    def expire(self, now: float) -> None:
+        """End flows idle past their timeout. Called by the pipeline once per ``sweep_interval``."""
+        self.next_sweep = now + self.config.sweep_interval
+        horizon = now - self._min_timeout
+        expired = []
+        for flow in self._flows.values():
+            if flow.last_ts > horizon:
+                break  # everything after this was seen more recently than the shortest timeout
+            if now - flow.last_ts >= flow.timeout:
+                expired.append(flow)
+        for flow in expired:
+            self._remove(flow)
+            self.timed_out += 1
+            self._finish(flow, "timeout")
+
+    def flush(self, reason: str = "shutdown") -> None:
+        """End every flow (end of replay, shutdown)."""
+        while self._flows:
+            flow = next(iter(self._flows.values()))
+            self._remove(flow)
+            self._finish(flow, reason)
+
+    def _flow_id(self, key: FlowKey, ts: float) -> int:
+        # Deterministic (same capture, same ids), unique in practice, and below 2**53 so that
+        # JSON consumers that parse numbers as doubles (JavaScript, jq) keep it exact.
+        src, dst, sp, dp, proto, vlan = key
+        material = b"".join((src, dst, struct.pack("!HHBd", sp, dp, proto, ts), bytes(str(vlan), "ascii")))
+        digest = hashlib.blake2b(material + self.created.to_bytes(8, "big"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") & ((1 << 53) - 1)
+
+    def _community_id(self, flow: Flow, pkt: Packet) -> str:
+        proto = flow.proto
+        try:
+            if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                # The reference implementation pairs ICMP request/reply types itself.
+                tpl = FlowTuple(proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+            elif proto in (IPPROTO_TCP, IPPROTO_UDP, 132):
+                tpl = FlowTuple(proto, flow.src, flow.dst, flow.sport, flow.dport)
+            else:
+                tpl = FlowTuple(proto, flow.src, flow.dst)
+            return str(self._community.calc(tpl))
+        except Exception:  # noqa: BLE001 - a malformed tuple must not stop the pipeline
+            return ""

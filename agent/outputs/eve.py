@@ -1,0 +1,134 @@
+"""Suricata-EVE-shaped JSON lines: the event sink, and the builders shared by every event type.
+
+The header fields (``timestamp``, ``flow_id``, ``event_type``, addresses, ``community_id``, and in
+replay ``pcap_filename`` and ``pcap_cnt``) come first in every line, in the same order as Suricata,
+so tools written for Suricata's EVE read ours unchanged. docs/eve.schema.json describes the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, format_ip
+from agent.flows import TCP_NONE, TCP_STATE_NAMES, Flow
+from agent.records import Event
+
+PROTO_NAMES = {
+    IPPROTO_TCP: "TCP",
+    IPPROTO_UDP: "UDP",
+    IPPROTO_ICMP: "ICMP",
+    IPPROTO_ICMPV6: "IPv6-ICMP",
+    132: "SCTP",
+}
+
+
+def format_timestamp(ts: float) -> str:
+    """ISO 8601 / RFC 3339 in UTC with microseconds, e.g. 2024-05-01T10:00:00.123456+00:00."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+
+
+def flow_header(flow: Flow, sources: list[str] | None) -> dict[str, Any]:
+    """The common EVE header fields describing ``flow`` (initiator as src)."""
+    header: dict[str, Any] = {"flow_id": flow.flow_id}
+    if sources is not None:
+        header["pcap_cnt"] = flow.last_cnt
+        header["pcap_filename"] = sources[flow.last_source]
+    header["vlan"] = list(flow.vlan)
+    header["src_ip"] = format_ip(flow.src)
+    proto = flow.proto
+    has_ports = proto in (IPPROTO_TCP, IPPROTO_UDP, 132)
+    if has_ports:
+        header["src_port"] = flow.sport
+    header["dest_ip"] = format_ip(flow.dst)
+    if has_ports:
+        header["dest_port"] = flow.dport
+    header["proto"] = PROTO_NAMES.get(proto, str(proto))
+    header["app_proto"] = flow.app_proto or "unknown"
+    header["community_id"] = flow.community_id
+    return header
+
+
+def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:
+    """The ``flow`` event written when a flow ends."""
+    fields = flow_header(flow, sources)
+    fields["flow"] = {
+        "pkts_toserver": flow.pkts_toserver,
+        "pkts_toclient": flow.pkts_toclient,
+        "bytes_toserver": flow.bytes_toserver,
+        "bytes_toclient": flow.bytes_toclient,
+        "start": format_timestamp(flow.first_ts),
+        "end": format_timestamp(flow.last_ts),
+        "age": int(flow.last_ts - flow.first_ts),
+        "state": flow.state,
+        "reason": reason,
+    }
+    if flow.tcp_state != TCP_NONE:
+        ts_flags = flow.tcp_flags_ts
+        tc_flags = flow.tcp_flags_tc
+        both = ts_flags | tc_flags
+        tcp: dict[str, Any] = {
+            "tcp_flags": f"{both:02x}",
+            "tcp_flags_ts": f"{ts_flags:02x}",
+            "tcp_flags_tc": f"{tc_flags:02x}",
+        }
+        for bit, name in (
+            (0x02, "syn"),
+            (0x01, "fin"),
+            (0x04, "rst"),
+            (0x08, "psh"),
+            (0x10, "ack"),
+            (0x20, "urg"),
+        ):
+            if both & bit:
+                tcp[name] = True
+        tcp["state"] = TCP_STATE_NAMES[flow.tcp_state]
+        fields["tcp"] = tcp
+    elif flow.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        fields["icmp_type"] = flow.icmp_type
+        fields["icmp_code"] = flow.icmp_code
+    return Event("flow", flow.first_ts, fields)
+
+
+class EveSink:
+    """Writes events as JSON lines to a file or stdout (``-``)."""
+
+    name = "eve"
+
+    def __init__(self, path: str, line_buffered: bool = False) -> None:
+        """``line_buffered`` for live capture, so that a SIEM tailing the file sees events at once."""
+        self.path = path
+        self._stream: IO[str]
+        if path == "-":
+            self._stream = sys.stdout
+            self._owned = False
+        else:
+            # Append, as Suricata does: restarting the agent must not destroy earlier evidence.
+            buffering = 1 if line_buffered else 1 << 16
+            self._stream = open(path, "a", encoding="utf-8", buffering=buffering)  # noqa: SIM115 - closed in close()
+            self._owned = True
+        self._line_buffered = line_buffered and not self._owned
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self.written = 0
+
+    def emit(self, event: Event) -> None:
+        line: dict[str, Any] = {"timestamp": format_timestamp(event.timestamp)}
+        fields = event.fields
+        if "flow_id" in fields:
+            line["flow_id"] = fields["flow_id"]
+        line["event_type"] = event.event_type
+        line.update(fields)
+        self._stream.write(self._dumps(line) + "\n")
+        if self._line_buffered:
+            self._stream.flush()
+        self.written += 1
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._owned:
+            self._stream.close()

@@ -1,0 +1,52 @@
+import json
+from pathlib import Path
+
+from agent.outputs.eve import EveSink, format_timestamp
+from agent.pipeline import Pipeline, PipelineConfig
+from tests import factory
+
+
+def run_to_eve(tmp_path: Path, packets: list) -> list[dict]:
+    out = tmp_path / "eve.json"
+    sink = EveSink(str(out))
+    Pipeline(PipelineConfig(), sinks=[sink]).run(factory.ListSource(packets))
+    sink.close()
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_timestamp_is_iso8601_utc_with_microseconds() -> None:
+    assert format_timestamp(1_700_000_000.5) == "2023-11-14T22:13:20.500000+00:00"
+
+
+def test_flow_event_fields(tmp_path: Path) -> None:
+    events = run_to_eve(tmp_path, factory.tcp_session(vlan=20))
+    flow, stats = events
+    assert flow["event_type"] == "flow" and stats["event_type"] == "stats"
+    for key in ("timestamp", "flow_id", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "app_proto",
+                "vlan", "community_id", "pcap_filename", "pcap_cnt"):  # fmt: skip
+        assert key in flow, key
+    assert list(flow)[:3] == ["timestamp", "flow_id", "event_type"]
+    assert (flow["src_ip"], flow["src_port"], flow["dest_ip"], flow["dest_port"]) == (
+        factory.CLIENT, 40000, factory.SERVER, 502)  # fmt: skip
+    assert flow["proto"] == "TCP" and flow["app_proto"] == "modbus" and flow["vlan"] == [20]
+    assert flow["pcap_filename"] == "test.pcap" and flow["pcap_cnt"] == 8  # the last packet of the flow
+    assert flow["flow"]["pkts_toserver"] == 5 and flow["flow"]["pkts_toclient"] == 3
+    assert flow["flow"]["state"] == "closed" and flow["flow"]["reason"] == "shutdown"
+    assert flow["tcp"]["syn"] and flow["tcp"]["fin"] and flow["tcp"]["state"] == "closed"
+    assert flow["timestamp"] == flow["flow"]["start"]
+    assert stats["stats"]["capture"]["packets"] == 8
+    assert stats["stats"]["flow"] == {"created": 1, "ended": 1, "timed_out": 0, "evicted": 0, "active": 0,
+                                      "max": 100000}  # fmt: skip
+
+
+def test_icmp_flow_has_type_not_ports(tmp_path: Path) -> None:
+    flow = run_to_eve(tmp_path, [factory.icmp_echo(), factory.icmp_echo(reply=True)])[0]
+    assert "src_port" not in flow and flow["proto"] == "ICMP"
+    assert flow["icmp_type"] == 8 and flow["flow"]["pkts_toclient"] == 1
+
+
+def test_output_is_deterministic(tmp_path: Path) -> None:
+    packets = factory.tcp_session() + [factory.udp(sport=p) for p in range(1000, 1010)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert run_to_eve(tmp_path / "a", packets) == run_to_eve(tmp_path / "b", packets)

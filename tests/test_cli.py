@@ -1,0 +1,176 @@
+"""The command line as a user runs it: a subprocess on real files, exit codes and messages."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import factory
+
+CMD = [sys.executable, "-m", "agent.cli"]
+
+
+def cw(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    full_env.update(env or {})
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Path:
+    packets = factory.tcp_session(vlan=10) + [factory.udp(sport=p) for p in range(5000, 5005)]
+    return factory.write(tmp_path / "plant.pcap", packets)
+
+
+def events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_replay_prints_summary(capture: Path) -> None:
+    result = cw("replay", str(capture))
+    assert result.returncode == 0, result.stderr
+    assert "13 packets" in result.stdout and "6 flows" in result.stdout
+    assert "modbus" in result.stdout and "dnp3" in result.stdout
+    assert result.stderr == ""
+
+
+def test_eve_to_stdout_moves_summary_to_stderr(capture: Path) -> None:
+    result = cw("replay", str(capture), "--eve", "-")
+    assert result.returncode == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event_type"] for e in lines].count("flow") == 6 and lines[-1]["event_type"] == "stats"
+    assert "13 packets" in result.stderr
+
+
+def test_several_files_merged_in_time_order(tmp_path: Path) -> None:
+    a = factory.write(tmp_path / "a.pcap", [factory.udp(sport=1)], start=100.0)
+    b = factory.write(tmp_path / "b.pcap", [factory.udp(sport=2), factory.udp(sport=3)], start=50.0)
+    out = tmp_path / "eve.json"
+    result = cw("replay", str(a), str(b), "--eve", str(out), "-q")
+    assert result.returncode == 0 and result.stdout == ""
+    flows = {e["src_port"]: (e["pcap_filename"], e["pcap_cnt"]) for e in events(out) if e["event_type"] == "flow"}
+    assert flows == {1: (str(a), 1), 2: (str(b), 1), 3: (str(b), 2)}
+
+
+def test_directory_of_captures(tmp_path: Path, capture: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a capture")
+    result = cw("replay", str(tmp_path), "-q", "--eve", str(tmp_path / "eve.json"))
+    assert result.returncode == 0, result.stderr
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("zones: []\n" * 10)
+    result = cw("replay", str(path))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert str(path) in line and "byte offset 0" in line and "not a" in line
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(b"")
+    result = cw("replay", str(path))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert str(path) in line and "empty" in line
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = cw("replay", str(tmp_path / "nope.pcap"))
+    assert result.returncode == 2
+    assert "nope.pcap" in one_error_line(result)
+
+
+def test_truncated_capture_reports_results_then_error(tmp_path: Path, capture: Path) -> None:
+    data = capture.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 20])  # the last record loses its tail
+    out = tmp_path / "eve.json"
+    result = cw("replay", str(cut), "--eve", str(out))
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert str(cut) in line and "byte offset" in line and "truncated" in line
+    assert "12 packets" in result.stdout  # everything before the damage was processed and reported
+    assert events(out)[-1]["stats"]["capture"]["problems"]
+
+
+def test_corrupt_record_length(tmp_path: Path, capture: Path) -> None:
+    data = bytearray(capture.read_bytes())
+    data[24 + 8 : 24 + 12] = (0xFFFFFFF0).to_bytes(4, "little")  # first record's captured length
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(data))
+    result = cw("replay", str(bad))
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "byte offset 24" in line
+
+
+def test_config_file_then_environment_then_flags(tmp_path: Path, capture: Path) -> None:
+    config = tmp_path / "conduitwatch.yaml"
+    config.write_text(f"replay:\n  eve: {tmp_path / 'from-config.json'}\n  quiet: true\n")
+    assert cw("--config", str(config), "replay", str(capture)).returncode == 0
+    assert (tmp_path / "from-config.json").exists()
+    env = {"CONDUITWATCH_REPLAY_EVE": str(tmp_path / "from-env.json")}
+    assert cw("--config", str(config), "replay", str(capture), env=env).returncode == 0
+    assert (tmp_path / "from-env.json").exists()
+    flag = tmp_path / "from-flag.json"
+    assert cw("--config", str(config), "replay", str(capture), "--eve", str(flag), env=env).returncode == 0
+    assert flag.exists()
+    assert len(events(tmp_path / "from-env.json")) == 7  # not written twice
+
+
+def test_bad_config_file_is_a_usage_error(tmp_path: Path, capture: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("replay: [unclosed\n")
+    result = cw("--config", str(config), "replay", str(capture))
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and "line" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_flushes_outputs_and_prints_summary(tmp_path: Path) -> None:
+    # A realtime replay of a capture spanning 60 s is still running when we stop it.
+    packets = [factory.udp(sport=1000 + i) for i in range(60)]
+    capture = factory.write(tmp_path / "slow.pcap", packets, step=1.0)
+    out = tmp_path / "eve.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    proc = subprocess.Popen([*CMD, "replay", str(capture), "--realtime", "--eve", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout
+    lines = events(out)
+    assert lines[-1]["event_type"] == "stats" and lines[-1]["stats"]["capture"]["interrupted"]
+    flows = [e for e in lines if e["event_type"] == "flow"]
+    assert 1 <= len(flows) < 60  # only what was read before the signal, all of it flushed
+
+
+def test_version() -> None:
+    result = cw("version")
+    assert result.returncode == 0 and result.stdout.startswith("conduitwatch ")
+    assert cw("--version").stdout.startswith("conduitwatch, version")
+
+
+def test_run_on_missing_interface_is_one_line(tmp_path: Path) -> None:
+    result = cw("run", "--interface", "cw-no-such-if0")
+    assert result.returncode in (1, 2)
+    assert "cw-no-such-if0" in one_error_line(result)
+
+
+def test_usage_error_exit_code() -> None:
+    assert cw("replay").returncode == 2
+    assert cw("replay", "--max-flows", "0", "x.pcap").returncode == 2
