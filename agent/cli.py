@@ -25,7 +25,7 @@ from agent.capture.base import CaptureError
 from agent.capture.pacing import paced
 from agent.flows import FlowConfig
 from agent.outputs.eve import EveSink
-from agent.pipeline import Pipeline, PipelineConfig, RunStats, Sink
+from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
 from agent.records import CaptureProblem
 from agent.summary import TrafficSummary, render
 
@@ -92,6 +92,12 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE", help="Write EVE JSON lines to FILE ('-' for stdout)."),
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
+        click.option("--events", type=click.Choice([EVENTS_DEFAULT, EVENTS_ALL]), default=EVENTS_DEFAULT,
+                     show_default=True,
+                     help="EVE event types: default = flow, anomaly, stats; "
+                          "all adds one 'ot' event per message."),
+        click.option("--ports", "ports", multiple=True, metavar="PROTO=PORT[,PORT]", callback=_parse_ports,
+                     help="Also decode PROTO on these ports, e.g. --ports modbus=5020 (repeatable)."),
         click.option("--max-flows", type=click.IntRange(min=1), default=_DEFAULT_FLOWS.max_flows,
                      show_default=True,
                      help="Flow table size; the flow idle longest is evicted (and counted) beyond it."),
@@ -106,6 +112,31 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _parse_ports(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...] | str | None
+) -> dict[str, tuple[int, ...]]:
+    from agent.decoders import PROTOCOLS
+
+    known = {p.name for p in PROTOCOLS}
+    if isinstance(values, str):  # from a config file or the environment
+        values = tuple(values.split())
+    result: dict[str, tuple[int, ...]] = {}
+    for value in values or ():
+        name, sep, ports = value.partition("=")
+        if not sep or name not in known:
+            raise click.BadParameter(
+                f"{value!r}: expected PROTO=PORT[,PORT] with PROTO one of {', '.join(sorted(known))}"
+            )
+        try:
+            numbers = tuple(int(p) for p in ports.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: ports must be numbers") from None
+        if not all(0 < n < 65536 for n in numbers):
+            raise click.BadParameter(f"{value!r}: ports must be 1-65535")
+        result[name] = result.get(name, ()) + numbers
+    return result
 
 
 def _flow_config(
@@ -211,6 +242,8 @@ def replay(
     realtime: bool,
     eve: str | None,
     quiet: bool,
+    events: str,
+    ports: dict[str, tuple[int, ...]],
     max_flows: int,
     flow_timeout: float,
     udp_timeout: float,
@@ -224,7 +257,10 @@ def replay(
     except CaptureError as e:
         _fail(str(e), EXIT_INVALID)
     config = PipelineConfig(
-        flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout), replay=True
+        flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
+        ports=ports,
+        events=events,
+        replay=True,
     )
     summary = TrafficSummary()
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
@@ -257,6 +293,8 @@ def run(
     snaplen: int,
     eve: str | None,
     quiet: bool,
+    events: str,
+    ports: dict[str, tuple[int, ...]],
     max_flows: int,
     flow_timeout: float,
     udp_timeout: float,
@@ -270,7 +308,10 @@ def run(
     except LiveCaptureError as e:
         _fail(str(e), EXIT_INVALID)
     config = PipelineConfig(
-        flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout), replay=False
+        flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
+        ports=ports,
+        events=events,
+        replay=False,
     )
     summary = TrafficSummary()
     pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary])

@@ -124,11 +124,12 @@ class Packet:
 class Dissector:
     """Stateless apart from its counters; one per pipeline."""
 
-    __slots__ = ("_rare", "anomalies", "n_ipv4", "n_ipv6", "n_vlan")
+    __slots__ = ("_rare", "anomalies", "last_anomaly", "n_ipv4", "n_ipv6", "n_vlan")
 
     def __init__(self) -> None:
         # Malformed-header counts by kind, e.g. "ipv4.truncated"; reported as decoder anomalies.
         self.anomalies: dict[str, int] = {}
+        self.last_anomaly = ""  # kind of the most recent MALFORMED result, for its anomaly event
         # Common layers are counted in plain integer slots (a dict update per packet costs more).
         self.n_ipv4 = 0
         self.n_ipv6 = 0
@@ -146,6 +147,7 @@ class Dissector:
 
     def _anomaly(self, kind: str) -> int:
         self.anomalies[kind] = self.anomalies.get(kind, 0) + 1
+        self.last_anomaly = kind
         return MALFORMED
 
     def _count(self, layer: str) -> None:

@@ -133,6 +133,7 @@ class Flow:
 
 
 FlowEndHandler = Callable[[Flow, str], None]
+FlowNewHandler = Callable[[Flow], None]
 
 
 class FlowTable:
@@ -144,6 +145,7 @@ class FlowTable:
         "_flows",
         "_lookup",
         "_min_timeout",
+        "_on_new",
         "active",
         "config",
         "created",
@@ -153,9 +155,12 @@ class FlowTable:
         "timed_out",
     )
 
-    def __init__(self, config: FlowConfig, on_end: FlowEndHandler) -> None:
+    def __init__(
+        self, config: FlowConfig, on_end: FlowEndHandler, on_new: FlowNewHandler | None = None
+    ) -> None:
         self.config = config
         self._end = on_end
+        self._on_new = on_new
         # By initiator key, least recently seen first; ``_lookup`` finds a flow from either direction
         # with one probe (two entries a flow: memory is bounded by max_flows anyway).
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
@@ -299,6 +304,8 @@ class FlowTable:
         flow.community_id = self._community_id(flow, pkt)
         flow.app_proto = guess_app_proto(proto, flow.sport, flow.dport)
         self._insert(flow)
+        if self._on_new is not None:
+            self._on_new(flow)
         return flow
 
     def _insert(self, flow: Flow) -> None:

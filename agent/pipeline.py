@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.decoders import Registry
+from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
 from agent.dissect import FRAGMENT, IP, L2, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
-from agent.outputs.eve import flow_event
+from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, ot_event
 from agent.records import CaptureProblem, Event, Frame, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,11 @@ class Sink(Protocol):
 
 
 class FlowConsumer(Protocol):
-    """A stage that learns from finished flows (summaries, and later detectors)."""
+    """A stage that learns from finished flows and application messages (summaries, detectors)."""
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
+
+    def on_message(self, msg: OtMessage) -> None: ...
 
 
 @dataclass(slots=True)
@@ -67,9 +71,17 @@ class RunStats:
     interrupted: bool = False
 
 
+EVENTS_DEFAULT = "default"  # flow, anomaly, stats (and alerts once detectors raise them)
+EVENTS_ALL = "all"  # plus one ``ot`` event per application message
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     flows: FlowConfig = field(default_factory=FlowConfig)
+    decoders: DecoderConfig = field(default_factory=DecoderConfig)
+    # Extra ports per protocol name, e.g. {"modbus": (5020,)}.
+    ports: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    events: str = EVENTS_DEFAULT
     # Replay: name files in events (pcap_filename, pcap_cnt). Live: off.
     replay: bool = True
 
@@ -89,7 +101,10 @@ class Pipeline:
         self.consumers = list(consumers)
         self.progress = progress
         self.dissector = Dissector()
-        self.flows = FlowTable(config.flows, self._on_flow_end)
+        self.decoders = DecoderContext(config.decoders, self._on_message, self._on_anomaly)
+        self.registry = Registry(self.decoders, port_overrides=config.ports)
+        self.flows = FlowTable(config.flows, self._on_flow_end, self.registry.attach)
+        self._log_messages = config.events == EVENTS_ALL
         self.stats = RunStats()
         self.source_names: list[str] | None = None
         self._stopping = False
@@ -104,7 +119,21 @@ class Pipeline:
         for sink in self.sinks:
             sink.emit(event)
 
+    def _on_message(self, msg: OtMessage) -> None:
+        for consumer in self.consumers:
+            consumer.on_message(msg)
+        if self._log_messages and self.sinks:
+            self.emit(ot_event(msg, self.source_names))
+
+    def _on_anomaly(self, anomaly: Anomaly) -> None:
+        if self.sinks:
+            self.emit(anomaly_event(anomaly, self.source_names))
+
     def _on_flow_end(self, flow: Flow, reason: str) -> None:
+        app = flow.app
+        if app is not None:
+            flow.app = None
+            app.close(reason)
         for consumer in self.consumers:
             consumer.on_flow_end(flow, reason)
         if self.sinks:
@@ -142,7 +171,13 @@ class Pipeline:
                         if not stats.first_ts:
                             stats.first_ts = ts
                         table.expire(ts)
-                    update(pkt, ts, wirelen, cnt, src)
+                    flow, to_server = update(pkt, ts, wirelen, cnt, src)
+                    app = flow.app
+                    if app is not None and pkt.payload_len:
+                        app.feed(pkt, to_server, ts, cnt, src)
+                elif status == MALFORMED:
+                    if self.sinks:
+                        self._decode_anomaly(ts, cnt, src)
                 elif status == UNSUPPORTED_LINK:
                     if linktype not in unsupported:
                         log.warning(
@@ -172,6 +207,11 @@ class Pipeline:
         self.finish(list(getattr(source, "problems", ())))
         return stats
 
+    def _decode_anomaly(self, ts: float, cnt: int, source: int) -> None:
+        names = self.source_names
+        name = names[source] if names is not None else None
+        self.emit(decode_anomaly_event(self.dissector.last_anomaly, ts, cnt, name))
+
     def finish(self, problems: list[CaptureProblem]) -> None:
         """End all flows, emit the stats event and flush every sink."""
         self.flows.flush("shutdown")
@@ -200,6 +240,7 @@ class Pipeline:
                 "layers": dict(sorted(self.dissector.counts.items())),
                 "anomalies": dict(sorted(self.dissector.anomalies.items())),
             },
+            "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},
             "flow": {
                 "created": table.created,
                 "ended": table.ended,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.decoders.base import OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
 from agent.pipeline import LINKTYPE_NAMES, RunStats
@@ -37,6 +38,7 @@ class TrafficSummary:
 
     by_protocol: dict[str, Tally] = field(default_factory=dict)
     by_network_pair: dict[tuple[str, str], Tally] = field(default_factory=dict)
+    operations: dict[tuple[str, str], int] = field(default_factory=dict)  # (protocol, operation) -> messages
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
         proto = flow.app_proto or {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(
@@ -51,6 +53,11 @@ class TrafficSummary:
         if tally is None:
             tally = self.by_network_pair[pair] = Tally()
         tally.add(flow)
+
+    def on_message(self, msg: OtMessage) -> None:
+        if msg.direction == "request" or not msg.request_cnt:
+            key = (msg.protocol, msg.operation)
+            self.operations[key] = self.operations.get(key, 0) + 1
 
 
 def _size(n: float) -> str:
@@ -110,6 +117,16 @@ def render(
         "network pair (initiator -> responder)",
         [(f"{a} -> {b}", t) for (a, b), t in sorted(summary.by_network_pair.items(), key=order)],
     )
+    if summary.operations:
+        lines.append("")
+        lines.append("industrial operations (requests, and responses whose request was not seen)")
+        by_protocol: dict[str, list[str]] = {}
+        for (protocol, operation), count in sorted(
+            summary.operations.items(), key=lambda kv: (kv[0][0], -kv[1])
+        ):
+            by_protocol.setdefault(protocol, []).append(f"{operation} {count:,}")
+        for protocol, parts in by_protocol.items():
+            lines.append(f"  {protocol:<12} " + ", ".join(parts))
     if flow_counts.get("evicted"):
         lines.append(f"\n{flow_counts['evicted']:,} flows evicted early because the flow table was full")
     if anomalies:

@@ -1,0 +1,116 @@
+"""Application-layer decoders and the registry that attaches them to flows.
+
+``PROTOCOLS`` is the explicit list of what is decoded: add a module's ``SPEC`` here.
+
+A new flow gets a decoder chosen by port **and** confirmed by a payload probe: the first payload
+packets go through ``_Probing``, which runs the port's candidate probe (a few tries, in case the
+capture began mid-message) and, for flows on no known port, the probes of every protocol that
+allows it. A flow that matches nothing drops its decoder, so bulk traffic costs one attribute
+test per packet afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from agent.decoders import modbus
+from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
+
+if TYPE_CHECKING:
+    from agent.dissect import Packet
+    from agent.flows import Flow
+
+PROTOCOLS: tuple[ProtocolSpec, ...] = (modbus.SPEC,)
+
+_PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
+_ANY_PORT_TRIES = 2  # ... and on other ports
+
+
+class Registry:
+    """Chooses decoders for new flows; ``port_overrides`` maps a protocol to extra TCP/UDP ports."""
+
+    def __init__(
+        self,
+        ctx: DecoderContext,
+        protocols: Iterable[ProtocolSpec] = PROTOCOLS,
+        port_overrides: Mapping[str, Iterable[int]] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.protocols = tuple(protocols)
+        self.names = frozenset(p.name for p in self.protocols)
+        self._by_port: dict[tuple[int, int], ProtocolSpec] = {}  # (IP protocol, server port)
+        for spec in self.protocols:
+            for port in spec.tcp_ports:
+                self._by_port[(6, port)] = spec
+            for port in spec.udp_ports:
+                self._by_port[(17, port)] = spec
+        for name, ports in (port_overrides or {}).items():
+            override = next((p for p in self.protocols if p.name == name), None)
+            if override is None:
+                raise ValueError(f"unknown protocol {name!r} (known: {', '.join(sorted(self.names))})")
+            for port in ports:
+                self._by_port[(6, port)] = override
+                self._by_port[(17, port)] = override
+        self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
+
+    def attach(self, flow: Flow) -> None:
+        """FlowTable ``on_new`` hook: give a TCP/UDP flow a probing decoder."""
+        proto = flow.proto
+        if proto != 6 and proto != 17:
+            return
+        by_port = self._by_port
+        spec = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport))
+        flow.app = _Probing(self, flow, spec)
+
+    def serves(self, spec: ProtocolSpec, proto: int) -> frozenset[int]:
+        """The ports on which ``spec`` is the server (defaults plus overrides)."""
+        return frozenset(port for (p, port), s in self._by_port.items() if s is spec and p == proto)
+
+    def unknown_port_candidates(self, exclude: ProtocolSpec | None) -> tuple[ProtocolSpec, ...]:
+        return tuple(p for p in self._any_port if p is not exclude)
+
+
+class _Probing:
+    """A flow's decoder until the payload says which protocol it carries."""
+
+    __slots__ = ("flow", "registry", "spec", "tries")
+
+    def __init__(self, registry: Registry, flow: Flow, spec: ProtocolSpec | None) -> None:
+        self.registry = registry
+        self.flow = flow
+        self.spec = spec
+        self.tries = 0
+
+    def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
+        payload = pkt.data[pkt.payload_off : pkt.payload_off + pkt.payload_len]
+        self.tries += 1
+        spec = self.spec
+        chosen = None
+        if spec is not None and spec.probe(payload, to_server):
+            chosen = spec
+        elif self.tries <= _ANY_PORT_TRIES:
+            for candidate in self.registry.unknown_port_candidates(spec):
+                if candidate.probe(payload, to_server):
+                    chosen = candidate
+                    break
+        flow = self.flow
+        if chosen is not None:
+            # The client is the side not on the protocol's port (a capture starting mid-stream
+            # makes the server look like the initiator); on unknown ports, assume the initiator.
+            server_port = self.registry.serves(chosen, flow.proto)
+            initiator_is_client = not (flow.sport in server_port and flow.dport not in server_port)
+            decoder: FlowDecoder = chosen.factory(flow, self.registry.ctx, initiator_is_client)
+            flow.app = decoder
+            flow.app_proto = chosen.name
+            decoder.feed(pkt, to_server, ts, cnt, source)
+        elif self.tries >= (_PORT_TRIES if spec is not None else _ANY_PORT_TRIES):
+            flow.app = None
+            if flow.app_proto in self.registry.names:
+                # The port said e.g. "modbus" but the payload does not: do not call it that.
+                flow.app_proto = "unknown"
+
+    def close(self, reason: str) -> None:
+        if self.flow.app_proto in self.registry.names:
+            # Never saw a payload we could confirm.
+            self.flow.app_proto = "unknown"

@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from agent.decoders.base import RESPONSE, Anomaly, OtMessage
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, format_ip
 from agent.flows import TCP_NONE, TCP_STATE_NAMES, Flow
 from agent.records import Event
@@ -30,12 +31,16 @@ def format_timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
-def flow_header(flow: Flow, sources: list[str] | None) -> dict[str, Any]:
-    """The common EVE header fields describing ``flow`` (initiator as src)."""
+def flow_header(flow: Flow, sources: list[str] | None, cnt: int = 0, source: int = -1) -> dict[str, Any]:
+    """The common EVE header fields describing ``flow`` (initiator as src).
+
+    In replay (``sources`` given) the event names its packet: ``cnt``/``source``, by default the
+    flow's last packet.
+    """
     header: dict[str, Any] = {"flow_id": flow.flow_id}
     if sources is not None:
-        header["pcap_cnt"] = flow.last_cnt
-        header["pcap_filename"] = sources[flow.last_source]
+        header["pcap_cnt"] = cnt or flow.last_cnt
+        header["pcap_filename"] = sources[source if source >= 0 else flow.last_source]
     header["vlan"] = list(flow.vlan)
     header["src_ip"] = format_ip(flow.src)
     proto = flow.proto
@@ -90,6 +95,46 @@ def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:
         fields["icmp_type"] = flow.icmp_type
         fields["icmp_code"] = flow.icmp_code
     return Event("flow", flow.first_ts, fields)
+
+
+def ot_event(msg: OtMessage, sources: list[str] | None) -> Event:
+    """An application message: the protocol's own object plus the shared ``ot`` summary."""
+    fields = flow_header(msg.flow, sources, msg.pcap_cnt, msg.source)
+    fields[msg.protocol] = msg.fields
+    ot: dict[str, Any] = {
+        "protocol": msg.protocol,
+        "operation": msg.operation,
+        "direction": msg.direction,
+        "function": msg.function,
+    }
+    if msg.direction == RESPONSE:
+        if msg.request_cnt:
+            ot["request_pcap_cnt"] = msg.request_cnt
+        if msg.latency_s is not None:
+            ot["latency_s"] = round(msg.latency_s, 6)
+    if msg.exception:
+        ot["exception"] = True
+    fields["ot"] = ot
+    return Event("ot", msg.ts, fields)
+
+
+def anomaly_event(anomaly: Anomaly, sources: list[str] | None) -> Event:
+    """An application-layer anomaly (Suricata's ``anomaly`` event with ``type: applayer``)."""
+    fields = flow_header(anomaly.flow, sources, anomaly.pcap_cnt, anomaly.source)
+    fields["anomaly"] = {"type": "applayer", "layer": anomaly.protocol, "event": anomaly.kind,
+                         "detail": anomaly.detail}  # fmt: skip
+    return Event("anomaly", anomaly.ts, fields)
+
+
+def decode_anomaly_event(kind: str, ts: float, cnt: int, source_name: str | None) -> Event:
+    """A packet whose headers could not be decoded (no flow: the addresses may be what is broken)."""
+    fields: dict[str, Any] = {}
+    if source_name is not None:
+        fields["pcap_cnt"] = cnt
+        fields["pcap_filename"] = source_name
+    layer, _, event = kind.partition(".")
+    fields["anomaly"] = {"type": "decode", "layer": layer, "event": event}
+    return Event("anomaly", ts, fields)
 
 
 class EveSink:

@@ -50,3 +50,12 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert run_to_eve(tmp_path / "a", packets) == run_to_eve(tmp_path / "b", packets)
+
+
+def test_events_match_the_published_schema(tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "eve.schema.json").read_text())
+    packets = [*factory.tcp_session(vlan=3), factory.icmp_echo(), factory.udp6()]
+    for event in run_to_eve(tmp_path, packets):
+        jsonschema.validate(event, schema)

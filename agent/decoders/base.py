@@ -1,0 +1,187 @@
+"""The decoder contract: what a protocol module provides and what it may produce.
+
+A protocol module is sans-io: it gets payload bytes with their flow and packet position, and turns
+them into typed records (``OtMessage``, ``Anomaly``) handed to a ``DecoderContext``. It never reads
+sockets or files, never raises on bad bytes (a bad message is an ``Anomaly``), and keeps bounded
+state: stream buffers and pending-request tables have limits and count what they drop.
+
+How a protocol plugs in (see ``agent/decoders/__init__.py`` for the explicit list):
+
+* a ``ProtocolSpec`` names the protocol, its default TCP/UDP ports, a cheap ``probe`` on the first
+  payload of a flow, and a factory building the per-flow decoder;
+* the per-flow decoder implements ``FlowDecoder``: ``feed`` for each packet with payload, ``close``
+  when the flow ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agent.dissect import Packet
+    from agent.flows import Flow
+
+# The operation classes of DOMAIN.md section 5: every application message maps to exactly one.
+OPERATIONS = frozenset(
+    {
+        "read",
+        "write",
+        "operate",
+        "program",
+        "upload",
+        "config",
+        "mode",
+        "time",
+        "diagnostic",
+        "file",
+        "firmware",
+        "discovery",
+        "subscribe",
+        "session",
+        "auth",
+        "io",
+        "vendor",
+        "unknown",
+        "opaque",
+    }
+)
+
+# Operation classes audited even when a policy allows them (SR 2.8).
+AUDITED_OPERATIONS = frozenset({"program", "upload", "mode", "firmware", "config"})
+
+REQUEST = "request"
+RESPONSE = "response"
+
+
+@dataclass(slots=True)
+class OtMessage:
+    """One application-layer message of an industrial protocol."""
+
+    ts: float
+    flow: Flow
+    pcap_cnt: int
+    source: int  # index of the capture source (file) the packet came from
+    protocol: str  # "modbus", "dnp3", "s7comm", "enip", "iec104", ...
+    to_server: bool  # sent by the flow's initiator
+    direction: str  # REQUEST or RESPONSE (a DNP3 unsolicited response is a RESPONSE with no request)
+    function: int  # the protocol's primary code: function code, service, type id, ...
+    operation: str  # one of OPERATIONS; a response takes the class of its request
+    fields: dict[str, Any]  # protocol fields for EVE, named close to Wireshark's
+    request_cnt: int = 0  # responses: pcap_cnt of the matched request (0 if unmatched)
+    latency_s: float | None = None  # responses: time since the matched request
+    exception: bool = False  # an error/exception response (Modbus exception, CIP error status, ...)
+
+
+@dataclass(slots=True)
+class Anomaly:
+    """Something wrong with a message: bad length, unknown function, reserved bits, stream gap."""
+
+    ts: float
+    flow: Flow
+    pcap_cnt: int
+    source: int
+    protocol: str
+    kind: str  # short stable identifier, e.g. "bad_length", "unknown_function", "stream_gap"
+    detail: str  # one sentence for a person
+
+
+@dataclass(slots=True)
+class DecoderStats:
+    """Plain integer counters per protocol, published at scrape time and in the stats event."""
+
+    messages: int = 0
+    requests: int = 0
+    responses: int = 0
+    matched: int = 0
+    unanswered: int = 0  # requests that expired without a response
+    unmatched_responses: int = 0
+    pending_evicted: int = 0  # requests dropped because a flow's pending table was full
+    anomalies: dict[str, int] = field(default_factory=dict)
+    stream_gaps: int = 0
+    buffer_overflows: int = 0
+    operations: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "requests": self.requests,
+            "responses": self.responses,
+            "matched": self.matched,
+            "unanswered": self.unanswered,
+            "unmatched_responses": self.unmatched_responses,
+            "pending_evicted": self.pending_evicted,
+            "stream_gaps": self.stream_gaps,
+            "buffer_overflows": self.buffer_overflows,
+            "operations": dict(sorted(self.operations.items())),
+            "anomalies": dict(sorted(self.anomalies.items())),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    request_timeout: float = 30.0  # a request unanswered this long (packet time) counts as unanswered
+    max_pending: int = 1024  # per flow
+    max_stream_buffer: int = 1 << 18  # bytes buffered per direction while waiting for a whole message
+
+
+class DecoderContext:
+    """What decoders hand their records to; the pipeline owns one and routes the records on."""
+
+    def __init__(
+        self,
+        config: DecoderConfig,
+        on_message: Callable[[OtMessage], None],
+        on_anomaly: Callable[[Anomaly], None],
+    ) -> None:
+        self.config = config
+        self.on_message = on_message
+        self.on_anomaly = on_anomaly
+        self.stats: dict[str, DecoderStats] = {}
+
+    def stats_for(self, protocol: str) -> DecoderStats:
+        stats = self.stats.get(protocol)
+        if stats is None:
+            stats = self.stats[protocol] = DecoderStats()
+        return stats
+
+    def message(self, msg: OtMessage, stats: DecoderStats) -> None:
+        stats.messages += 1
+        if msg.direction == REQUEST:
+            stats.requests += 1
+        else:
+            stats.responses += 1
+        stats.operations[msg.operation] = stats.operations.get(msg.operation, 0) + 1
+        self.on_message(msg)
+
+    def anomaly(self, anomaly: Anomaly, stats: DecoderStats) -> None:
+        stats.anomalies[anomaly.kind] = stats.anomalies.get(anomaly.kind, 0) + 1
+        self.on_anomaly(anomaly)
+
+
+class FlowDecoder(Protocol):
+    """Per-flow decoder state. ``feed`` gets every packet of the flow that carries payload."""
+
+    def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None: ...
+
+    def close(self, reason: str) -> None:
+        """The flow ended: flush what is buffered and expire pending requests."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """How the registry finds and builds a protocol's decoder."""
+
+    name: str
+    tcp_ports: frozenset[int]
+    udp_ports: frozenset[int]
+    # probe(first payload, sent by initiator) -> does this look like the protocol? Must be cheap,
+    # must not raise, and must reject other protocols that share the port (e.g. S7comm vs MMS on 102).
+    probe: Callable[[bytes, bool], bool]
+    # factory(flow, context, initiator_is_client): the registry works out which side is the client
+    # from the ports, because a capture that starts mid-stream makes the server the "initiator".
+    factory: Callable[[Flow, DecoderContext, bool], FlowDecoder]
+    # Whether a flow on none of the ports is probed for this protocol (false for weak probes).
+    probe_any_port: bool = True

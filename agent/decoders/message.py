@@ -1,0 +1,145 @@
+"""``MessageDecoder``: the per-flow plumbing every message-oriented protocol shares.
+
+A protocol subclasses it and supplies two functions (directions are client/server, worked out by
+the registry from the ports, not initiator/responder):
+
+* ``message_length(buf, off, avail)`` (static): frame one message on a TCP stream (see
+  ``agent.decoders.stream``); UDP datagrams are one message each and skip framing;
+* ``parse(buf, off, length, to_server)``: decode one whole message and call ``self.emit`` /
+  ``self.anomaly``.
+
+The base class owns the stream framers (TCP), the pending-request table (pairing, latency,
+operation inheritance), the per-protocol counters, and the packet position of the message being
+parsed, so protocol modules contain protocol knowledge only.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent.decoders.base import REQUEST, RESPONSE, Anomaly, DecoderContext, OtMessage
+from agent.decoders.pending import PendingRequest, PendingRequests
+from agent.decoders.stream import StreamFramer
+
+if TYPE_CHECKING:
+    from agent.dissect import Packet
+    from agent.flows import Flow
+
+_SEQ = struct.Struct("!I")
+
+
+class MessageDecoder:
+    protocol: ClassVar[str] = ""
+
+    __slots__ = (
+        "_c2s",
+        "_cnt",
+        "_s2c",
+        "_source",
+        "_ts",
+        "ctx",
+        "flow",
+        "initiator_is_client",
+        "pending",
+        "stats",
+    )
+
+    def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
+        self.flow = flow
+        self.ctx = ctx
+        self.initiator_is_client = initiator_is_client
+        self.stats = ctx.stats_for(self.protocol)
+        config = ctx.config
+        self.pending = PendingRequests(self.stats, config.request_timeout, config.max_pending)
+        self._c2s: StreamFramer | None = None
+        self._s2c: StreamFramer | None = None
+        if flow.proto == 6:
+            limit = config.max_stream_buffer
+            self._c2s = StreamFramer(self.message_length, self._on_c2s, self._on_gap, limit)
+            self._s2c = StreamFramer(self.message_length, self._on_s2c, self._on_gap, limit)
+        self._ts = 0.0
+        self._cnt = 0
+        self._source = 0
+
+    # -- to implement ----------------------------------------------------------------------------
+
+    @staticmethod
+    def message_length(buf: bytes, off: int, avail: int) -> int:
+        """Total length of the message at ``off`` (NEED_MORE / INVALID from agent.decoders.stream)."""
+        raise NotImplementedError
+
+    def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
+        """Decode one whole message ``buf[off:off+length]``; ``from_client``: sent by the client side."""
+        raise NotImplementedError
+
+    # -- FlowDecoder -----------------------------------------------------------------------------
+
+    def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
+        self._ts = ts
+        self._cnt = cnt
+        self._source = source
+        data = pkt.data
+        off = pkt.payload_off
+        payload = data[off : off + pkt.payload_len]
+        from_client = to_server == self.initiator_is_client
+        framer = self._c2s if from_client else self._s2c
+        if framer is None:
+            self.parse(payload, 0, len(payload), from_client)
+        else:
+            framer.add(_SEQ.unpack_from(data, pkt.l4_off + 4)[0], payload)
+
+    def close(self, reason: str) -> None:
+        self.pending.close()
+
+    # -- for subclasses --------------------------------------------------------------------------
+
+    def _on_c2s(self, buf: bytes, off: int, length: int) -> None:
+        self.parse(buf, off, length, True)
+
+    def _on_s2c(self, buf: bytes, off: int, length: int) -> None:
+        self.parse(buf, off, length, False)
+
+    def _on_gap(self, kind: str, detail: str) -> None:
+        if kind == "stream_gap":
+            self.stats.stream_gaps += 1
+        elif kind == "oversize":
+            self.stats.buffer_overflows += 1
+        self.anomaly(kind, detail)
+
+    def request(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
+                from_client: bool = True) -> OtMessage:  # fmt: skip
+        """Emit a request; with a ``key`` it waits in the pending table for its response."""
+        to_server = from_client == self.initiator_is_client
+        msg = OtMessage(self._ts, self.flow, self._cnt, self._source, self.protocol, to_server, REQUEST,
+                        function, operation, fields)  # fmt: skip
+        if key is not None:
+            self.pending.add(key, self._ts, self._cnt, operation, function)
+        self.ctx.message(msg, self.stats)
+        return msg
+
+    def response(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
+                 from_client: bool = False, exception: bool = False,
+                 keep: bool = False) -> OtMessage:  # fmt: skip
+        """Emit a response; a matched request lends it its operation class and latency.
+
+        ``operation`` is used when no request matches (e.g. the capture began after the request).
+        ``keep`` leaves the request pending (a multi-part response).
+        """
+        to_server = from_client == self.initiator_is_client
+        request: PendingRequest | None = None
+        if key is not None:
+            request = self.pending.peek(key) if keep else self.pending.match(key)
+        msg = OtMessage(self._ts, self.flow, self._cnt, self._source, self.protocol, to_server, RESPONSE,
+                        function, operation, fields, exception=exception)  # fmt: skip
+        if request is not None:
+            msg.operation = request.operation
+            msg.request_cnt = request.cnt
+            msg.latency_s = max(0.0, self._ts - request.ts)
+        self.ctx.message(msg, self.stats)
+        return msg
+
+    def anomaly(self, kind: str, detail: str) -> None:
+        self.ctx.anomaly(Anomaly(self._ts, self.flow, self._cnt, self._source, self.protocol, kind, detail),
+                         self.stats)  # fmt: skip
