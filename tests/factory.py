@@ -100,3 +100,77 @@ class ListSource:
         for i, (p, ts) in enumerate(zip(self.packets, self.times, strict=True)):
             data = bytes(p)
             yield (ts, data, len(data), 0, 1, i + 1, 0)
+
+
+def tcp_stream(
+    segments: Iterable[tuple[bool, bytes]],
+    client: str = CLIENT,
+    server: str = SERVER,
+    sport: int = 40000,
+    dport: int = 502,
+    handshake: bool = True,
+) -> list[Packet]:
+    """A TCP connection carrying ``segments``: (from_client, payload) in order, with correct seq/ack."""
+    seq = {True: 1000, False: 5000}
+
+    def seg(from_client: bool, flags: str, data: bytes = b"") -> Packet:
+        src, dst, sp, dp = (client, server, sport, dport) if from_client else (server, client, dport, sport)
+        p = eth() / IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags=flags, seq=seq[from_client],
+                                              ack=seq[not from_client])  # fmt: skip
+        return p / Raw(data) if data else p
+
+    pkts: list[Packet] = []
+    if handshake:
+        pkts.append(seg(True, "S"))
+        seq[True] += 1
+        pkts.append(seg(False, "SA"))
+        seq[False] += 1
+        pkts.append(seg(True, "A"))
+    for from_client, data in segments:
+        pkts.append(seg(from_client, "PA", data))
+        seq[from_client] += len(data)
+    return pkts
+
+
+class Collector:
+    """A pipeline consumer keeping every application message and finished flow."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.flows: list = []
+
+    def on_flow_end(self, flow: object, reason: str) -> None:
+        self.flows.append(flow)
+
+    def on_message(self, msg: object) -> None:
+        self.messages.append(msg)
+
+
+def decode(packets: list[Packet], ports: dict[str, tuple[int, ...]] | None = None, step: float = 0.01):
+    """Run packets through a full pipeline; return (messages, anomaly events, pipeline)."""
+    from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
+
+    collector = Collector()
+
+    class _AnomalySink:
+        name = "anomalies"
+
+        def __init__(self) -> None:
+            self.events: list = []
+
+        def emit(self, event: object) -> None:
+            if getattr(event, "event_type", "") == "anomaly":
+                self.events.append(event)
+
+        def flush(self) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    sink = _AnomalySink()
+    pipeline = Pipeline(
+        PipelineConfig(events=EVENTS_ALL, ports=ports or {}), sinks=[sink], consumers=[collector]
+    )
+    pipeline.run(ListSource(packets, step=step))
+    return collector.messages, sink.events, pipeline

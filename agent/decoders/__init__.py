@@ -11,6 +11,7 @@ test per packet afterwards.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (modbus.SPEC,)
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
 _ANY_PORT_TRIES = 2  # ... and on other ports
+_PROBE_BYTES = 4096  # per direction, kept while probing
+_SEQ = struct.Struct("!I")
 
 
 class Registry:
@@ -72,29 +75,44 @@ class Registry:
 
 
 class _Probing:
-    """A flow's decoder until the payload says which protocol it carries."""
+    """A flow's decoder until the payload says which protocol it carries.
 
-    __slots__ = ("flow", "registry", "spec", "tries")
+    Payloads are kept (bounded) while probing, so a message split over several segments is still
+    recognised, and the chosen decoder is replayed everything from the first payload on.
+    """
+
+    __slots__ = ("flow", "held", "held_bytes", "registry", "spec", "tries")
 
     def __init__(self, registry: Registry, flow: Flow, spec: ProtocolSpec | None) -> None:
         self.registry = registry
         self.flow = flow
         self.spec = spec
         self.tries = 0
+        self.held: list[tuple[bool, int, bytes, float, int, int]] = []
+        self.held_bytes = {True: b"", False: b""}
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
-        payload = pkt.data[pkt.payload_off : pkt.payload_off + pkt.payload_len]
+        data = pkt.data
+        payload = data[pkt.payload_off : pkt.payload_off + pkt.payload_len]
+        flow = self.flow
+        if flow.proto == 6:
+            seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0]
+            self.held.append((to_server, seq, payload, ts, cnt, source))
+            # Probe what this direction has sent so far: a message may span segments.
+            sample = self.held_bytes[to_server] = (self.held_bytes[to_server] + payload)[:_PROBE_BYTES]
+        else:
+            self.held = [(to_server, 0, payload, ts, cnt, source)]  # datagrams stand alone
+            sample = payload
         self.tries += 1
         spec = self.spec
         chosen = None
-        if spec is not None and spec.probe(payload, to_server):
+        if spec is not None and spec.probe(sample, to_server):
             chosen = spec
         elif self.tries <= _ANY_PORT_TRIES:
             for candidate in self.registry.unknown_port_candidates(spec):
-                if candidate.probe(payload, to_server):
+                if candidate.probe(sample, to_server):
                     chosen = candidate
                     break
-        flow = self.flow
         if chosen is not None:
             # The client is the side not on the protocol's port (a capture starting mid-stream
             # makes the server look like the initiator); on unknown ports, assume the initiator.
@@ -103,12 +121,20 @@ class _Probing:
             decoder: FlowDecoder = chosen.factory(flow, self.registry.ctx, initiator_is_client)
             flow.app = decoder
             flow.app_proto = chosen.name
-            decoder.feed(pkt, to_server, ts, cnt, source)
+            for held in self.held:
+                decoder.feed_segment(*held)
+            self.held = []
         elif self.tries >= (_PORT_TRIES if spec is not None else _ANY_PORT_TRIES):
             flow.app = None
+            self.held = []
             if flow.app_proto in self.registry.names:
                 # The port said e.g. "modbus" but the payload does not: do not call it that.
                 flow.app_proto = "unknown"
+
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
+        raise TypeError("probing is fed packets, never replayed")
 
     def close(self, reason: str) -> None:
         if self.flow.app_proto in self.registry.names:

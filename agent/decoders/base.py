@@ -165,6 +165,12 @@ class FlowDecoder(Protocol):
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None: ...
 
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
+        """The same from saved parts (TCP sequence number, 0 for UDP): how probing replays payloads."""
+        ...
+
     def close(self, reason: str) -> None:
         """The flow ended: flush what is buffered and expire pending requests."""
         ...

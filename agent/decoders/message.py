@@ -77,18 +77,23 @@ class MessageDecoder:
     # -- FlowDecoder -----------------------------------------------------------------------------
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
+        data = pkt.data
+        off = pkt.payload_off
+        seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0] if self._c2s is not None else 0
+        self.feed_segment(to_server, seq, data[off : off + pkt.payload_len], ts, cnt, source)
+
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
         self._ts = ts
         self._cnt = cnt
         self._source = source
-        data = pkt.data
-        off = pkt.payload_off
-        payload = data[off : off + pkt.payload_len]
         from_client = to_server == self.initiator_is_client
         framer = self._c2s if from_client else self._s2c
         if framer is None:
             self.parse(payload, 0, len(payload), from_client)
         else:
-            framer.add(_SEQ.unpack_from(data, pkt.l4_off + 4)[0], payload)
+            framer.add(seq, payload)
 
     def close(self, reason: str) -> None:
         self.pending.close()

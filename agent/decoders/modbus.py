@@ -54,20 +54,25 @@ def message_length(buf: bytes, off: int, avail: int) -> int:
     if avail < 8:
         return NEED_MORE
     proto_id, length = _HH.unpack_from(buf, off + 2)
-    if proto_id != 0 or length < 2 or length > MAX_LENGTH or buf[off + 7] & 0x7F == 0:
+    if proto_id != 0 or length < 2 or length > MAX_LENGTH:
         return INVALID
     return 6 + int(length)
 
 
 def probe(payload: bytes, to_server: bool) -> bool:
-    """A whole MBAP frame (or several) with protocol id 0 and a known function code."""
-    if len(payload) < 8:
-        return False
-    n = message_length(payload, 0, len(payload))
-    if n <= 0 or n > len(payload):
-        return False
-    fc = payload[7] & 0x7F
-    return fc in OPERATION_BY_FUNCTION or fc in (8, 43, UMAS)
+    """The segment is exactly one or more whole MBAP frames (protocol id 0, lengths adding up).
+
+    That is strong enough to tell Modbus from other traffic on 502 or elsewhere without requiring
+    a known function code (unknown codes are Modbus anomalies, not another protocol).
+    """
+    end = len(payload)
+    off = 0
+    while off < end:
+        n = message_length(payload, off, end - off)
+        if n <= 0 or off + n > end:
+            return False
+        off += n
+    return end >= 8
 
 
 def classify(fc: int, pdu: bytes, off: int, end: int) -> str:

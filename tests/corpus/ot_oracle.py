@@ -27,7 +27,9 @@ from agent.decoders.base import OtMessage
 from agent.flows import Flow
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
 
-CORPUS = Path(os.environ.get("CONDUITWATCH_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
+CORPUS = Path(
+    os.environ.get("CONDUITWATCH_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus")
+)
 KNOWN = Path(__file__).with_name("known_disagreements")
 
 
@@ -54,7 +56,9 @@ class _Collector:
             self.by_frame[msg.pcap_cnt].append(msg)
 
 
-def our_messages(path: Path, protocol: str, ports: dict[str, tuple[int, ...]] | None = None) -> dict[int, list[OtMessage]]:
+def our_messages(
+    path: Path, protocol: str, ports: dict[str, tuple[int, ...]] | None = None
+) -> dict[int, list[OtMessage]]:
     """Our decoded messages of ``protocol`` by frame number."""
     collector = _Collector(protocol)
     config = PipelineConfig(events=EVENTS_ALL, ports=ports or {})
@@ -67,14 +71,29 @@ def our_messages(path: Path, protocol: str, ports: dict[str, tuple[int, ...]] | 
     return collector.by_frame
 
 
-def tshark_fields(path: Path, display_filter: str, fields: Iterable[str], extra: Iterable[str] = ()) -> dict[int, list[str]]:
+def tshark_fields(
+    path: Path, display_filter: str, fields: Iterable[str], extra: Iterable[str] = ()
+) -> dict[int, list[str]]:
     """frame number -> the field values (tshark's comma-separated occurrences, in field order)."""
     tshark = shutil.which("tshark")
     if tshark is None:
         if os.environ.get("CONDUITWATCH_REQUIRE_TOOLS") == "1":
             pytest.fail("tshark is required (CONDUITWATCH_REQUIRE_TOOLS=1) but not installed")
         pytest.skip("tshark not installed")
-    cmd = [tshark, "-r", str(path), "-n", "-Y", display_filter, "-T", "fields", "-E", "separator=\t", "-e", "frame.number"]
+    cmd = [
+        tshark,
+        "-r",
+        str(path),
+        "-n",
+        "-Y",
+        display_filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-e",
+        "frame.number",
+    ]
     for name in fields:
         cmd += ["-e", name]
     cmd += list(extra)
