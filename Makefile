@@ -1,0 +1,38 @@
+# Everything runs from a project-local virtual environment that the first target creates.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test corpus lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: replay the bundled demo capture and print what was found
+demo: $(STAMP)
+	$(VENV)/bin/conduitwatch replay pcaps/demo.pcap --eve demo-eve.json
+	@echo "EVE events written to demo-eve.json"
+
+## test: lint, type-check and run the test suite (no ../shared needed)
+test: $(STAMP) lint
+	$(PY) -m pytest -q -m "not corpus"
+
+## corpus: the tier that needs ../shared/corpus (run by CI after `make test`)
+corpus: $(STAMP)
+	$(PY) -m pytest -q -m corpus tests/corpus
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## bench: throughput and peak RSS of conduitwatch beside tcpdump and suricata
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) demo-eve.json bench/out .pytest_cache .mypy_cache .ruff_cache
