@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 ## demo: replay the bundled demo capture and print what was found
 demo: $(STAMP)
+	rm -f demo-eve.json
 	$(VENV)/bin/conduitwatch replay pcaps/demo.pcap --eve demo-eve.json
 	@echo "EVE events written to demo-eve.json"
 
