@@ -15,7 +15,9 @@ from tests import factory
 CMD = [sys.executable, "-m", "agent.cli"]
 
 
-def cw(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cw(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
     full_env.update(env or {})
     return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
@@ -53,7 +55,9 @@ def test_several_files_merged_in_time_order(tmp_path: Path) -> None:
     out = tmp_path / "eve.json"
     result = cw("replay", str(a), str(b), "--eve", str(out), "-q")
     assert result.returncode == 0 and result.stdout == ""
-    flows = {e["src_port"]: (e["pcap_filename"], e["pcap_cnt"]) for e in events(out) if e["event_type"] == "flow"}
+    flows = {
+        e["src_port"]: (e["pcap_filename"], e["pcap_cnt"]) for e in events(out) if e["event_type"] == "flow"
+    }
     assert flows == {1: (str(a), 1), 2: (str(b), 1), 3: (str(b), 2)}
 
 
