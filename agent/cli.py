@@ -324,14 +324,17 @@ def run(
     log.info("capturing on %s%s", interface, f" with filter {bpf!r}" if bpf else "")
     try:
         stats = pipeline.run(source)
-        kernel = source.stats()
     finally:
         stopper.restore()
         source.close()
+    kernel = pipeline.kernel or {}
     extra = [
-        f"kernel: {kernel.get('kernel_packets', 0):,} packets seen, {kernel.get('kernel_drops', 0):,} dropped"
+        f"kernel: {kernel.get('kernel_packets', 0):,} packets passed the filter, "
+        f"{kernel.get('kernel_drops', 0):,} dropped before they could be read"
     ]
-    code = _finish(pipeline, summary, stats, [], quiet, summary_to_stderr=eve == "-", extra=extra)
+    code = _finish(
+        pipeline, summary, stats, source.problems, quiet, summary_to_stderr=eve == "-", extra=extra
+    )
     sys.exit(code)
 
 

@@ -107,6 +107,7 @@ class Pipeline:
         self._log_messages = config.events == EVENTS_ALL
         self.stats = RunStats()
         self.source_names: list[str] | None = None
+        self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
         self._stopping = False
 
     # -- control ---------------------------------------------------------------------------------
@@ -204,7 +205,10 @@ class Pipeline:
             stats.wall_seconds = time.perf_counter() - started
         if self._stopping:
             stats.interrupted = True
-        self.finish(list(getattr(source, "problems", ())))
+        # Live sources report the kernel's own counters (packets seen, dropped before we read them).
+        kernel_stats = getattr(source, "stats", None)
+        kernel = kernel_stats() if callable(kernel_stats) else None
+        self.finish(list(getattr(source, "problems", ())), kernel)
         return stats
 
     def _decode_anomaly(self, ts: float, cnt: int, source: int) -> None:
@@ -212,11 +216,15 @@ class Pipeline:
         name = names[source] if names is not None else None
         self.emit(decode_anomaly_event(self.dissector.last_anomaly, ts, cnt, name))
 
-    def finish(self, problems: list[CaptureProblem]) -> None:
+    def finish(self, problems: list[CaptureProblem], kernel: dict[str, Any] | None = None) -> None:
         """End all flows, emit the stats event and flush every sink."""
         self.flows.flush("shutdown")
+        self.kernel = kernel
         if self.sinks:
-            self.emit(Event("stats", self.stats.last_ts or time.time(), {"stats": self.stats_dict(problems)}))
+            stats = self.stats_dict(problems)
+            if kernel is not None:
+                stats["capture"]["kernel"] = kernel
+            self.emit(Event("stats", self.stats.last_ts or time.time(), {"stats": stats}))
         for sink in self.sinks:
             sink.flush()
 

@@ -1,0 +1,40 @@
+"""`conduitwatch run` end to end on a veth pair in network namespaces the test creates."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.netns import FOREIGN_IP, NetPair, send_udp
+
+PYTHON = sys.executable
+
+
+def test_run_on_mirror_port_reports_flows_and_kernel_counters(netpair: NetPair, tmp_path: Path) -> None:
+    out = tmp_path / "eve.json"
+    cmd = ["ip", "netns", "exec", netpair.mon_ns, PYTHON, "-m", "agent.cli", "--log-level", "info", "run",
+           "--interface", netpair.mon_if, "--bpf", "udp", "--eve", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "capturing on ..." once the socket is ready
+        assert "capturing on" in line, line
+        send_udp(netpair, 600, ports=[20000, 20001, 20002], dsts=[FOREIGN_IP], rate=5000)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    flows = [e for e in events if e["event_type"] == "flow"]
+    assert sorted(f["dest_port"] for f in flows) == [20000, 20001, 20002]
+    assert sum(f["flow"]["pkts_toserver"] for f in flows) == 600
+    assert "pcap_filename" not in flows[0]  # live events name no file
+    stats = events[-1]["stats"]
+    assert stats["capture"]["packets"] == 600
+    assert stats["capture"]["kernel"]["kernel_drops"] == 0
+    assert "600 packets" in stdout and "dropped before they could be read" in stdout

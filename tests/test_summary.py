@@ -1,0 +1,42 @@
+from agent.pipeline import Pipeline, PipelineConfig
+from agent.summary import TrafficSummary, render
+from tests import factory
+
+
+def run(packets: list) -> tuple[TrafficSummary, Pipeline]:
+    summary = TrafficSummary()
+    pipeline = Pipeline(PipelineConfig(), consumers=[summary])
+    pipeline.run(factory.ListSource(packets))
+    return summary, pipeline
+
+
+def text(summary: TrafficSummary, pipeline: Pipeline, top: int = 10) -> str:
+    table = pipeline.flows
+    return render(summary, pipeline.stats, {"created": table.created, "evicted": table.evicted},
+                  pipeline.dissector.anomalies, [], top=top)  # fmt: skip
+
+
+def test_counts_by_protocol_network_pair_and_operation() -> None:
+    packets = factory.tcp_session(vlan=10) + [factory.udp(sport=p, dst="198.51.100.7") for p in range(3)]
+    summary, pipeline = run(packets)
+    assert summary.by_protocol["modbus"].flows == 1 and summary.by_protocol["modbus"].packets == 8
+    assert summary.by_protocol["dnp3"].flows == 3
+    assert summary.by_network_pair[("vlan 10", "vlan 10")].flows == 1
+    assert summary.by_network_pair[("192.0.2.0/24", "198.51.100.0/24")].packets == 3
+    assert summary.operations == {("modbus", "read"): 1}
+    report = text(summary, pipeline)
+    assert report.splitlines()[0].startswith("11 packets")
+    assert "modbus       read 1" in report
+
+
+def test_long_tables_are_cut_with_a_total_row() -> None:
+    summary, pipeline = run([factory.udp(sport=1, dst=f"198.51.{i}.1") for i in range(15)])
+    report = text(summary, pipeline, top=5)
+    assert "... 10 more" in report
+
+
+def test_same_input_same_text() -> None:
+    packets = [factory.udp(sport=p, dst=f"198.51.{p}.1") for p in range(12)]
+    a, b = run(packets), run(packets)
+    strip = lambda s: s.split("\n", 1)[1]  # noqa: E731 - the first line has the wall-clock rate
+    assert strip(text(*a)) == strip(text(*b))
