@@ -96,6 +96,9 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="EVE event types: default = flow, anomaly, stats; "
                           "all adds one 'ot' event per message."),
+        click.option("--decoders", "decoders", metavar="NAMES", callback=_parse_decoders, default="all",
+                     show_default=True,
+                     help="Application decoders: all, none, or a comma-separated list, e.g. modbus,dnp3."),
         click.option("--ports", "ports", multiple=True, metavar="PROTO=PORT[,PORT]", callback=_parse_ports,
                      help="Also decode PROTO on these ports, e.g. --ports modbus=5020 (repeatable)."),
         click.option("--max-flows", type=click.IntRange(min=1), default=_DEFAULT_FLOWS.max_flows,
@@ -137,6 +140,21 @@ def _parse_ports(
             raise click.BadParameter(f"{value!r}: ports must be 1-65535")
         result[name] = result.get(name, ()) + numbers
     return result
+
+
+def _parse_decoders(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...] | None:
+    from agent.decoders import PROTOCOLS
+
+    if value == "all":
+        return None
+    if value == "none":
+        return ()
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    known = {p.name for p in PROTOCOLS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown decoder {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return names
 
 
 def _flow_config(
@@ -243,6 +261,7 @@ def replay(
     eve: str | None,
     quiet: bool,
     events: str,
+    decoders: tuple[str, ...] | None,
     ports: dict[str, tuple[int, ...]],
     max_flows: int,
     flow_timeout: float,
@@ -259,6 +278,7 @@ def replay(
     config = PipelineConfig(
         flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
         ports=ports,
+        decoder_names=decoders,
         events=events,
         replay=True,
     )
@@ -294,6 +314,7 @@ def run(
     eve: str | None,
     quiet: bool,
     events: str,
+    decoders: tuple[str, ...] | None,
     ports: dict[str, tuple[int, ...]],
     max_flows: int,
     flow_timeout: float,
@@ -310,6 +331,7 @@ def run(
     config = PipelineConfig(
         flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
         ports=ports,
+        decoder_names=decoders,
         events=events,
         replay=False,
     )

@@ -60,6 +60,7 @@ class Flow:
         "app_proto",
         "bytes_toclient",
         "bytes_toserver",
+        "client_isn",  # initial sequence number of the client's SYN, -1 when not seen
         "community_id",
         "deadline",  # first_ts + active timeout
         "dport",
@@ -115,6 +116,7 @@ class Flow:
         self.tcp_state = TCP_NONE
         self.timeout = timeout
         self.deadline = ts
+        self.client_isn = -1
         self.icmp_type = 0
         self.icmp_code = 0
         self.community_id = ""
@@ -240,9 +242,14 @@ class FlowTable:
         """Rare path: handshake, FIN and RST handling; a SYN on a closed flow starts a new one."""
         state = flow.tcp_state
         config = self.config
-        if flags & 0x12 == TCP_SYN and state >= TCP_CLOSED and flow.pkts_toserver + flow.pkts_toclient:
-            # The port pair was reused for a new connection after the old one closed.
-            return self._restart(flow, pkt, ts, cnt, source, "port_reuse")
+        if flags & 0x12 == TCP_SYN:
+            isn = pkt.tcp_header()[0]
+            if state >= TCP_CLOSED and flow.pkts_toserver + flow.pkts_toclient and isn != flow.client_isn:
+                # The port pair was reused for a new connection after the old one closed (a SYN
+                # with the same initial sequence number is only the old one retransmitted).
+                return self._restart(flow, pkt, ts, cnt, source, "port_reuse")
+            if to_server:
+                flow.client_isn = isn
         if flags & TCP_RST:
             flow.tcp_state = TCP_RESET
             flow.timeout = config.tcp_closed_timeout
@@ -264,8 +271,9 @@ class FlowTable:
         elif state == TCP_SYN_RECV and to_server and flags & TCP_ACK:
             flow.tcp_state = TCP_ESTABLISHED
             flow.timeout = config.tcp_timeout
-        elif state == TCP_SYN_SENT and not to_server and flags & TCP_ACK:
-            # Handshake partly missed by the capture, but the server is talking: established.
+        elif state == TCP_SYN_SENT and flags & TCP_ACK and (not to_server or flow.pkts_toserver):
+            # The SYN-ACK was not captured (asymmetric mirror, drops), but the connection is clearly
+            # in use: the server talks, or the client acknowledges something after its SYN.
             flow.tcp_state = TCP_ESTABLISHED
             flow.timeout = config.tcp_timeout
         return flow
@@ -274,6 +282,7 @@ class FlowTable:
         config = self.config
         proto = key[4]
         tcp_state = TCP_NONE
+        client_isn = -1
         if proto == IPPROTO_TCP:
             flags = pkt.tcp_flags
             if flags & 0x12 == 0x12:
@@ -285,6 +294,7 @@ class FlowTable:
             elif flags & TCP_SYN:
                 tcp_state = TCP_SYN_SENT
                 timeout = config.tcp_new_timeout
+                client_isn = pkt.tcp_header()[0]
             else:
                 tcp_state = TCP_ESTABLISHED  # picked up mid-stream
                 timeout = config.tcp_timeout
@@ -298,6 +308,7 @@ class FlowTable:
         flow = Flow(key, self._flow_id(key, ts), pkt.ip_version, ts, cnt, source, timeout)
         flow.deadline = ts + config.active_timeout
         flow.tcp_state = tcp_state
+        flow.client_isn = client_isn
         if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             flow.icmp_type = pkt.sport
             flow.icmp_code = pkt.dport

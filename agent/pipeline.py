@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.decoders import Registry
+from agent.decoders import PROTOCOLS, Registry
 from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
 from agent.dissect import FRAGMENT, IP, L2, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
@@ -81,6 +81,8 @@ class PipelineConfig:
     decoders: DecoderConfig = field(default_factory=DecoderConfig)
     # Extra ports per protocol name, e.g. {"modbus": (5020,)}.
     ports: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Names of the application decoders to run; None runs all of them.
+    decoder_names: tuple[str, ...] | None = None
     events: str = EVENTS_DEFAULT
     # Replay: name files in events (pcap_filename, pcap_cnt). Live: off.
     replay: bool = True
@@ -102,8 +104,11 @@ class Pipeline:
         self.progress = progress
         self.dissector = Dissector()
         self.decoders = DecoderContext(config.decoders, self._on_message, self._on_anomaly)
-        self.registry = Registry(self.decoders, port_overrides=config.ports)
-        self.flows = FlowTable(config.flows, self._on_flow_end, self.registry.attach)
+        protocols = PROTOCOLS
+        if config.decoder_names is not None:
+            protocols = tuple(p for p in PROTOCOLS if p.name in config.decoder_names)
+        self.registry = Registry(self.decoders, protocols, port_overrides=config.ports)
+        self.flows = FlowTable(config.flows, self._on_flow_end, self.registry.attach if protocols else None)
         self._log_messages = config.events == EVENTS_ALL
         self.stats = RunStats()
         self.source_names: list[str] | None = None
@@ -155,7 +160,7 @@ class Pipeline:
         table = self.flows
         update = table.update
         unsupported = stats.unsupported_linktypes
-        status_counts = [0, 0, 0, 0, 0]
+        status_counts = [0, 0, 0, 0, 0]  # IP is derived at the end: one less increment per packet
         packets = 0
         nbytes = 0
         ts = 0.0
@@ -163,10 +168,17 @@ class Pipeline:
         started = time.perf_counter()
         try:
             for ts, data, wirelen, _iface, linktype, cnt, src in source if frames is None else frames:
+                if not packets & 0x3FFF:
+                    # Every 16k packets: honour a stop request, refresh the progress display.
+                    if self._stopping:
+                        stats.interrupted = True
+                        break
+                    if progress is not None:
+                        stats.packets = packets
+                        progress(stats)
                 packets += 1
                 nbytes += wirelen
                 status = dissect(pkt, data, linktype)
-                status_counts[status] += 1
                 if status == IP:
                     if ts >= table.next_sweep:
                         if not stats.first_ts:
@@ -176,7 +188,9 @@ class Pipeline:
                     app = flow.app
                     if app is not None and pkt.payload_len:
                         app.feed(pkt, to_server, ts, cnt, src)
-                elif status == MALFORMED:
+                    continue
+                status_counts[status] += 1
+                if status == MALFORMED:
                     if self.sinks:
                         self._decode_anomaly(ts, cnt, src)
                 elif status == UNSUPPORTED_LINK:
@@ -186,18 +200,11 @@ class Pipeline:
                         )
                         unsupported[linktype] = 0
                     unsupported[linktype] += 1
-                if not packets & 0x3FFF:
-                    if self._stopping:
-                        stats.interrupted = True
-                        break
-                    if progress is not None:
-                        stats.packets = packets
-                        progress(stats)
         finally:
             stats.packets = packets
             stats.bytes = nbytes
             stats.last_ts = ts
-            stats.ip_packets = status_counts[IP]
+            stats.ip_packets = packets - sum(status_counts)
             stats.fragments = status_counts[FRAGMENT]
             stats.l2_packets = status_counts[L2]
             stats.malformed = status_counts[MALFORMED]

@@ -44,7 +44,9 @@ from bench.gen_plant import GENERATOR_VERSION, generate, meta_path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-TOOLS = ("conduitwatch", "tcpdump", "suricata")
+# "conduitwatch-core" is the foundation pipeline alone (dissect, flows, EVE flow events: --decoders none);
+# "conduitwatch" adds every application decoder.
+TOOLS = ("conduitwatch-core", "conduitwatch", "tcpdump", "suricata")
 PIN_CPU = "1"
 HELPER_SRC = Path(__file__).with_name("spawn_rusage.c")
 
@@ -191,6 +193,15 @@ def _version(argv: list[str]) -> str:
         return ""
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[0].strip() if text else ""
+
+
+def conduitwatch_core_tool(cap: Path) -> Tool:
+    tool = conduitwatch_tool(cap)
+    tool.name = "conduitwatch-core"
+    if tool.argv is not None:
+        tool.argv = [*tool.argv, "--decoders", "none"]
+        tool.note += " --decoders none"
+    return tool
 
 
 def conduitwatch_tool(cap: Path) -> Tool:
@@ -399,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         if helper
         else "os.wait4 from the runner (no C compiler: peak RSS includes the runner's own size)"
     )
-    makers = {"conduitwatch": conduitwatch_tool, "tcpdump": tcpdump_tool, "suricata": suricata_tool}
+    makers = {
+        "conduitwatch-core": conduitwatch_core_tool,
+        "conduitwatch": conduitwatch_tool,
+        "tcpdump": tcpdump_tool,
+        "suricata": suricata_tool,
+    }
     tools = [makers[name](cap) for name in wanted]
     for tool in tools:
         if tool.argv is None:

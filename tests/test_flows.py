@@ -104,7 +104,9 @@ def test_port_reuse_after_close_starts_new_flow() -> None:
     rec = Recorder()
     table = FlowTable(FlowConfig(), rec)
     session = factory.tcp_session()
-    feed(table, session + session[:1], step=0.01)
+    again = session[0].copy()
+    again[TCP].seq = 999_999  # a new initial sequence number: a new connection on the same ports
+    feed(table, [*session, again], step=0.01)
     assert [r for _, r in rec.ended] == ["port_reuse"]
     assert len(table) == 1
 
@@ -138,3 +140,20 @@ def test_flow_ids_are_deterministic() -> None:
         feed(table, [*factory.tcp_session(), factory.udp()])
         ids.append(sorted(f.flow_id for f in table.flows()))
     assert ids[0] == ids[1] and all(0 < i < 2**53 for i in ids[0])
+
+
+def test_retransmitted_syn_after_reset_is_not_a_new_connection() -> None:
+    rec = Recorder()
+    table = FlowTable(FlowConfig(), rec)
+    syn = factory.eth() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=4549, dport=80, flags="S", seq=77)
+    rst = factory.eth() / IP(src="192.0.2.2", dst="192.0.2.1") / TCP(sport=80, dport=4549, flags="RA", ack=78)
+    feed(table, [syn, rst, syn, rst, syn])
+    assert rec.ended == [] and len(table) == 1
+    assert table.flows()[0].pkts_toserver == 3
+
+
+def test_missed_syn_ack_still_becomes_established() -> None:
+    table = FlowTable(FlowConfig(), Recorder())
+    session = factory.tcp_session(close=False)
+    flow, _ = feed(table, [session[0], session[2], session[3]])[0]  # SYN, ACK, data; SYN-ACK not captured
+    assert flow.tcp_state == fl.TCP_ESTABLISHED and flow.timeout == FlowConfig().tcp_timeout
