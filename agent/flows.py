@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from communityid import CommunityID, FlowTuple
-
+from agent.community_id import community_id
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
 from agent.ports import guess_app_proto
 
@@ -135,14 +134,13 @@ class Flow:
 
 
 FlowEndHandler = Callable[[Flow, str], None]
-FlowNewHandler = Callable[[Flow], None]
+FlowNewHandler = Callable[[Flow, Packet], None]  # called with the packet that created the flow
 
 
 class FlowTable:
     """Flows keyed by 5-tuple plus VLAN ids. ``update`` is the per-packet entry point."""
 
     __slots__ = (
-        "_community",
         "_end",
         "_flows",
         "_lookup",
@@ -167,7 +165,6 @@ class FlowTable:
         # with one probe (two entries a flow: memory is bounded by max_flows anyway).
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self._lookup: dict[FlowKey, Flow] = {}
-        self._community = CommunityID()
         self._min_timeout = min(
             config.tcp_new_timeout,
             config.tcp_timeout,
@@ -316,7 +313,7 @@ class FlowTable:
         flow.app_proto = guess_app_proto(proto, flow.sport, flow.dport)
         self._insert(flow)
         if self._on_new is not None:
-            self._on_new(flow)
+            self._on_new(flow, pkt)
         return flow
 
     def _insert(self, flow: Flow) -> None:
@@ -394,16 +391,9 @@ class FlowTable:
         digest = hashlib.blake2b(material + self.created.to_bytes(8, "big"), digest_size=8).digest()
         return int.from_bytes(digest, "big") & ((1 << 53) - 1)
 
-    def _community_id(self, flow: Flow, pkt: Packet) -> str:
-        proto = flow.proto
-        try:
-            if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-                # The reference implementation pairs ICMP request/reply types itself.
-                tpl = FlowTuple(proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-            elif proto in (IPPROTO_TCP, IPPROTO_UDP, 132):
-                tpl = FlowTuple(proto, flow.src, flow.dst, flow.sport, flow.dport)
-            else:
-                tpl = FlowTuple(proto, flow.src, flow.dst)
-            return str(self._community.calc(tpl))
-        except Exception:  # noqa: BLE001 - a malformed tuple must not stop the pipeline
-            return ""
+    @staticmethod
+    def _community_id(flow: Flow, pkt: Packet) -> str:
+        if flow.proto == IPPROTO_ICMP or flow.proto == IPPROTO_ICMPV6:
+            # Keyed without ports; the first message's type and code make the id (request/reply pair up).
+            return community_id(flow.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        return community_id(flow.proto, flow.src, flow.dst, flow.sport, flow.dport)

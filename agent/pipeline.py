@@ -18,7 +18,8 @@ from agent.decoders import PROTOCOLS, Registry
 from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
 from agent.dissect import FRAGMENT, IP, L2, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
-from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, ot_event
+from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, flow_header, ot_event
+from agent.policy.engine import CompiledPolicy, PolicyDetector
 from agent.records import CaptureProblem, Event, Frame, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Pipeline:
         sinks: Iterable[Sink] = (),
         consumers: Iterable[FlowConsumer] = (),
         progress: Callable[[RunStats], None] | None = None,
+        policy: CompiledPolicy | None = None,
     ) -> None:
         self.config = config
         self.sinks = list(sinks)
@@ -108,12 +110,39 @@ class Pipeline:
         if config.decoder_names is not None:
             protocols = tuple(p for p in PROTOCOLS if p.name in config.decoder_names)
         self.registry = Registry(self.decoders, protocols, port_overrides=config.ports)
-        self.flows = FlowTable(config.flows, self._on_flow_end, self.registry.attach if protocols else None)
+        self.policy: PolicyDetector | None = None
+        if policy is not None:
+            self.policy = PolicyDetector(policy, self._emit_detection)
+            self.consumers.insert(0, self.policy)
+        self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
         self._log_messages = config.events == EVENTS_ALL
         self.stats = RunStats()
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
         self._stopping = False
+
+    def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:
+        """The FlowTable hook for new flows: attach a decoder, judge the flow against the policy."""
+        attach = self.registry.attach
+        policy = self.policy
+        if policy is None:
+            return attach if decoding else None
+        judge = policy.on_flow_start
+        if not decoding:
+            return judge
+
+        def start(flow: Flow, pkt: Packet) -> None:
+            attach(flow, pkt)
+            judge(flow, pkt)
+
+        return start
+
+    def _emit_detection(self, event_type: str, ts: float, flow: Flow, cnt: int, source: int,
+                        fields: dict[str, Any]) -> None:  # fmt: skip
+        if self.sinks:
+            header = flow_header(flow, self.source_names, cnt, source)
+            header.update(fields)
+            self.emit(Event(event_type, ts, header))
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -184,6 +213,8 @@ class Pipeline:
                         if not stats.first_ts:
                             stats.first_ts = ts
                         table.expire(ts)
+                        if self.policy is not None:
+                            self.policy.tick(ts)
                     flow, to_server = update(pkt, ts, wirelen, cnt, src)
                     app = flow.app
                     if app is not None and pkt.payload_len:
@@ -226,6 +257,8 @@ class Pipeline:
     def finish(self, problems: list[CaptureProblem], kernel: dict[str, Any] | None = None) -> None:
         """End all flows, emit the stats event and flush every sink."""
         self.flows.flush("shutdown")
+        if self.policy is not None:
+            self.policy.finish()
         self.kernel = kernel
         if self.sinks:
             stats = self.stats_dict(problems)
@@ -256,6 +289,7 @@ class Pipeline:
                 "anomalies": dict(sorted(self.dissector.anomalies.items())),
             },
             "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},
+            **({"policy": self.policy.stats()} if self.policy is not None else {}),
             "flow": {
                 "created": table.created,
                 "ended": table.ended,

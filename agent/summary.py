@@ -8,6 +8,7 @@ from agent.decoders.base import OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
 from agent.pipeline import LINKTYPE_NAMES, RunStats
+from agent.policy.engine import PolicyDetector
 from agent.records import CaptureProblem
 
 
@@ -48,7 +49,12 @@ class TrafficSummary:
         if tally is None:
             tally = self.by_protocol[proto] = Tally()
         tally.add(flow)
-        pair = (_network(flow.vlan, flow.src), _network(flow.vlan, flow.dst))
+        verdict = flow.verdict
+        if verdict is not None and hasattr(verdict, "src_zone"):
+            # With a policy, the pair is the zones' (or "no zone" for hosts the policy does not know).
+            pair = (verdict.src_zone or "(no zone)", verdict.dest_zone or "(no zone)")
+        else:
+            pair = (_network(flow.vlan, flow.src), _network(flow.vlan, flow.dst))
         tally = self.by_network_pair.get(pair)
         if tally is None:
             tally = self.by_network_pair[pair] = Tally()
@@ -75,6 +81,7 @@ def render(
     anomalies: dict[str, int],
     problems: list[CaptureProblem],
     top: int = 10,
+    policy: PolicyDetector | None = None,
 ) -> str:
     """Plain-text report; sorted so that the same capture always prints the same text."""
     lines: list[str] = []
@@ -114,9 +121,24 @@ def render(
 
     table("protocol", sorted(summary.by_protocol.items(), key=order))
     table(
-        "network pair (initiator -> responder)",
+        "zone pair (initiator -> responder)"
+        if policy is not None
+        else "network pair (initiator -> responder)",
         [(f"{a} -> {b}", t) for (a, b), t in sorted(summary.by_network_pair.items(), key=order)],
     )
+    if policy is not None:
+        lines.append("")
+        policy_stats = policy.stats()
+        total = sum(policy.violations.values())
+        audits = policy_stats["audits"]
+        lines.append(f"policy {policy_stats['file']}: {total:,} violations, {audits:,} audited operations")
+        rows = sorted(policy.violations.items(), key=lambda kv: (-kv[1], kv[0]))
+        for (rule, src_zone, dest_zone, conduit, operation), count in rows[:top]:
+            where = f"{src_zone} -> {dest_zone}" + (f" via {conduit}" if conduit != "-" else "")
+            what = f" ({operation})" if operation != "-" else ""
+            lines.append(f"  {count:>7,}  {rule}{what}: {where}")
+        if len(rows) > top:
+            lines.append(f"  ... {len(rows) - top} more kinds; all are in the EVE alerts")
     if summary.operations:
         lines.append("")
         lines.append("industrial operations (requests, and responses whose request was not seen)")

@@ -57,7 +57,7 @@ class Registry:
                 self._by_port[(17, port)] = override
         self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
 
-    def attach(self, flow: Flow) -> None:
+    def attach(self, flow: Flow, pkt: Packet | None = None) -> None:
         """FlowTable ``on_new`` hook: give a TCP/UDP flow a probing decoder."""
         proto = flow.proto
         if proto != 6 and proto != 17:

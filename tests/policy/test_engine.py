@@ -1,0 +1,183 @@
+"""The compiled policy and the detector, on traffic built with scapy and a policy built in code."""
+
+import ipaddress
+import json
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.outputs.eve import EveSink
+from agent.pipeline import EVENTS_DEFAULT, Pipeline, PipelineConfig
+from agent.policy.engine import CompiledPolicy
+from agent.policy.model import Asset, Conduit, Defaults, Endpoint, FlowRule, Policy, Schedule, SystemInfo, Zone
+from tests import factory
+
+CELL, SCADA, EWS_NET, ENTERPRISE = "10.10.10.0/24", "10.10.20.0/24", "10.10.40.0/24", "10.50.0.0/16"
+PLC, HMI, HISTORIAN, EWS, LAPTOP, ROGUE = "10.10.10.11", "10.10.20.21", "10.10.20.30", "10.10.40.5", "10.50.1.9", "172.31.0.5"
+TUESDAY_10H = datetime(2024, 3, 5, 10, 0, tzinfo=UTC).timestamp()
+TUESDAY_20H = datetime(2024, 3, 5, 20, 0, tzinfo=UTC).timestamp()
+
+
+def mbap(tid: int, pdu: bytes) -> bytes:
+    return struct.pack("!HHHB", tid, 0, len(pdu) + 1, 1) + pdu
+
+
+READ = mbap(1, bytes([3]) + struct.pack("!HH", 0, 4))
+WRITE = mbap(2, bytes([16]) + struct.pack("!HHB", 0, 1, 2) + b"\x00\x01")
+PROGRAM = mbap(3, bytes([90, 0x2B, 0x30]))
+
+
+def make_policy(**defaults: object) -> CompiledPolicy:
+    def net(text: str) -> tuple[ipaddress.IPv4Network, ...]:
+        return (ipaddress.ip_network(text),)
+
+    zones = (
+        Zone("cell", purdue_level=1.0, sl_t=(2,) * 7, networks=net(CELL), vlans=frozenset({10}),
+             assets=(Asset("plc-1", "cell", ip=PLC, role="plc"),)),
+        Zone("supervisory", purdue_level=2.0, networks=net(SCADA),
+             assets=(Asset("hmi-1", "supervisory", ip=HMI), Asset("historian", "supervisory", ip=HISTORIAN))),
+        Zone("engineering", purdue_level=2.0, networks=net(EWS_NET), assets=(Asset("ews-1", "engineering", ip=EWS),)),
+        Zone("enterprise", purdue_level=4.0, networks=net(ENTERPRISE)),
+    )  # fmt: skip
+    modbus = frozenset({"modbus"})
+    conduits = (
+        Conduit("scada-cell", ("supervisory", "cell"), sl_t=(2,) * 7, flows=(
+            FlowRule("hmi-polling", Endpoint("supervisory", "hmi-1"), Endpoint("cell"), modbus, "modbus",
+                     ports=frozenset({502}), operations=frozenset({"read", "write", "diagnostic"})),
+            FlowRule("historian-reads", Endpoint("supervisory", "historian"), Endpoint("cell"), modbus, "modbus",
+                     operations=frozenset({"read"})),
+        )),
+        Conduit("ews-cell", ("engineering", "cell"), flows=(
+            FlowRule("logic", Endpoint("engineering", "ews-1"), Endpoint("cell"), modbus, "modbus",
+                     operations=frozenset({"read", "write", "program", "upload", "mode"}),
+                     schedule=Schedule(frozenset({1, 3}), 8 * 60, 12 * 60, "UTC")),
+        )),
+    )  # fmt: skip
+    policy = Policy("test.yaml", SystemInfo("test plant"), zones, conduits, Defaults(**defaults))  # type: ignore[arg-type]
+    return CompiledPolicy(policy)
+
+
+def run(packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None):
+    collector = factory.Collector()
+    events: list[dict] = []
+
+    class Sink:
+        name = "memory"
+
+        def emit(self, event: object) -> None:
+            events.append({"event_type": event.event_type, **event.fields})  # type: ignore[attr-defined]
+
+        def flush(self) -> None: ...
+        def close(self) -> None: ...
+
+    pipeline = Pipeline(PipelineConfig(events=EVENTS_DEFAULT), sinks=[Sink()], consumers=[collector],
+                        policy=policy or make_policy())  # fmt: skip
+    pipeline.run(factory.ListSource(packets, start=start))
+    alerts = [e for e in events if e["event_type"] == "alert"]
+    audits = [e for e in events if e["event_type"] == "audit"]
+    return alerts, audits, pipeline
+
+
+def modbus(client: str, server: str, *payloads: bytes, sport: int = 40000, dport: int = 502) -> list:
+    segments = []
+    for i, p in enumerate(payloads):
+        segments.append((True, p))
+        segments.append((False, mbap(i + 1, bytes([p[7], 0]))))  # a short reply, enough to keep pairing
+    return factory.tcp_stream(segments, client=client, server=server, sport=sport, dport=dport)
+
+
+def test_zone_lookup_asset_prefix_vlan() -> None:
+    cp = make_policy()
+    assert cp.zone_of(ipaddress.ip_address(PLC).packed, (), None)[1].name == "plc-1"  # type: ignore[union-attr]
+    assert cp.zone_of(ipaddress.ip_address("10.10.10.99").packed, (), None) == ("cell", None)
+    assert cp.zone_of(ipaddress.ip_address("192.168.1.1").packed, (10,), None) == ("cell", None)
+    assert cp.zone_of(ipaddress.ip_address("192.168.1.1").packed, (), None) == (None, None)
+
+
+def test_compliant_polling_raises_nothing() -> None:
+    alerts, audits, pipeline = run(modbus(HMI, PLC, READ, WRITE, READ))
+    assert alerts == [] and audits == []
+    assert pipeline.policy is not None and pipeline.policy.flows_checked == 1
+
+
+def test_historian_writing_is_operation_not_allowed() -> None:
+    alerts, _, _ = run(modbus(HISTORIAN, PLC, READ, WRITE))
+    (alert,) = alerts
+    assert alert["alert"]["signature_id"] == 9100003 and alert["alert"]["rule"] == "operation_not_allowed"
+    assert alert["policy"] == {"src_zone": "supervisory", "dest_zone": "cell", "conduit": "scada-cell",
+                               "rule": "historian-reads", "operation": "write", "sl_t": 2,
+                               "src_asset": "historian", "dest_asset": "plc-1"}  # fmt: skip
+    assert "historian 10.10.20.30 (supervisory) performed modbus write" in alert["alert"]["signature"]
+    assert alert["alert"]["metadata"]["iec62443_sr"] == ["SR 2.1", "SR 5.2"]
+    assert alert["src_ip"] == HISTORIAN and alert["dest_port"] == 502 and alert["pcap_cnt"] == 6
+
+
+def test_program_download_from_hmi_and_audit() -> None:
+    alerts, audits, _ = run(modbus(HMI, PLC, PROGRAM))
+    assert [a["alert"]["rule"] for a in alerts] == ["operation_not_allowed"]
+    assert [a["policy"]["operation"] for a in audits] == ["program"]
+
+
+def test_engineering_inside_and_outside_change_window() -> None:
+    alerts, audits, _ = run(modbus(EWS, PLC, PROGRAM), start=TUESDAY_10H)
+    assert alerts == [] and len(audits) == 1
+    alerts, _, _ = run(modbus(EWS, PLC, PROGRAM), start=TUESDAY_20H)
+    assert [a["alert"]["rule"] for a in alerts] == ["outside_schedule"]
+    assert "outside the window of rule logic (tue,thu 08:00-12:00 UTC)" in alerts[0]["alert"]["signature"]
+
+
+def test_no_conduit_unknown_host_and_protocol_not_allowed() -> None:
+    alerts, _, _ = run(modbus(LAPTOP, PLC, READ))
+    assert [(a["alert"]["rule"], a["policy"]["src_zone"], a["policy"]["conduit"]) for a in alerts] == [
+        ("no_conduit", "enterprise", None)
+    ]
+    alerts, _, _ = run(modbus(ROGUE, PLC, READ))
+    assert [(a["alert"]["rule"], a["policy"]["src_zone"]) for a in alerts] == [("unknown_host", None)]
+    telnet = factory.tcp_stream([(True, b"login: ")], client=HMI, server=PLC, dport=23)
+    alerts, _, _ = run(telnet)
+    assert [a["alert"]["rule"] for a in alerts] == ["protocol_not_allowed"]
+
+
+def test_flow_opened_by_the_responder_side() -> None:
+    alerts, _, _ = run(factory.tcp_stream([(True, READ)], client=PLC, server=HMI, dport=502))
+    assert [a["alert"]["rule"] for a in alerts] == ["responder_initiated"]
+    # Picked up mid-stream, the capture cannot tell who opened it: no direction alert.
+    alerts, _, _ = run(factory.tcp_stream([(True, READ)], client=PLC, server=HMI, dport=502, handshake=False))
+    assert "responder_initiated" not in [a["alert"]["rule"] for a in alerts]
+
+
+def test_repeats_are_folded_but_counted() -> None:
+    writes = [mbap(10 + i, bytes([16]) + struct.pack("!HHB", 0, 1, 2) + b"\x00\x01") for i in range(50)]
+    alerts, _, pipeline = run(modbus(HISTORIAN, PLC, *writes))
+    assert len(alerts) == 2  # the first occurrence, then one folded event for the other 49
+    assert alerts[0]["alert"]["count"] == 1 and alerts[1]["alert"]["count"] == 49 and alerts[1]["alert"]["folded"]
+    assert pipeline.policy is not None
+    assert pipeline.policy.stats()["violations"] == {"operation_not_allowed": 50}
+
+
+def test_fold_window_elapsing_starts_a_new_alert() -> None:
+    packets = modbus(HISTORIAN, PLC, WRITE, WRITE)
+    alerts, _, _ = run(packets, policy=make_policy(alert_fold_seconds=0.001))
+    assert [a["alert"]["count"] for a in alerts] == [1, 1]
+
+
+def test_reload_swaps_policy_for_live_flows() -> None:
+    cp = make_policy()
+    alerts, _, pipeline = run(modbus(HISTORIAN, PLC, READ), policy=cp)
+    assert alerts == [] and pipeline.policy is not None
+    before = pipeline.policy.generation
+    pipeline.policy.swap(make_policy())
+    assert pipeline.policy.generation == before + 1
+
+
+def test_alerts_in_eve_file(tmp_path: Path) -> None:
+    out = tmp_path / "eve.json"
+    sink = EveSink(str(out))
+    Pipeline(PipelineConfig(), sinks=[sink], policy=make_policy()).run(
+        factory.ListSource(modbus(HISTORIAN, PLC, WRITE), start=TUESDAY_10H)
+    )
+    sink.close()
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    alert = next(e for e in events if e["event_type"] == "alert")
+    assert alert["timestamp"].startswith("2024-03-05T10:00:00") and alert["pcap_filename"] == "test.pcap"
+    assert events[-1]["stats"]["policy"]["violations"] == {"operation_not_allowed": 1}
