@@ -39,7 +39,7 @@ CATEGORIES: dict[str, frozenset[str]] = {
             "mqtt-tls",
             "iso-tsap",
         }
-    ),  # fmt: skip
+    ),
     "remote-access": frozenset({"rdp", "vnc", "ssh", "telnet"}),
     "file-transfer": frozenset(
         {"smb", "nfs", "ftp", "ftp-data", "rsync", "iscsi", "ndmp", "sftp", "netbios-ssn"}

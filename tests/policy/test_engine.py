@@ -9,11 +9,28 @@ from pathlib import Path
 from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_DEFAULT, Pipeline, PipelineConfig
 from agent.policy.engine import CompiledPolicy
-from agent.policy.model import Asset, Conduit, Defaults, Endpoint, FlowRule, Policy, Schedule, SystemInfo, Zone
+from agent.policy.model import (
+    Asset,
+    Conduit,
+    Defaults,
+    Endpoint,
+    FlowRule,
+    Policy,
+    Schedule,
+    SystemInfo,
+    Zone,
+)
 from tests import factory
 
 CELL, SCADA, EWS_NET, ENTERPRISE = "10.10.10.0/24", "10.10.20.0/24", "10.10.40.0/24", "10.50.0.0/16"
-PLC, HMI, HISTORIAN, EWS, LAPTOP, ROGUE = "10.10.10.11", "10.10.20.21", "10.10.20.30", "10.10.40.5", "10.50.1.9", "172.31.0.5"
+PLC, HMI, HISTORIAN, EWS, LAPTOP, ROGUE = (
+    "10.10.10.11",
+    "10.10.20.21",
+    "10.10.20.30",
+    "10.10.40.5",
+    "10.50.1.9",
+    "172.31.0.5",
+)
 TUESDAY_10H = datetime(2024, 3, 5, 10, 0, tzinfo=UTC).timestamp()
 TUESDAY_20H = datetime(2024, 3, 5, 20, 0, tzinfo=UTC).timestamp()
 
@@ -36,7 +53,8 @@ def make_policy(**defaults: object) -> CompiledPolicy:
              assets=(Asset("plc-1", "cell", ip=PLC, role="plc"),)),
         Zone("supervisory", purdue_level=2.0, networks=net(SCADA),
              assets=(Asset("hmi-1", "supervisory", ip=HMI), Asset("historian", "supervisory", ip=HISTORIAN))),
-        Zone("engineering", purdue_level=2.0, networks=net(EWS_NET), assets=(Asset("ews-1", "engineering", ip=EWS),)),
+        Zone("engineering", purdue_level=2.0, networks=net(EWS_NET),
+             assets=(Asset("ews-1", "engineering", ip=EWS),)),
         Zone("enterprise", purdue_level=4.0, networks=net(ENTERPRISE)),
     )  # fmt: skip
     modbus = frozenset({"modbus"})
@@ -44,8 +62,8 @@ def make_policy(**defaults: object) -> CompiledPolicy:
         Conduit("scada-cell", ("supervisory", "cell"), sl_t=(2,) * 7, flows=(
             FlowRule("hmi-polling", Endpoint("supervisory", "hmi-1"), Endpoint("cell"), modbus, "modbus",
                      ports=frozenset({502}), operations=frozenset({"read", "write", "diagnostic"})),
-            FlowRule("historian-reads", Endpoint("supervisory", "historian"), Endpoint("cell"), modbus, "modbus",
-                     operations=frozenset({"read"})),
+            FlowRule("historian-reads", Endpoint("supervisory", "historian"), Endpoint("cell"), modbus,
+                     "modbus", operations=frozenset({"read"})),
         )),
         Conduit("ews-cell", ("engineering", "cell"), flows=(
             FlowRule("logic", Endpoint("engineering", "ews-1"), Endpoint("cell"), modbus, "modbus",
@@ -57,7 +75,9 @@ def make_policy(**defaults: object) -> CompiledPolicy:
     return CompiledPolicy(policy)
 
 
-def run(packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None):
+def run(
+    packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None
+):
     collector = factory.Collector()
     events: list[dict] = []
 
@@ -150,7 +170,11 @@ def test_repeats_are_folded_but_counted() -> None:
     writes = [mbap(10 + i, bytes([16]) + struct.pack("!HHB", 0, 1, 2) + b"\x00\x01") for i in range(50)]
     alerts, _, pipeline = run(modbus(HISTORIAN, PLC, *writes))
     assert len(alerts) == 2  # the first occurrence, then one folded event for the other 49
-    assert alerts[0]["alert"]["count"] == 1 and alerts[1]["alert"]["count"] == 49 and alerts[1]["alert"]["folded"]
+    assert (
+        alerts[0]["alert"]["count"] == 1
+        and alerts[1]["alert"]["count"] == 49
+        and alerts[1]["alert"]["folded"]
+    )
     assert pipeline.policy is not None
     assert pipeline.policy.stats()["violations"] == {"operation_not_allowed": 50}
 
