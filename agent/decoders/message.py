@@ -57,8 +57,8 @@ class MessageDecoder:
         self._s2c: StreamFramer | None = None
         if flow.proto == 6:
             limit = config.max_stream_buffer
-            self._c2s = StreamFramer(self.message_length, self._on_c2s, self._on_gap, limit)
-            self._s2c = StreamFramer(self.message_length, self._on_s2c, self._on_gap, limit)
+            self._c2s = StreamFramer(self.message_length, self.parse, self._on_gap, limit, True)
+            self._s2c = StreamFramer(self.message_length, self.parse, self._on_gap, limit, False)
         self._ts = 0.0
         self._cnt = 0
         self._source = 0
@@ -77,10 +77,18 @@ class MessageDecoder:
     # -- FlowDecoder -----------------------------------------------------------------------------
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
+        # The same as feed_segment, inlined: this runs for every packet of a decoded flow.
+        self._ts = ts
+        self._cnt = cnt
+        self._source = source
         data = pkt.data
         off = pkt.payload_off
-        seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0] if self._c2s is not None else 0
-        self.feed_segment(to_server, seq, data[off : off + pkt.payload_len], ts, cnt, source)
+        from_client = to_server == self.initiator_is_client
+        framer = self._c2s if from_client else self._s2c
+        if framer is None:
+            self.parse(data[off : off + pkt.payload_len], 0, pkt.payload_len, from_client)
+        else:
+            framer.add(_SEQ.unpack_from(data, pkt.l4_off + 4)[0], data[off : off + pkt.payload_len])
 
     def feed_segment(
         self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
@@ -99,12 +107,6 @@ class MessageDecoder:
         self.pending.close()
 
     # -- for subclasses --------------------------------------------------------------------------
-
-    def _on_c2s(self, buf: bytes, off: int, length: int) -> None:
-        self.parse(buf, off, length, True)
-
-    def _on_s2c(self, buf: bytes, off: int, length: int) -> None:
-        self.parse(buf, off, length, False)
 
     def _on_gap(self, kind: str, detail: str) -> None:
         if kind == "stream_gap":

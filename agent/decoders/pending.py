@@ -23,13 +23,14 @@ class PendingRequests:
     older one counts as unanswered: the client gave up on it).
     """
 
-    __slots__ = ("_items", "_limit", "_stats", "_timeout")
+    __slots__ = ("_adds", "_items", "_limit", "_stats", "_timeout")
 
     def __init__(self, stats: DecoderStats, timeout: float, limit: int) -> None:
         self._items: dict[Hashable, PendingRequest] = {}
         self._stats = stats
         self._timeout = timeout
         self._limit = limit
+        self._adds = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -44,7 +45,9 @@ class PendingRequests:
             self._stats.pending_evicted += 1
             self._stats.unanswered += 1
         items[key] = PendingRequest(ts, cnt, operation, function)
-        self.expire(ts)
+        self._adds += 1
+        if not self._adds & 0x3F:  # expiry looks at the oldest entries only; every 64 adds is plenty
+            self.expire(ts)
 
     def match(self, key: Hashable) -> PendingRequest | None:
         """The request answered by a response with ``key`` (removed from the table), if any."""

@@ -19,8 +19,8 @@ from collections.abc import Callable
 NEED_MORE = 0
 INVALID = -1
 LengthFn = Callable[[bytes, int, int], int]
-# on_message(buffer, offset, length)
-MessageFn = Callable[[bytes, int, int], None]
+# on_message(buffer, offset, length, tag): the tag given to the framer, e.g. "sent by the client"
+MessageFn = Callable[[bytes, int, int, bool], None]
 # on_gap(kind, detail): "stream_gap" (missing bytes), "bad_header" (resync), "oversize"
 GapFn = Callable[[str, str], None]
 
@@ -39,13 +39,17 @@ class StreamFramer:
         "_ooo",
         "_ooo_bytes",
         "_resync",
+        "_tag",
         "length",
         "next_seq",
     )
 
-    def __init__(self, length: LengthFn, on_message: MessageFn, on_gap: GapFn, limit: int) -> None:
+    def __init__(
+        self, length: LengthFn, on_message: MessageFn, on_gap: GapFn, limit: int, tag: bool = True
+    ) -> None:
         self.length = length
         self._on_message = on_message
+        self._tag = tag
         self._on_gap = on_gap
         self._limit = limit
         self.next_seq: int | None = None
@@ -64,7 +68,21 @@ class StreamFramer:
             return
         delta = (seq - expected) % _SEQ_MOD
         if delta == 0:
-            self.next_seq = (seq + len(data)) % _SEQ_MOD
+            n = len(data)
+            self.next_seq = (seq + n) % _SEQ_MOD
+            if not self._buf and not self._resync and not self._ooo:
+                # The common case: the segment starts with a message and holds whole messages.
+                length = self.length
+                off = 0
+                while off < n:
+                    size = length(data, off, n - off)
+                    if size <= 0 or size > self._limit or off + size > n:
+                        break
+                    self._on_message(data, off, size, self._tag)
+                    off += size
+                else:
+                    return
+                data = data[off:]
             self._consume(data)
             if self._ooo:
                 self._drain()
@@ -144,7 +162,7 @@ class StreamFramer:
                 continue
             if off + n > end:
                 break
-            self._on_message(buf, off, n)
+            self._on_message(buf, off, n, self._tag)
             off += n
         rest = buf[off:] if off < end else b""
         if len(rest) > self._limit:

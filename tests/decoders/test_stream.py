@@ -24,7 +24,7 @@ class Recorder:
         self.gaps: list[str] = []
         self.framer = StreamFramer(toy_length, self.on_message, self.on_gap, limit)
 
-    def on_message(self, buf: bytes, off: int, n: int) -> None:
+    def on_message(self, buf: bytes, off: int, n: int, tag: bool) -> None:
         self.messages.append(bytes(buf[off : off + n]))
 
     def on_gap(self, kind: str, detail: str) -> None:
