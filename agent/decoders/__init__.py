@@ -15,14 +15,19 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import iec104, modbus
+from agent.decoders import iec104, modbus, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
     from agent.dissect import Packet
     from agent.flows import Flow
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (modbus.SPEC, iec104.SPEC)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (
+    modbus.SPEC,
+    iec104.SPEC,
+    s7comm.SPEC,
+    s7comm.SPEC_ANY_PORT,
+)
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
 _ANY_PORT_TRIES = 2  # ... and on other ports
