@@ -39,6 +39,11 @@ RULES: dict[str, tuple[int, int, str, tuple[str, ...], tuple[str, ...]]] = {
 AUDIT = (9100100, 3, "Audited industrial operation", ("SR 2.8",), ("A.8.15", "A.8.32"))
 
 _ANY_PROTO_GUESSES = frozenset({"", "unknown"})
+# A port guess that a decoder will refine: until the payload decides, rules for any of these match.
+# (TCP 102 carries S7comm, S7comm-plus or IEC 61850 MMS behind the same TPKT/COTP start.)
+_PENDING_GUESSES: dict[str, frozenset[str]] = {
+    "iso-tsap": frozenset({"iso-tsap", "s7comm", "s7comm-plus", "s7comm_plus", "mms"}),
+}
 
 
 def _mac_text(raw: bytes) -> str:
@@ -136,7 +141,10 @@ def _protocol_matches(rule: FlowRule, app_proto: str, dport: int) -> bool:
         return False
     if rule.protocols is None:
         return True
-    return app_proto in rule.protocols
+    if app_proto in rule.protocols:
+        return True
+    candidates = _PENDING_GUESSES.get(app_proto)
+    return candidates is not None and not candidates.isdisjoint(rule.protocols)
 
 
 @dataclass(slots=True)
@@ -158,6 +166,7 @@ class Verdict:
 
 @dataclass(slots=True)
 class _Fold:
+    event_type: str  # "alert" or "audit": the key of ``template`` holding count and first/last seen
     first: float
     last: float
     window_end: float
@@ -307,14 +316,18 @@ class PolicyDetector:
         verdict = flow.verdict
         if not isinstance(verdict, Verdict):
             return
-        if verdict.generation != self.generation:
+        if verdict.generation != self.generation or flow.app_proto != verdict.proto_checked:
+            # Reloaded policy, or the payload has now said which protocol the port guess was.
             verdict = self._judge(flow, verdict.macs, msg.ts)
-        if msg.direction != REQUEST:
-            return  # a response takes its request's class: the request was already judged
+        if msg.direction != REQUEST or not verdict.rules:
+            # A response takes its request's class (already judged); a flow that is itself a
+            # violation has had its alert, its operations are not listed again.
+            return
         operation = msg.operation
-        if operation in self.compiled.audited:
-            self._audit(msg, verdict)
+        audited = operation in self.compiled.audited
         if not verdict.checks_messages:
+            if audited:
+                self._audit(msg, verdict, verdict.rules[0])
             return
         allowing: FlowRule | None = None
         scheduled_out: FlowRule | None = None
@@ -332,6 +345,8 @@ class PolicyDetector:
             kind = "outside_schedule" if scheduled_out is not None else "operation_not_allowed"
             self._alert(kind, flow, verdict, msg.ts, msg, rule=scheduled_out)
             return
+        if audited:
+            self._audit(msg, verdict, allowing)
         if allowing.messages_per_second is not None:
             self._check_rate(allowing, flow, verdict, msg)
 
@@ -382,11 +397,12 @@ class PolicyDetector:
             },
             "policy": policy,
         }
-        fold_key = (kind, flow.src, flow.dst, flow.dport, policy["conduit"], policy["operation"],
-                    msg.function if msg is not None else None)  # fmt: skip
-        self._fold(fold_key, ts, flow, msg, fields)
+        # Same rule, endpoints, conduit and operation: one alert, however many times a poll repeats it.
+        fold_key = ("alert", kind, flow.src, flow.dst, flow.dport, policy["conduit"], policy["operation"])
+        self._fold("alert", fold_key, ts, flow, msg, fields)
 
-    def _audit(self, msg: OtMessage, verdict: Verdict) -> None:
+    def _audit(self, msg: OtMessage, verdict: Verdict, rule: FlowRule) -> None:
+        """An allowed operation of an always-audited class (SR 2.8): who did what, under which rule."""
         self.audits += 1
         sid, severity, category, srs, iso = AUDIT
         flow = msg.flow
@@ -400,11 +416,13 @@ class PolicyDetector:
                 "severity": severity,
                 "metadata": {"iec62443_sr": list(srs), "iso27001_annex_a": list(iso)},
             },
-            "policy": self._policy_object(verdict, None, msg),
+            "policy": self._policy_object(verdict, rule, msg),
         }
-        self.emit("audit", msg.ts, flow, msg.pcap_cnt, msg.source, fields)
+        # A program download is hundreds of block messages: audited once per window, with a count.
+        key = ("audit", flow.src, flow.dst, flow.dport, rule.id, msg.operation)
+        self._fold("audit", key, msg.ts, flow, msg, fields)
 
-    def _fold(self, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None,
+    def _fold(self, event_type: str, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None,
               fields: dict[str, Any]) -> None:  # fmt: skip
         cnt = msg.pcap_cnt if msg is not None else flow.last_cnt
         source = msg.source if msg is not None else flow.last_source
@@ -423,19 +441,20 @@ class PolicyDetector:
             self._flush_fold(self.folds.pop(oldest))
             self.fold_evictions += 1
         window = self.compiled.defaults.alert_fold_seconds
-        fields["alert"].update(count=1, first_seen=format_timestamp(ts), last_seen=format_timestamp(ts))
-        self.emit("alert", ts, flow, cnt, source, fields)
-        self.folds[key] = _Fold(ts, ts, ts + window, 0, fields, flow, cnt, source)
+        fields[event_type].update(count=1, first_seen=format_timestamp(ts), last_seen=format_timestamp(ts))
+        self.emit(event_type, ts, flow, cnt, source, fields)
+        self.folds[key] = _Fold(event_type, ts, ts, ts + window, 0, fields, flow, cnt, source)
 
     def _flush_fold(self, fold: _Fold) -> None:
         """One event for the repeats folded in a window (none if the first alert was alone)."""
         if not fold.pending:
             return
+        kind = fold.event_type
         fields = dict(fold.template)
-        fields["alert"] = dict(fold.template["alert"], count=fold.pending, folded=True,
-                               first_seen=format_timestamp(fold.first),
-                               last_seen=format_timestamp(fold.last))  # fmt: skip
-        self.emit("alert", fold.last, fold.flow, fold.cnt, fold.source, fields)
+        fields[kind] = dict(fold.template[kind], count=fold.pending, folded=True,
+                            first_seen=format_timestamp(fold.first),
+                            last_seen=format_timestamp(fold.last))  # fmt: skip
+        self.emit(kind, fold.last, fold.flow, fold.cnt, fold.source, fields)
 
     def tick(self, now: float) -> None:
         """Close fold windows that have ended (called about once a second of packet time)."""
