@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import yaml
@@ -26,6 +26,10 @@ from agent.capture.pacing import paced
 from agent.flows import FlowConfig
 from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
+from agent.policy.engine import CompiledPolicy
+
+if TYPE_CHECKING:
+    from agent.policy.reload import PolicyReloader
 from agent.records import CaptureProblem
 from agent.summary import TrafficSummary, render
 
@@ -91,6 +95,9 @@ def cli(log_level: str) -> None:
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE", help="Write EVE JSON lines to FILE ('-' for stdout)."),
+        click.option("--policy", "policy_path", metavar="FILE", type=click.Path(dir_okay=False),
+                     help="Zone/conduit policy (docs/policy.md) to check traffic against; reloaded on SIGHUP "
+                          "and when the file changes."),
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
         click.option("--events", type=click.Choice([EVENTS_DEFAULT, EVENTS_ALL]), default=EVENTS_DEFAULT,
                      show_default=True,
@@ -174,6 +181,33 @@ def _sinks(eve: str | None, line_buffered: bool) -> list[Sink]:
     return sinks
 
 
+def _policy(path: str | None) -> CompiledPolicy | None:
+    """The compiled policy, or a clear refusal (every error with file:line:column) and exit 2."""
+    if path is None:
+        return None
+    from agent.policy.reload import compile_policy
+
+    compiled, problems = compile_policy(path)
+    for problem in problems:
+        if problem.severity == "error" or compiled is not None:
+            click.echo(f"conduitwatch: {problem}", err=True)
+    if compiled is None:
+        _fail(f"{path}: invalid policy ({sum(p.severity == 'error' for p in problems)} errors)", EXIT_INVALID)
+    return compiled
+
+
+def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None:
+    """SIGHUP and a file watch reload the policy into the running pipeline."""
+    if path is None or pipeline.policy is None:
+        return None
+    from agent.policy.reload import PolicyReloader
+
+    reloader = PolicyReloader(path, pipeline.policy)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reloader.reload("SIGHUP"))
+    reloader.start_watching()
+    return reloader
+
+
 class _Progress:
     """A one-line progress display on stderr, refreshed at most twice a second."""
 
@@ -240,6 +274,7 @@ def _finish(
             {"created": table.created, "evicted": table.evicted},
             pipeline.dissector.anomalies,
             problems,
+            policy=pipeline.policy,
         )
         if extra:
             text += "\n" + "\n".join(extra)
@@ -259,6 +294,7 @@ def replay(
     captures: tuple[str, ...],
     realtime: bool,
     eve: str | None,
+    policy_path: str | None,
     quiet: bool,
     events: str,
     decoders: tuple[str, ...] | None,
@@ -271,6 +307,7 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    compiled = _policy(policy_path)
     try:
         source = ReplaySource(captures)
     except CaptureError as e:
@@ -285,13 +322,19 @@ def replay(
     summary = TrafficSummary()
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     pipeline = Pipeline(
-        config, sinks=_sinks(eve, line_buffered=False), consumers=[summary], progress=progress
+        config,
+        sinks=_sinks(eve, line_buffered=False),
+        consumers=[summary],
+        progress=progress,
+        policy=compiled,
     )
     stopper = _Stopper(pipeline.stop)
-
+    reloader = _watch_policy(pipeline, policy_path)
     try:
         stats = pipeline.run(source, paced(source, lambda: stopper.requested) if realtime else None)
     finally:
+        if reloader is not None:
+            reloader.stop()
         stopper.restore()
         if progress is not None:
             progress.clear()
@@ -312,6 +355,7 @@ def run(
     promisc: bool,
     snaplen: int,
     eve: str | None,
+    policy_path: str | None,
     quiet: bool,
     events: str,
     decoders: tuple[str, ...] | None,
@@ -324,6 +368,7 @@ def run(
     """Monitor a live interface until SIGINT/SIGTERM. Receive only: it never transmits."""
     from agent.capture.live import LiveCaptureError, LiveSource
 
+    compiled = _policy(policy_path)
     try:
         source = LiveSource(interface, bpf=bpf, promisc=promisc, snaplen=snaplen)
     except LiveCaptureError as e:
@@ -336,17 +381,20 @@ def run(
         replay=False,
     )
     summary = TrafficSummary()
-    pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary])
+    pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary], policy=compiled)
 
     def stop() -> None:
         pipeline.stop()
         source.stop()
 
     stopper = _Stopper(stop)
+    reloader = _watch_policy(pipeline, policy_path)
     log.info("capturing on %s%s", interface, f" with filter {bpf!r}" if bpf else "")
     try:
         stats = pipeline.run(source)
     finally:
+        if reloader is not None:
+            reloader.stop()
         stopper.restore()
         source.close()
     kernel = pipeline.kernel or {}
@@ -374,6 +422,11 @@ def version() -> None:
             click.echo(f"{dist} {dist_version(dist)}")
         except PackageNotFoundError:
             click.echo(f"{dist} not installed")
+
+
+from agent.policy.cli import policy  # noqa: E402 - the group is defined above; subcommands register here
+
+cli.add_command(policy)
 
 
 def main() -> None:

@@ -161,6 +161,9 @@ class Verdict:
     checks_messages: bool  # some rule restricts operations, codes, schedules or rates
     proto_checked: str
     macs: tuple[str | None, str | None]
+    client: bytes  # the side that opened the flow (as far as the capture can tell)
+    server: bytes
+    server_port: int
     rate_windows: dict[str, list[float]] = field(default_factory=dict)  # rule id -> [window start, count]
 
 
@@ -231,7 +234,7 @@ class PolicyDetector:
         src_zone, src_asset = cp.zone_of(flow.src, flow.vlan, macs[0])
         dest_zone, dest_asset = cp.zone_of(flow.dst, flow.vlan, macs[1])
         verdict = Verdict(self.generation, src_zone, dest_zone, src_asset, dest_asset, None, [], False,
-                          flow.app_proto, macs)  # fmt: skip
+                          flow.app_proto, macs, flow.src, flow.dst, flow.dport)  # fmt: skip
         flow.verdict = verdict
         if src_zone is None or dest_zone is None:
             if cp.defaults.unknown_hosts == "alert":
@@ -239,20 +242,21 @@ class PolicyDetector:
             return verdict
         if src_zone == dest_zone and cp.defaults.intra_zone == "allow":
             return verdict
-        candidates = cp.rules.get((src_zone, dest_zone), [])
         if src_zone != dest_zone:
             conduits = cp.conduits_between.get(frozenset((src_zone, dest_zone)), [])
             verdict.conduit = conduits[0] if conduits else None
             if not conduits:
                 self._alert("no_conduit", flow, verdict, ts, None)
                 return verdict
-        by_endpoint = [
-            (c, r)
-            for c, r in candidates
-            if _endpoint_matches(r.initiator.zone, r.initiator.asset, src_zone, src_asset)
-            and _endpoint_matches(r.responder.zone, r.responder.asset, dest_zone, dest_asset)
-        ]
-        allowed = [(c, r) for c, r in by_endpoint if _protocol_matches(r, flow.app_proto, flow.dport)]
+        allowed = self._allowed(src_zone, src_asset, dest_zone, dest_asset, flow.app_proto, flow.dport)
+        if not allowed and self._midstream(flow):
+            # The capture began after the handshake, so "initiator" is only the first talker: judge
+            # the flow the way round that the rules allow, e.g. the side on port 502 is the server.
+            allowed = self._allowed(dest_zone, dest_asset, src_zone, src_asset, flow.app_proto, flow.sport)
+            if allowed:
+                verdict.src_zone, verdict.dest_zone = dest_zone, src_zone
+                verdict.src_asset, verdict.dest_asset = dest_asset, src_asset
+                verdict.client, verdict.server, verdict.server_port = flow.dst, flow.src, flow.sport
         if allowed:
             verdict.conduit = allowed[0][0] or verdict.conduit
             verdict.rules = [r for _, r in allowed]
@@ -262,7 +266,9 @@ class PolicyDetector:
             )  # fmt: skip
             self._check_flow_schedule(flow, verdict, ts)
             return verdict
-        if self._opened_by_responder(flow, src_zone, src_asset, dest_zone, dest_asset):
+        if not self._midstream(flow) and self._allowed(
+            dest_zone, dest_asset, src_zone, src_asset, flow.app_proto, flow.sport, flow.dport
+        ):
             self._alert("responder_initiated", flow, verdict, ts, None)
         elif src_zone == dest_zone:
             self._alert("intra_zone_not_allowed", flow, verdict, ts, None)
@@ -270,22 +276,22 @@ class PolicyDetector:
             self._alert("protocol_not_allowed", flow, verdict, ts, None)
         return verdict
 
-    def _opened_by_responder(self, flow: Flow, src_zone: str, src_asset: Asset | None, dest_zone: str,
-                             dest_asset: Asset | None) -> bool:  # fmt: skip
-        """Rules would allow this flow in the other direction, and we saw who opened it."""
-        if flow.proto == 6 and flow.tcp_state not in (TCP_SYN_SENT, TCP_SYN_RECV) and flow.client_isn < 0:
-            return False  # picked up mid-stream: the capture cannot say who opened the connection
-        reverse = self.compiled.rules.get((dest_zone, src_zone), [])
-        return any(
-            _endpoint_matches(r.initiator.zone, r.initiator.asset, dest_zone, dest_asset)
-            and _endpoint_matches(r.responder.zone, r.responder.asset, src_zone, src_asset)
-            # Either port: a PLC opening Modbus to the HMI's 502, or connecting from its own 502.
-            and (
-                _protocol_matches(r, flow.app_proto, flow.sport)
-                or _protocol_matches(r, flow.app_proto, flow.dport)
-            )
-            for _, r in reverse
-        )
+    def _allowed(self, client_zone: str, client_asset: Asset | None, server_zone: str,
+                 server_asset: Asset | None, app_proto: str,
+                 *ports: int) -> list[tuple[Conduit | None, FlowRule]]:  # fmt: skip
+        """The rules letting ``client`` open ``app_proto`` to ``server`` on one of ``ports``."""
+        return [
+            (c, r)
+            for c, r in self.compiled.rules.get((client_zone, server_zone), ())
+            if _endpoint_matches(r.initiator.zone, r.initiator.asset, client_zone, client_asset)
+            and _endpoint_matches(r.responder.zone, r.responder.asset, server_zone, server_asset)
+            and any(_protocol_matches(r, app_proto, port) for port in ports)
+        ]
+
+    @staticmethod
+    def _midstream(flow: Flow) -> bool:
+        """A TCP flow picked up after its handshake: the capture cannot say who opened it."""
+        return flow.proto == 6 and flow.tcp_state not in (TCP_SYN_SENT, TCP_SYN_RECV) and flow.client_isn < 0
 
     def _check_flow_schedule(self, flow: Flow, verdict: Verdict, ts: float) -> None:
         # A schedule on a rule without an operation list governs the flow itself.
@@ -398,7 +404,8 @@ class PolicyDetector:
             "policy": policy,
         }
         # Same rule, endpoints, conduit and operation: one alert, however many times a poll repeats it.
-        fold_key = ("alert", kind, flow.src, flow.dst, flow.dport, policy["conduit"], policy["operation"])
+        fold_key = ("alert", kind, verdict.client, verdict.server, verdict.server_port, policy["conduit"],
+                    policy["operation"])  # fmt: skip
         self._fold("alert", fold_key, ts, flow, msg, fields)
 
     def _audit(self, msg: OtMessage, verdict: Verdict, rule: FlowRule) -> None:
@@ -409,9 +416,9 @@ class PolicyDetector:
         fields: dict[str, Any] = {
             "audit": {
                 "signature_id": sid,
-                "signature": f"{self._who(flow.src, verdict.src_asset, verdict.src_zone)} performed "
+                "signature": f"{self._who(verdict.client, verdict.src_asset, verdict.src_zone)} performed "
                 f"{msg.protocol} {msg.operation} (function {msg.function}) on "
-                f"{self._who(flow.dst, verdict.dest_asset, verdict.dest_zone)}",
+                f"{self._who(verdict.server, verdict.dest_asset, verdict.dest_zone)}",
                 "category": category,
                 "severity": severity,
                 "metadata": {"iec62443_sr": list(srs), "iso27001_annex_a": list(iso)},
@@ -419,7 +426,7 @@ class PolicyDetector:
             "policy": self._policy_object(verdict, rule, msg),
         }
         # A program download is hundreds of block messages: audited once per window, with a count.
-        key = ("audit", flow.src, flow.dst, flow.dport, rule.id, msg.operation)
+        key = ("audit", verdict.client, verdict.server, verdict.server_port, rule.id, msg.operation)
         self._fold("audit", key, msg.ts, flow, msg, fields)
 
     def _fold(self, event_type: str, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None,
@@ -470,6 +477,19 @@ class PolicyDetector:
     # -- sentences -------------------------------------------------------------------------------
 
     @staticmethod
+    def _allowance(verdict: Verdict) -> str:
+        """What the flow's rules do allow, e.g. "read, diagnostic; write with function 16"."""
+        parts = []
+        for rule in verdict.rules:
+            ops = ", ".join(sorted(rule.operations)) if rule.operations is not None else "any operation"
+            if rule.function_codes is not None:
+                ops += " with function " + ", ".join(str(c) for c in sorted(rule.function_codes))
+            if rule.schedule is not None:
+                ops += f" ({rule.schedule.text()})"
+            parts.append(ops)
+        return "; ".join(parts)
+
+    @staticmethod
     def _who(addr: bytes, asset: Asset | None, zone: str | None) -> str:
         ip = format_ip(addr)
         name = f"{asset.name} {ip}" if asset is not None else ip
@@ -477,10 +497,10 @@ class PolicyDetector:
 
     def _sentence(self, kind: str, flow: Flow, verdict: Verdict, msg: OtMessage | None,
                   rule: FlowRule | None) -> str:  # fmt: skip
-        src = self._who(flow.src, verdict.src_asset, verdict.src_zone)
-        dst = self._who(flow.dst, verdict.dest_asset, verdict.dest_zone)
+        src = self._who(verdict.client, verdict.src_asset, verdict.src_zone)
+        dst = self._who(verdict.server, verdict.dest_asset, verdict.dest_zone)
         proto = flow.app_proto or "traffic"
-        port = f"/{flow.dport}" if flow.proto in (6, 17) else ""
+        port = f"/{verdict.server_port}" if flow.proto in (6, 17) else ""
         conduit = verdict.conduit.id if verdict.conduit is not None else None
         if kind == "no_conduit":
             zones = f"{verdict.src_zone} and {verdict.dest_zone}"
@@ -496,10 +516,9 @@ class PolicyDetector:
             return f"{src} opened {proto}{port} to {dst}: no rule of zone {verdict.src_zone} allows it"
         if msg is not None:
             what = f"{msg.protocol} {msg.operation} (function {msg.function})"
-            allowed = sorted({op for r in verdict.rules for op in (r.operations or ())})
             if kind == "operation_not_allowed":
-                return (f"{src} performed {what} on {dst}: conduit {conduit} allows only "
-                        f"{', '.join(allowed) or 'other operations'} for this flow")  # fmt: skip
+                allowance = self._allowance(verdict)
+                return f"{src} performed {what} on {dst}: conduit {conduit} allows only {allowance}"
             if kind == "outside_schedule" and rule is not None and rule.schedule is not None:
                 return (f"{src} performed {what} on {dst} outside the window of rule {rule.id} "
                         f"({rule.schedule.text()})")  # fmt: skip
