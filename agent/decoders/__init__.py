@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import iec104, modbus, s7comm
+from agent.decoders import enip, iec104, modbus, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PROTOCOLS: tuple[ProtocolSpec, ...] = (
     modbus.SPEC,
     iec104.SPEC,
+    enip.SPEC,
     s7comm.SPEC,
     s7comm.SPEC_ANY_PORT,
 )
