@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: replay the bundled demo capture and print what was found
+## demo: replay the bundled demo capture against the example policy and print what was found
 demo: $(STAMP)
 	rm -f demo-eve.json
-	$(VENV)/bin/conduitwatch replay pcaps/demo.pcap --eve demo-eve.json
+	$(VENV)/bin/conduitwatch replay pcaps/demo.pcap --policy rules/demo.yaml --eve demo-eve.json
 	@echo "EVE events written to demo-eve.json"
 
 ## test: lint, type-check and run the test suite (no ../shared needed)

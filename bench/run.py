@@ -45,8 +45,9 @@ from bench.gen_plant import GENERATOR_VERSION, generate, meta_path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 # "conduitwatch-core" is the foundation pipeline alone (dissect, flows, EVE flow events: --decoders none);
-# "conduitwatch" adds every application decoder.
-TOOLS = ("conduitwatch-core", "conduitwatch", "tcpdump", "suricata")
+# "conduitwatch" adds every application decoder; "conduitwatch-policy" also checks the Purdue example
+# policy (rules/purdue-plant.yaml) and writes its alerts.
+TOOLS = ("conduitwatch-core", "conduitwatch", "conduitwatch-policy", "tcpdump", "suricata")
 PIN_CPU = "1"
 HELPER_SRC = Path(__file__).with_name("spawn_rusage.c")
 
@@ -204,6 +205,16 @@ def conduitwatch_core_tool(cap: Path) -> Tool:
     return tool
 
 
+def conduitwatch_policy_tool(cap: Path) -> Tool:
+    tool = conduitwatch_tool(cap)
+    tool.name = "conduitwatch-policy"
+    if tool.argv is not None:
+        policy = ROOT / "rules" / "purdue-plant.yaml"
+        tool.argv = [*tool.argv, "--policy", str(policy)]
+        tool.note += f" --policy {policy.relative_to(ROOT)}"
+    return tool
+
+
 def conduitwatch_tool(cap: Path) -> Tool:
     exe = ROOT / ".venv" / "bin" / "conduitwatch"
     if exe.exists():
@@ -346,17 +357,17 @@ def summarize(tool: Tool, packets: int, frame_bytes: int) -> dict[str, Any]:
 def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str], rss_method: str) -> None:
     cols = ("best s", "median s", "kpkt/s", "Mbit/s", "peak RSS MiB", "CPU s")
     head = (
-        f"{'tool':<13} {cols[0]:>8} {cols[1]:>9} {cols[2]:>8} {cols[3]:>8} {cols[4]:>13} {cols[5]:>7}  note"
+        f"{'tool':<19} {cols[0]:>8} {cols[1]:>9} {cols[2]:>8} {cols[3]:>8} {cols[4]:>13} {cols[5]:>7}  note"
     )
     print(head)
     print("-" * len(head))
     for name, r in results.items():
         if r["status"] != "ok":
-            print(f"{name:<13} {r['status']:>48}  {r['note']}")
+            print(f"{name:<19} {r['status']:>48}  {r['note']}")
             continue
         kpps = r["packets_per_s"] / 1000
         print(
-            f"{name:<13} {r['best_wall_s']:>8.2f} {r['median_wall_s']:>9.2f} {kpps:>8.1f}"
+            f"{name:<19} {r['best_wall_s']:>8.2f} {r['median_wall_s']:>9.2f} {kpps:>8.1f}"
             f" {r['mbit_per_s']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['cpu_s_best_run']:>7.2f}  {r['note']}"
         )
     print(f"{packets} packets; best of the repeats; pinned: {' '.join(pin) or 'no'}; peak RSS: {rss_method}")
@@ -413,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     makers = {
         "conduitwatch-core": conduitwatch_core_tool,
         "conduitwatch": conduitwatch_tool,
+        "conduitwatch-policy": conduitwatch_policy_tool,
         "tcpdump": tcpdump_tool,
         "suricata": suricata_tool,
     }
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     tool.runs.append({k: round(v, 4) for k, v in run.items()})
                     print(
-                        f"  round {rnd + 1}/{args.repeat} {tool.name:<12} {run['wall']:7.2f} s",
+                        f"  round {rnd + 1}/{args.repeat} {tool.name:<19} {run['wall']:7.2f} s",
                         file=sys.stderr,
                         flush=True,
                     )
