@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import enip, iec104, modbus, s7comm
+from agent.decoders import dnp3, enip, iec104, modbus, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PROTOCOLS: tuple[ProtocolSpec, ...] = (
     modbus.SPEC,
     iec104.SPEC,
+    dnp3.SPEC,
     enip.SPEC,
     s7comm.SPEC,
     s7comm.SPEC_ANY_PORT,
@@ -99,10 +100,15 @@ class _Probing:
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
         data = pkt.data
+        seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0] if self.flow.proto == 6 else 0
         payload = data[pkt.payload_off : pkt.payload_off + pkt.payload_len]
+        self.feed_segment(to_server, seq, payload, ts, cnt, source)
+
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
         flow = self.flow
         if flow.proto == 6:
-            seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0]
             self.held.append((to_server, seq, payload, ts, cnt, source))
             # Probe what this direction has sent so far: a message may span segments.
             sample = self.held_bytes[to_server] = (self.held_bytes[to_server] + payload)[:_PROBE_BYTES]
@@ -136,11 +142,6 @@ class _Probing:
             if flow.app_proto in self.registry.names:
                 # The port said e.g. "modbus" but the payload does not: do not call it that.
                 flow.app_proto = "unknown"
-
-    def feed_segment(
-        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
-    ) -> None:
-        raise TypeError("probing is fed packets, never replayed")
 
     def close(self, reason: str) -> None:
         if self.flow.app_proto in self.registry.names:
