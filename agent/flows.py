@@ -19,6 +19,12 @@ from agent.community_id import community_id
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
 from agent.ports import guess_app_proto
 
+# The fast path's headers (see FlowTable.fast_path); dissect.py has the general versions.
+_HH = struct.Struct("!HH")
+_HHH = struct.Struct("!HHH")
+_IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # version+IHL, total length, flags+fragment, protocol, src, dst
+_TCP = struct.Struct("!HHI4xBB")  # ports, sequence number, data offset, flags
+
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
@@ -151,6 +157,8 @@ class FlowTable:
         "created",
         "ended",
         "evicted",
+        "fast_packets",
+        "fast_vlan",
         "next_sweep",
         "timed_out",
     )
@@ -177,6 +185,9 @@ class FlowTable:
         self.evicted = 0  # ended early because the table was full
         self.timed_out = 0
         self.next_sweep = 0.0
+        # Frames accounted by fast_path (IPv4, and of those VLAN-tagged): added to the layer counts.
+        self.fast_packets = 0
+        self.fast_vlan = 0
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -184,6 +195,77 @@ class FlowTable:
     def flows(self) -> list[Flow]:
         """The live flows, least recently seen first (a copy: safe to iterate while updating)."""
         return list(self._flows.values())
+
+    def fast_path(self, data: bytes, ts: float, wirelen: int, cnt: int, source: int) -> bool:
+        """Account an Ethernet frame of an established flow without building a Packet.
+
+        Taken when the frame is IPv4 TCP/UDP (untagged or one VLAN tag, not a fragment) of a known
+        flow that is not due for a timeout and (TCP) is established with no SYN/FIN/RST in this
+        segment: in a plant that is nearly every packet (bulk transfers, cyclic polling). Payload
+        goes straight to the flow's decoder, if it has one. Anything else returns False untouched
+        and takes the full path, which also reports malformed headers: every check here only
+        decides *whether* this path applies.
+        """
+        n = len(data)
+        if n < 54 or ts >= self.next_sweep:
+            return False
+        ethertype = (data[12] << 8) | data[13]
+        off = 14
+        vlan: tuple[int, ...] = ()
+        if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100:
+            tci, ethertype = _HH.unpack_from(data, 14)
+            off = 18
+            vlan = (tci & 0x0FFF,)
+        if ethertype != 0x0800:
+            return False
+        vihl, total_len, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        ihl = (vihl & 0x0F) << 2
+        if vihl >> 4 != 4 or ihl < 20 or frag & 0x3FFF or (total_len and total_len < ihl):
+            return False
+        end = off + total_len if total_len and off + total_len < n else n
+        off += ihl
+        if proto == 6:
+            if end < off + 20:
+                return False
+            sp, dp, seq, doff, flags = _TCP.unpack_from(data, off)
+            off += (doff >> 4) << 2
+            if doff < 0x50 or off > end or flags & 0x07:
+                return False
+        elif proto == 17:
+            if end < off + 8:
+                return False
+            sp, dp, ulen = _HHH.unpack_from(data, off)
+            if ulen < 8:
+                return False
+            off += 8
+            end = min(end, off + ulen - 8)
+            seq = flags = 0
+        else:
+            return False
+        flow = self._lookup.get((src, dst, sp, dp, proto, vlan))
+        if flow is None or ts > flow.deadline or (proto == 6 and flow.tcp_state != 3):
+            return False
+        self._flows.move_to_end(flow.key)
+        if sp == flow.sport and src == flow.src:
+            to_server = True
+            flow.tcp_flags_ts |= flags
+            flow.pkts_toserver += 1
+            flow.bytes_toserver += wirelen
+        else:
+            to_server = False
+            flow.tcp_flags_tc |= flags
+            flow.pkts_toclient += 1
+            flow.bytes_toclient += wirelen
+        flow.last_ts = ts
+        flow.last_cnt = cnt
+        flow.last_source = source
+        self.fast_packets += 1
+        if vlan:
+            self.fast_vlan += 1
+        app = flow.app
+        if app is not None and end > off:
+            app.feed_segment(to_server, seq, data[off:end], ts, cnt, source)
+        return True
 
     def update(self, pkt: Packet, ts: float, wirelen: int, cnt: int, source: int) -> tuple[Flow, bool]:
         """Account one dissected IP packet; return its flow and whether it travels to the server.

@@ -188,6 +188,7 @@ class Pipeline:
         dissect = self.dissector.dissect
         table = self.flows
         update = table.update
+        fast_path = table.fast_path
         unsupported = stats.unsupported_linktypes
         status_counts = [0, 0, 0, 0, 0]  # IP is derived at the end: one less increment per packet
         packets = 0
@@ -207,6 +208,8 @@ class Pipeline:
                         progress(stats)
                 packets += 1
                 nbytes += wirelen
+                if linktype == 1 and fast_path(data, ts, wirelen, cnt, src):
+                    continue
                 status = dissect(pkt, data, linktype)
                 if status == IP:
                     if ts >= table.next_sweep:
@@ -268,6 +271,16 @@ class Pipeline:
         for sink in self.sinks:
             sink.flush()
 
+    def _layer_counts(self) -> dict[str, int]:
+        """The dissector's layer counts plus the frames the flow table's fast path accounted."""
+        counts = self.dissector.counts
+        table = self.flows
+        if table.fast_packets:
+            counts["ipv4"] = counts.get("ipv4", 0) + table.fast_packets
+        if table.fast_vlan:
+            counts["vlan"] = counts.get("vlan", 0) + table.fast_vlan
+        return counts
+
     def stats_dict(self, problems: list[CaptureProblem]) -> dict[str, Any]:
         s = self.stats
         table = self.flows
@@ -285,7 +298,7 @@ class Pipeline:
                 "fragments": s.fragments,
                 "non_ip": s.l2_packets,
                 "malformed": s.malformed,
-                "layers": dict(sorted(self.dissector.counts.items())),
+                "layers": dict(sorted(self._layer_counts().items())),
                 "anomalies": dict(sorted(self.dissector.anomalies.items())),
             },
             "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},

@@ -13,9 +13,11 @@ trusted and the reason is kept in ``FileSource.problem`` for the pipeline to rep
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import heapq
 import io
+import mmap
 import os
 import struct
 import zlib
@@ -71,7 +73,9 @@ OPT_IF_TSOFFSET = 14
 # or CRC (gzip.BadGzipFile, an OSError) and corrupt deflate data (zlib.error).
 READ_ERRORS = (OSError, EOFError, zlib.error)
 
-Unpack = Callable[[bytes, int], tuple[Any, ...]]
+# What the parsers read from: a chunk of the file, or the whole file memory-mapped.
+Buffer = bytes | mmap.mmap
+Unpack = Callable[[Buffer, int], tuple[Any, ...]]
 
 
 class _Layout(NamedTuple):
@@ -111,7 +115,7 @@ def _record_limit(snaplen: int) -> int:
     return min(max(MAX_CAPLEN, snaplen), MAX_RECORD)
 
 
-def _shb_problem(buf: bytes, pos: int, blen: int, layout: _Layout) -> str | None:
+def _shb_problem(buf: Buffer, pos: int, blen: int, layout: _Layout) -> str | None:
     """What is wrong with the Section Header Block at ``pos`` (its fixed part is in ``buf``)."""
     if blen < SHB_MIN_LEN or blen & 3 or blen > MAX_RECORD:
         return f"corrupt section header block length {blen}"
@@ -121,7 +125,7 @@ def _shb_problem(buf: bytes, pos: int, blen: int, layout: _Layout) -> str | None
     return None
 
 
-def _parse_idb(buf: bytes, pos: int, blen: int, layout: _Layout, index: int) -> tuple[Interface, str]:
+def _parse_idb(buf: Buffer, pos: int, blen: int, layout: _Layout, index: int) -> tuple[Interface, str]:
     """Decode an Interface Description Block into its ``Interface`` tuple and its name.
 
     Malformed options are ignored rather than fatal: the fixed fields are enough to read packets.
@@ -149,6 +153,11 @@ def _parse_idb(buf: bytes, pos: int, blen: int, layout: _Layout, index: int) -> 
             offset = layout.i64(buf, value)[0]
         opt = value + ((olen + 3) & ~3)
     return (index, linktype, divisor, offset, snaplen, _record_limit(snaplen)), name
+
+
+def _nothing_more(_size: int) -> bytes:
+    """The chunk reader of a memory-mapped file: the map already holds everything."""
+    return b""
 
 
 def _open(path: str) -> tuple[io.FileIO | gzip.GzipFile, Callable[[int], bytes]]:
@@ -183,8 +192,16 @@ class FileSource:
     file (so it equals the pcapng interface id within the first section).
     """
 
-    def __init__(self, path: str, source_index: int, chunk_size: int = CHUNK_SIZE) -> None:
-        """Open ``path`` and check its file header (``chunk_size``: bytes read at a time)."""
+    def __init__(
+        self, path: str, source_index: int, chunk_size: int = CHUNK_SIZE, use_mmap: bool = True
+    ) -> None:
+        """Open ``path`` and check its file header (``chunk_size``: bytes read at a time).
+
+        An uncompressed regular file is memory-mapped: the parsers then run over the whole file as
+        one buffer, which saves the allocation and page faults of a fresh chunk every 4 MiB (half
+        the cost of reading a capture of full-size frames). Compressed files, pipes and files that
+        cannot be mapped are read in chunks.
+        """
         self.info = SourceInfo(name=path, kind="pcap")
         self.problem: CaptureProblem | None = None
         self.packets = 0
@@ -193,11 +210,20 @@ class FileSource:
         self._chunk_size = max(chunk_size, PCAP_RECORD_HEADER_LEN)
         self._iterator: Generator[Frame, None, None] | None = None
         self._file, self._read = _open(path)
+        self._map: mmap.mmap | None = None
         try:
             self._head = self._read_header()
         except BaseException:
             self._file.close()
             raise
+        if use_mmap and isinstance(self._file, io.FileIO):
+            try:
+                self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+                self._map.madvise(mmap.MADV_SEQUENTIAL)
+            except (OSError, ValueError):
+                self._map = None  # not a regular file (a pipe, /dev/stdin): chunked reads it is
+            else:
+                self._read = _nothing_more  # the map holds the whole file
 
     def _read_exact(self, size: int, what: str) -> bytes:
         data = b""
@@ -271,6 +297,10 @@ class FileSource:
     def close(self) -> None:
         if self._iterator is not None:
             self._iterator.close()
+        if self._map is not None:
+            # BufferError: something still references the map; it is released when that goes.
+            with contextlib.suppress(BufferError):
+                self._map.close()
         self._file.close()
 
     def __enter__(self) -> FileSource:
@@ -293,10 +323,12 @@ class FileSource:
         read = self._read
         chunk_size = self._chunk_size
         header_len = PCAP_RECORD_HEADER_LEN
-        buf = self._head
-        end = len(buf)
+        buf: Buffer = self._head
         base = PCAP_HEADER_LEN  # stream offset of buf[0]
         pos = 0
+        if self._map is not None:
+            buf, base, pos = self._map, 0, PCAP_HEADER_LEN
+        end = len(buf)
         count = 0
         eof = False
         try:
@@ -354,7 +386,7 @@ class FileSource:
         max_block = MAX_RECORD
         section: list[Interface] = []  # this section's interfaces by pcapng interface id
         last_ts = 0.0  # Simple Packet Blocks carry no timestamp: they get the previous packet's
-        buf = self._head
+        buf: Buffer = self._map if self._map is not None else self._head
         end = len(buf)  # end of the data in buf (buf is padded past it at end of file)
         last = end - BLOCK_PEEK  # the loop reads a block while pos <= last
         base = 0  # stream offset of buf[0]

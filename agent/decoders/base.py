@@ -91,7 +91,6 @@ class Anomaly:
 class DecoderStats:
     """Plain integer counters per protocol, published at scrape time and in the stats event."""
 
-    messages: int = 0
     requests: int = 0
     responses: int = 0
     matched: int = 0
@@ -105,7 +104,7 @@ class DecoderStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "messages": self.messages,
+            "messages": self.requests + self.responses,
             "requests": self.requests,
             "responses": self.responses,
             "matched": self.matched,
@@ -147,7 +146,7 @@ class DecoderContext:
         return stats
 
     def message(self, msg: OtMessage, stats: DecoderStats) -> None:
-        stats.messages += 1
+        """Count and hand on a message (MessageDecoder inlines this; other decoders may call it)."""
         if msg.direction == REQUEST:
             stats.requests += 1
         else:

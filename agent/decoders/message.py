@@ -77,18 +77,13 @@ class MessageDecoder:
     # -- FlowDecoder -----------------------------------------------------------------------------
 
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
-        # The same as feed_segment, inlined: this runs for every packet of a decoded flow.
-        self._ts = ts
-        self._cnt = cnt
-        self._source = source
         data = pkt.data
         off = pkt.payload_off
-        from_client = to_server == self.initiator_is_client
-        framer = self._c2s if from_client else self._s2c
-        if framer is None:
-            self.parse(data[off : off + pkt.payload_len], 0, pkt.payload_len, from_client)
-        else:
-            framer.add(_SEQ.unpack_from(data, pkt.l4_off + 4)[0], data[off : off + pkt.payload_len])
+        seq = 0
+        if self._c2s is not None:
+            # Data on a SYN starts one past the SYN's sequence number (TCP Fast Open).
+            seq = (_SEQ.unpack_from(data, pkt.l4_off + 4)[0] + (pkt.tcp_flags >> 1 & 1)) & 0xFFFFFFFF
+        self.feed_segment(to_server, seq, data[off : off + pkt.payload_len], ts, cnt, source)
 
     def feed_segment(
         self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
@@ -104,6 +99,10 @@ class MessageDecoder:
             framer.add(seq, payload)
 
     def close(self, reason: str) -> None:
+        # Decode what waits behind holes that never filled; a partial last message is reported.
+        for framer in (self._c2s, self._s2c):
+            if framer is not None:
+                framer.finish()
         self.pending.close()
 
     # -- for subclasses --------------------------------------------------------------------------
@@ -123,7 +122,12 @@ class MessageDecoder:
                         function, operation, fields)  # fmt: skip
         if key is not None:
             self.pending.add(key, self._ts, self._cnt, operation, function)
-        self.ctx.message(msg, self.stats)
+        # DecoderContext.message, inlined: this runs for every message.
+        stats = self.stats
+        stats.requests += 1
+        ops = stats.operations
+        ops[operation] = ops.get(operation, 0) + 1
+        self.ctx.on_message(msg)
         return msg
 
     def response(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
@@ -141,10 +145,15 @@ class MessageDecoder:
         msg = OtMessage(self._ts, self.flow, self._cnt, self._source, self.protocol, to_server, RESPONSE,
                         function, operation, fields, exception=exception)  # fmt: skip
         if request is not None:
-            msg.operation = request.operation
+            msg.operation = operation = request.operation
             msg.request_cnt = request.cnt
-            msg.latency_s = max(0.0, self._ts - request.ts)
-        self.ctx.message(msg, self.stats)
+            latency = self._ts - request.ts
+            msg.latency_s = latency if latency > 0.0 else 0.0
+        stats = self.stats
+        stats.responses += 1
+        ops = stats.operations
+        ops[operation] = ops.get(operation, 0) + 1
+        self.ctx.on_message(msg)
         return msg
 
     def anomaly(self, kind: str, detail: str) -> None:

@@ -106,7 +106,7 @@ class ModbusDecoder(MessageDecoder):
         fields: dict[str, Any] = {"transaction_id": tid, "unit_id": unit, "function_code": fc & 0x7F}
         key = (tid, unit)
         if from_client:
-            operation = classify(fc, buf, pdu, end)
+            operation = OPERATION_BY_FUNCTION.get(fc) or classify(fc, buf, pdu, end)
             if operation == "unknown":
                 self.anomaly("unknown_function", f"unknown Modbus function code {fc}")
             self._request_fields(fc, buf, pdu, end, fields)

@@ -46,7 +46,6 @@ from agent.decoders.message import MessageDecoder
 from agent.decoders.stream import INVALID, NEED_MORE
 
 if TYPE_CHECKING:
-    from agent.dissect import Packet
     from agent.flows import Flow
 
 _H = struct.Struct("!H")
@@ -376,15 +375,17 @@ class S7commDecoder(MessageDecoder):
 
     # -- framing ---------------------------------------------------------------------------------
 
-    def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
-        framer = self._c2s if to_server == self.initiator_is_client else self._s2c
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
+        from_client = to_server == self.initiator_is_client
+        framer = self._c2s if from_client else self._s2c
         if framer is not None and framer.next_seq is not None:
-            seq = _SEQ.unpack_from(pkt.data, pkt.l4_off + 4)[0]
-            ahead = (seq - framer.next_seq) % _SEQ_MOD
             # A segment after a hole that starts with a TPKT header: the missing bytes are lost
             # (captures filtered to S7 packets drop the rest), so decode from here at once instead
             # of holding it for a retransmission that will not come.
-            if 0 < ahead < _SEQ_HALF and message_length(pkt.data, pkt.payload_off, pkt.payload_len) > 0:
+            ahead = (seq - framer.next_seq) % _SEQ_MOD
+            if 0 < ahead < _SEQ_MOD >> 1 and message_length(payload, 0, len(payload)) > 0:
                 self._ts = ts
                 self._cnt = cnt
                 self._source = source
@@ -393,7 +394,7 @@ class S7commDecoder(MessageDecoder):
                 )
                 framer.gap()
                 framer.next_seq = seq
-        super().feed(pkt, to_server, ts, cnt, source)
+        super().feed_segment(to_server, seq, payload, ts, cnt, source)
 
     def _on_gap(self, kind: str, detail: str) -> None:
         # A half-reassembled TSDU cannot be completed across lost bytes.

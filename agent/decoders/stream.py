@@ -130,6 +130,17 @@ class StreamFramer:
         self.next_seq = first
         self._drain()
 
+    def finish(self) -> None:
+        """The connection ended: skip the holes that never filled (each one counted), decode what
+        was held behind them, and report an incomplete last message."""
+        while self._ooo:
+            self._skip_hole()
+        if self._buf:
+            self._on_gap(
+                "truncated", f"{len(self._buf)} bytes of an incomplete message when the stream ended"
+            )
+            self._buf = b""
+
     def gap(self) -> None:
         """The caller knows bytes were lost (e.g. capture drops): resynchronise at the next header."""
         self._buf = b""
