@@ -275,6 +275,7 @@ def _finish(
             pipeline.dissector.anomalies,
             problems,
             policy=pipeline.policy,
+            operations={name: st.operations for name, st in pipeline.decoders.stats.items()},
         )
         if extra:
             text += "\n" + "\n".join(extra)

@@ -47,11 +47,13 @@ class Sink(Protocol):
 
 
 class FlowConsumer(Protocol):
-    """A stage that learns from finished flows and application messages (summaries, detectors)."""
+    """A stage that learns from finished flows (summaries, detectors).
+
+    A consumer that also wants every application message defines ``on_message(msg: OtMessage)``;
+    the pipeline only routes messages to consumers that have it.
+    """
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
-
-    def on_message(self, msg: OtMessage) -> None: ...
 
 
 @dataclass(slots=True)
@@ -89,6 +91,10 @@ class PipelineConfig:
     replay: bool = True
 
 
+def _ignore(_msg: OtMessage) -> None:
+    """Where messages go when nothing consumes them (counters are kept by the decoders)."""
+
+
 class Pipeline:
     """One run over one source. Not reusable: build a new one per run."""
 
@@ -116,6 +122,14 @@ class Pipeline:
             self.consumers.insert(0, self.policy)
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
         self._log_messages = config.events == EVENTS_ALL
+        handlers = (getattr(c, "on_message", None) for c in self.consumers)
+        self._message_consumers: tuple[Callable[[OtMessage], None], ...] = tuple(
+            h for h in handlers if callable(h)
+        )
+        if len(self._message_consumers) == 1 and not (self._log_messages and self.sinks):
+            self.decoders.on_message = self._message_consumers[0]  # one hop less per message
+        elif not self._message_consumers and not (self._log_messages and self.sinks):
+            self.decoders.on_message = _ignore
         self.stats = RunStats()
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
@@ -155,8 +169,8 @@ class Pipeline:
             sink.emit(event)
 
     def _on_message(self, msg: OtMessage) -> None:
-        for consumer in self.consumers:
-            consumer.on_message(msg)
+        for on_message in self._message_consumers:
+            on_message(msg)
         if self._log_messages and self.sinks:
             self.emit(ot_event(msg, self.source_names))
 

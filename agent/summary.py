@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.decoders.base import OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
 from agent.pipeline import LINKTYPE_NAMES, RunStats
@@ -39,7 +38,6 @@ class TrafficSummary:
 
     by_protocol: dict[str, Tally] = field(default_factory=dict)
     by_network_pair: dict[tuple[str, str], Tally] = field(default_factory=dict)
-    operations: dict[tuple[str, str], int] = field(default_factory=dict)  # (protocol, operation) -> messages
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
         proto = flow.app_proto or {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(
@@ -60,11 +58,6 @@ class TrafficSummary:
             tally = self.by_network_pair[pair] = Tally()
         tally.add(flow)
 
-    def on_message(self, msg: OtMessage) -> None:
-        if msg.direction == "request" or not msg.request_cnt:
-            key = (msg.protocol, msg.operation)
-            self.operations[key] = self.operations.get(key, 0) + 1
-
 
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
@@ -82,8 +75,12 @@ def render(
     problems: list[CaptureProblem],
     top: int = 10,
     policy: PolicyDetector | None = None,
+    operations: dict[str, dict[str, int]] | None = None,
 ) -> str:
-    """Plain-text report; sorted so that the same capture always prints the same text."""
+    """Plain-text report; sorted so that the same capture always prints the same text.
+
+    ``operations``: per protocol, operations performed by class (DecoderStats.operations).
+    """
     lines: list[str] = []
     span = stats.last_ts - stats.first_ts if stats.packets else 0.0
     rate = stats.packets / stats.wall_seconds if stats.wall_seconds > 0 else 0.0
@@ -139,16 +136,13 @@ def render(
             lines.append(f"  {count:>7,}  {rule}{what}: {where}")
         if len(rows) > top:
             lines.append(f"  ... {len(rows) - top} more kinds; all are in the EVE alerts")
-    if summary.operations:
+    if operations and any(operations.values()):
         lines.append("")
         lines.append("industrial operations (requests, and responses whose request was not seen)")
-        by_protocol: dict[str, list[str]] = {}
-        for (protocol, operation), count in sorted(
-            summary.operations.items(), key=lambda kv: (kv[0][0], -kv[1])
-        ):
-            by_protocol.setdefault(protocol, []).append(f"{operation} {count:,}")
-        for protocol, parts in by_protocol.items():
-            lines.append(f"  {protocol:<12} " + ", ".join(parts))
+        for protocol, counts in sorted(operations.items()):
+            if counts:
+                parts = [f"{op} {n:,}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+                lines.append(f"  {protocol:<12} " + ", ".join(parts))
     if flow_counts.get("evicted"):
         lines.append(f"\n{flow_counts['evicted']:,} flows evicted early because the flow table was full")
     if anomalies:

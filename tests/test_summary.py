@@ -12,8 +12,9 @@ def run(packets: list) -> tuple[TrafficSummary, Pipeline]:
 
 def text(summary: TrafficSummary, pipeline: Pipeline, top: int = 10) -> str:
     table = pipeline.flows
+    operations = {name: st.operations for name, st in pipeline.decoders.stats.items()}
     return render(summary, pipeline.stats, {"created": table.created, "evicted": table.evicted},
-                  pipeline.dissector.anomalies, [], top=top)  # fmt: skip
+                  pipeline.dissector.anomalies, [], top=top, operations=operations)  # fmt: skip
 
 
 def test_counts_by_protocol_network_pair_and_operation() -> None:
@@ -24,7 +25,7 @@ def test_counts_by_protocol_network_pair_and_operation() -> None:
     assert sum(t.flows for p, t in summary.by_protocol.items() if p != "modbus") == 3
     assert summary.by_network_pair[("vlan 10", "vlan 10")].flows == 1
     assert summary.by_network_pair[("192.0.2.0/24", "198.51.100.0/24")].packets == 3
-    assert summary.operations == {("modbus", "read"): 1}
+    assert pipeline.decoders.stats["modbus"].operations == {"read": 1}
     report = text(summary, pipeline)
     assert report.splitlines()[0].startswith("11 packets")
     assert "modbus       read 1" in report

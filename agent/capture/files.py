@@ -30,6 +30,7 @@ from agent.capture.base import CaptureError
 from agent.records import F_TS, CaptureProblem, Frame, SourceInfo
 
 CHUNK_SIZE = 4 << 20
+MAP_WINDOW = 16 << 20  # bytes of a memory-mapped file parsed between releases of its pages
 # Largest record accepted without question: libpcap's and Wireshark's maximum snapshot length. A
 # file that declares a larger snaplen raises the limit up to MAX_RECORD; anything beyond is taken
 # for a corrupt length rather than a packet (and would otherwise make us buffer gigabytes).
@@ -211,6 +212,7 @@ class FileSource:
         self._iterator: Generator[Frame, None, None] | None = None
         self._file, self._read = _open(path)
         self._map: mmap.mmap | None = None
+        self._released = 0  # mapped bytes before this offset have been handed back (see _release)
         try:
             self._head = self._read_header()
         except BaseException:
@@ -294,6 +296,15 @@ class FileSource:
             self._iterator = reader()
         return self._iterator
 
+    def _release(self, pos: int) -> None:
+        """Drop the mapped pages before ``pos`` from this process: they stay in the page cache, but
+        no longer count against the agent's memory (a 1 GB capture would otherwise end up resident)."""
+        start = self._released
+        stop = pos - pos % mmap.PAGESIZE
+        if self._map is not None and stop > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+            self._released = stop
+
     def close(self) -> None:
         if self._iterator is not None:
             self._iterator.close()
@@ -326,6 +337,7 @@ class FileSource:
         buf: Buffer = self._head
         base = PCAP_HEADER_LEN  # stream offset of buf[0]
         pos = 0
+        mapped = self._map is not None
         if self._map is not None:
             buf, base, pos = self._map, 0, PCAP_HEADER_LEN
         end = len(buf)
@@ -335,6 +347,8 @@ class FileSource:
             while True:
                 want = -1  # length of the incomplete record at pos, -1 while its header is incomplete
                 last = end - header_len
+                if mapped and last - pos > MAP_WINDOW:
+                    last = pos + MAP_WINDOW  # a window at a time, releasing the pages read (below)
                 while pos <= last:
                     sec, frac, caplen, wirelen = unpack(buf, pos)
                     if caplen > limit:
@@ -349,6 +363,9 @@ class FileSource:
                     self.packets = count
                     yield (sec + frac / units, buf[start:nxt], wirelen, 0, linktype, count, source)
                     pos = nxt
+                if mapped and want < 0 and pos <= end - header_len:
+                    self._release(pos)
+                    continue
                 if eof:
                     if pos < end:
                         if want < 0:
@@ -389,6 +406,7 @@ class FileSource:
         buf: Buffer = self._map if self._map is not None else self._head
         end = len(buf)  # end of the data in buf (buf is padded past it at end of file)
         last = end - BLOCK_PEEK  # the loop reads a block while pos <= last
+        mapped = self._map is not None
         base = 0  # stream offset of buf[0]
         pos = 0
         count = 0
@@ -396,7 +414,8 @@ class FileSource:
         try:
             while True:
                 want = -1  # length of the incomplete block at pos, -1 while its header is incomplete
-                while pos <= last:
+                stop = min(last, pos + MAP_WINDOW) if mapped else last
+                while pos <= stop:
                     btype, blen, iface_id, ts_high, ts_low, caplen, wirelen = block(buf, pos)
                     if btype == shb_type:
                         # A new section may switch byte order: decide it before trusting the length.
@@ -475,6 +494,9 @@ class FileSource:
                             return
                         section = []
                     pos = nxt
+                if mapped and want < 0 and pos <= last:
+                    self._release(pos)
+                    continue
                 if eof:
                     if pos < end:
                         if want < 0:

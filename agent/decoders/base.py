@@ -100,6 +100,7 @@ class DecoderStats:
     anomalies: dict[str, int] = field(default_factory=dict)
     stream_gaps: int = 0
     buffer_overflows: int = 0
+    # Operations performed: requests by class, plus responses whose request was not seen.
     operations: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,6 +152,9 @@ class DecoderContext:
             stats.requests += 1
         else:
             stats.responses += 1
+            if msg.request_cnt:
+                self.on_message(msg)
+                return
         stats.operations[msg.operation] = stats.operations.get(msg.operation, 0) + 1
         self.on_message(msg)
 

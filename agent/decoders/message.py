@@ -151,8 +151,9 @@ class MessageDecoder:
             msg.latency_s = latency if latency > 0.0 else 0.0
         stats = self.stats
         stats.responses += 1
-        ops = stats.operations
-        ops[operation] = ops.get(operation, 0) + 1
+        if request is None:  # an answer to a request we did not see still shows an operation
+            ops = stats.operations
+            ops[operation] = ops.get(operation, 0) + 1
         self.ctx.on_message(msg)
         return msg
 

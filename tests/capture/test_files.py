@@ -618,3 +618,36 @@ def test_corpus_packet_counts() -> None:
         ):
             mismatches.append((row["path"], len(frames), row["packets"], linktypes, src.problem))
     assert mismatches == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory-mapped reading, a window at a time
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_mapped_windows_read_the_same_frames_as_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import agent.capture.files as files
+
+    monkeypatch.setattr(files, "MAP_WINDOW", 300)  # many windows, records straddling their ends
+    sizes = [60, 1514, 42, 200, 999, 64] * 20
+    if kind == "pcap":
+        data = make_pcap([(T0 + i, i, frame_bytes(i, n)) for i, n in enumerate(sizes)])
+    else:
+        data = (
+            ng_shb()
+            + ng_idb(1)
+            + b"".join(ng_epb(0, (T0 + i) * 10**6, frame_bytes(i, n)) for i, n in enumerate(sizes))
+        )
+    path = write(tmp_path / f"c.{kind}", data + b"\x00" * 5)  # and a truncated tail
+    mapped = FileSource(path, 0)
+    chunked = FileSource(path, 0, chunk_size=1000, use_mmap=False)
+    assert mapped._map is not None and chunked._map is None
+    assert list(mapped) == list(chunked) and len(list(FileSource(path, 0, use_mmap=False))) == len(sizes)
+    assert mapped.problem is not None and chunked.problem is not None
+    assert (mapped.problem.offset, mapped.problem.packets_read) == (
+        chunked.problem.offset,
+        chunked.problem.packets_read,
+    )
+    assert mapped._released > 0  # pages already parsed were handed back

@@ -100,3 +100,14 @@ def test_arbitrary_segments_never_raise_and_stay_bounded(segments: list[tuple[in
         r.framer.add(seq, data)
         assert len(r.framer._buf) <= 512
         assert len(r.framer._ooo) <= 33
+
+
+def test_finish_decodes_what_waits_behind_a_hole_and_reports_a_partial_message() -> None:
+    r = Recorder()
+    a, b = msg(b"a"), msg(b"bb")
+    r.framer.add(0, a)
+    r.framer.add(len(a) + 5, b + msg(b"cut")[:3])  # 5 bytes never arrive; the last message is cut
+    assert r.messages == [a]
+    r.framer.finish()
+    assert r.messages == [a, b]
+    assert r.gaps == ["stream_gap", "truncated"]
