@@ -20,6 +20,7 @@ import yaml
 from scapy.utils import RawPcapReader
 
 from agent.capture.files import ReplaySource
+from agent.decoders.base import OPERATIONS
 from agent.outputs.eve import flow_header
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
 from agent.records import Event
@@ -388,27 +389,6 @@ KNOWN = {
         "schedule",
         "rate",
     },
-}
-OPERATIONS = {
-    "read",
-    "write",
-    "operate",
-    "program",
-    "upload",
-    "config",
-    "mode",
-    "time",
-    "diagnostic",
-    "file",
-    "firmware",
-    "discovery",
-    "subscribe",
-    "session",
-    "auth",
-    "io",
-    "vendor",
-    "unknown",
-    "opaque",
 }
 CATEGORIES = {"ot", "remote-access", "file-transfer", "backup", "infrastructure", "web", "any"}
 
