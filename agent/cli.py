@@ -18,7 +18,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import yaml
 
 from agent import __version__
 from agent.capture.base import CaptureError
@@ -26,9 +25,9 @@ from agent.capture.pacing import paced
 from agent.flows import FlowConfig
 from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
-from agent.policy.engine import CompiledPolicy
 
 if TYPE_CHECKING:
+    from agent.policy.engine import CompiledPolicy
     from agent.policy.reload import PolicyReloader
 from agent.records import CaptureProblem
 from agent.summary import TrafficSummary, render
@@ -49,6 +48,8 @@ def _fail(message: str, code: int) -> NoReturn:
 def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
     if not path:
         return path
+    import yaml  # only with a config file: startup time counts for short replays
+
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)

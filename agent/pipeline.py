@@ -12,15 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.decoders import PROTOCOLS, Registry
 from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
 from agent.dissect import FRAGMENT, IP, L2, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
 from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, flow_header, ot_event
-from agent.policy.engine import CompiledPolicy, PolicyDetector
 from agent.records import CaptureProblem, Event, Frame, SourceInfo
+
+if TYPE_CHECKING:
+    # Imported when a policy is given: the engine is not needed (nor loaded) without one.
+    from agent.policy.engine import CompiledPolicy, PolicyDetector
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,8 @@ class Pipeline:
         self.registry = Registry(self.decoders, protocols, port_overrides=config.ports)
         self.policy: PolicyDetector | None = None
         if policy is not None:
+            from agent.policy.engine import PolicyDetector
+
             self.policy = PolicyDetector(policy, self._emit_detection)
             self.consumers.insert(0, self.policy)
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.dissect import format_ip
 from agent.flows import Flow
 from agent.pipeline import LINKTYPE_NAMES, RunStats
-from agent.policy.engine import PolicyDetector
 from agent.records import CaptureProblem
+
+if TYPE_CHECKING:
+    from agent.policy.engine import PolicyDetector
 
 
 @dataclass(slots=True)

@@ -64,18 +64,31 @@ def _crc_byte_table() -> tuple[int, ...]:
 _CRC_BYTE = _crc_byte_table()
 # Two bytes per step: the register is 16 bits wide, so once a little-endian word is XORed into it
 # the next register value depends on that XOR alone. Every frame's header and blocks are checked,
-# so halving the Python-level steps is worth a 128 KiB table built once (about 25 ms).
-_CRC_WORD = array(
-    "H",
-    [(_CRC_BYTE[x & 0xFF] >> 8) ^ _CRC_BYTE[((x >> 8) ^ _CRC_BYTE[x & 0xFF]) & 0xFF] for x in range(65536)],
-)
+# so halving the Python-level steps is worth a 128 KiB table, built on first use (about 25 ms that
+# every start-up would otherwise pay, DNP3 or not).
+_CRC_WORD: array[int] | None = None
+
+
+def _crc_word_table() -> array[int]:
+    global _CRC_WORD
+    if _CRC_WORD is None:
+        _CRC_WORD = array(
+            "H",
+            [
+                (_CRC_BYTE[x & 0xFF] >> 8) ^ _CRC_BYTE[((x >> 8) ^ _CRC_BYTE[x & 0xFF]) & 0xFF]
+                for x in range(65536)
+            ],
+        )
+    return _CRC_WORD
+
+
 _WORDS = tuple(struct.Struct(f"<{n}H") for n in range(BLOCK // 2 + 1))
 
 
 def crc16_dnp(buf: bytes, off: int, n: int) -> int:
     """CRC-16/DNP of ``buf[off:off+n]`` for ``n`` <= 16 (poly 0x3D65 reflected, init 0, xor out 0xFFFF)."""
     crc = 0
-    table = _CRC_WORD
+    table = _CRC_WORD or _crc_word_table()
     for word in _WORDS[n >> 1].unpack_from(buf, off):
         crc = table[crc ^ word]
     if n & 1:

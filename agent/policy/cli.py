@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import click
 
-from agent.policy.loader import MAX_FILE_BYTES, load_policy, load_policy_bytes
 from agent.policy.model import Policy, Problem, Zone
 
 EXIT_OK = 0
@@ -63,6 +62,9 @@ def show(file: str, width: int) -> None:
 
 
 def _load(path: str) -> tuple[Policy | None, list[Problem]]:
+    # Imported here: the loader (and PyYAML) cost startup time that replay and run do not need.
+    from agent.policy.loader import MAX_FILE_BYTES, load_policy, load_policy_bytes
+
     if path != STDIN:
         return load_policy(path)
     data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
