@@ -212,6 +212,7 @@ class Pipeline:
         status_counts = [0, 0, 0, 0, 0]  # IP is derived at the end: one less increment per packet
         packets = 0
         nbytes = 0
+        dissected = 0  # packets that took the full path; the others were counted by the fast path
         ts = 0.0
         progress = self.progress
         started = time.perf_counter()
@@ -229,6 +230,7 @@ class Pipeline:
                 nbytes += wirelen
                 if linktype == 1 and fast_path(data, ts, wirelen, cnt, src):
                     continue
+                dissected += 1
                 status = dissect(pkt, data, linktype)
                 if status == IP:
                     if ts >= table.next_sweep:
@@ -258,6 +260,7 @@ class Pipeline:
             stats.bytes = nbytes
             stats.last_ts = ts
             stats.ip_packets = packets - sum(status_counts)
+            table.fast_packets = packets - dissected
             stats.fragments = status_counts[FRAGMENT]
             stats.l2_packets = status_counts[L2]
             stats.malformed = status_counts[MALFORMED]
