@@ -327,7 +327,7 @@ class FileSource:
 
     def _read_pcap(self) -> Generator[Frame, None, None]:
         unpack = self._record.unpack_from
-        units = self._units
+        scale = 1.0 / self._units
         linktype = self._linktype
         limit = self._limit
         source = self._source_index
@@ -360,9 +360,9 @@ class FileSource:
                         want = caplen
                         break
                     count += 1
-                    self.packets = count
-                    yield (sec + frac / units, buf[start:nxt], wirelen, 0, linktype, count, source)
+                    yield (sec + frac * scale, buf[start:nxt], wirelen, 0, linktype, count, source)
                     pos = nxt
+                self.packets = count  # per window or chunk, not per packet: it is read at the end
                 if mapped and want < 0 and pos <= end - header_len:
                     self._release(pos)
                     continue
@@ -388,6 +388,7 @@ class FileSource:
                 buf = rest + data if rest else data
                 end = len(buf)
         finally:
+            self.packets = count
             # Release the descriptor as soon as the file is done: a merge may hold many files.
             self._file.close()
 
