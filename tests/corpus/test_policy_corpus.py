@@ -70,3 +70,18 @@ def test_modbus_master_writing_coils_it_may_not_write() -> None:
     )
     # Every FC 15 request counts (tshark: 2115 frames to port 502 carry function 15).
     assert sum(e["alert"]["count"] for e in events) == 2115
+
+
+def test_dnp3_master_operating_an_output_it_may_only_poll() -> None:
+    events = alerts("zeek/dnp3/dnp3_select_operate.pcap", "dnp3-operate.yaml")
+    # SELECT at frame 4 raises the alert; OPERATE at frame 7 folds into it (count 1 more).
+    assert summary(events) == [
+        ("alert", "operation_not_allowed", "scada", "substation", "operate", 4, 1),
+        ("alert", "operation_not_allowed", "scada", "substation", "operate", 7, 1),
+    ]
+    first, folded = sorted(events, key=lambda e: e["pcap_cnt"])
+    assert (
+        "polling-master 130.126.142.250 (scada) performed dnp3 operate (function 3)"
+        in first["alert"]["signature"]
+    )
+    assert folded["alert"]["folded"] and folded["policy"]["dest_asset"] == "rtu-1"
