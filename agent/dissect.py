@@ -53,9 +53,11 @@ _IPV6_AH = 51
 _VLAN_TYPES = frozenset({ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD})
 
 _H = Struct("!H")
-_HH = Struct("!HH")
-_HHH = Struct("!HHH")
-_IPV4_HDR = Struct("!BxH2xHxB2x4s4s")  # version+IHL, total length, flags+fragment offset, protocol, src, dst
+U16X2 = Struct("!HH")
+U16X3 = Struct("!HHH")
+IPV4_HEADER = Struct(
+    "!BxH2xHxB2x4s4s"
+)  # version+IHL, total length, flags+fragment offset, protocol, src, dst
 _TCP_HDR = Struct("!HH8xBB")  # sport, dport, (seq, ack), data offset, flags
 _TCP_SEQ_ACK_WIN = Struct("!IIxxH")
 _NULL_LE = Struct("<I")
@@ -170,14 +172,14 @@ class Dissector:
             if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100:
                 if n < 18:
                     return self._anomaly("vlan.truncated")
-                tci, ethertype = _HH.unpack_from(data, 14)
+                tci, ethertype = U16X2.unpack_from(data, 14)
                 off = 18
                 if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100:
                     tags = [tci & 0x0FFF]
                     while ethertype in _VLAN_TYPES:  # QinQ and deeper
                         if n < off + 4:
                             return self._anomaly("vlan.truncated")
-                        tci, ethertype = _HH.unpack_from(data, off)
+                        tci, ethertype = U16X2.unpack_from(data, off)
                         tags.append(tci & 0x0FFF)
                         off += 4
                     vlan = tuple(tags)
@@ -238,7 +240,7 @@ class Dissector:
             self.n_ipv4 += 1
             if n < off + 20:
                 return self._anomaly("ipv4.truncated")
-            vihl, total_len, frag, proto, src, dst = _IPV4_HDR.unpack_from(data, off)
+            vihl, total_len, frag, proto, src, dst = IPV4_HEADER.unpack_from(data, off)
             ihl = (vihl & 0x0F) << 2
             if vihl >> 4 != 4 or ihl < 20:
                 return self._anomaly("ipv4.bad_header")
@@ -303,7 +305,7 @@ class Dissector:
         if proto == 17:  # UDP
             if end < off + 8:
                 return self._anomaly("udp.truncated")
-            sport, dport, ulen = _HHH.unpack_from(data, off)
+            sport, dport, ulen = U16X3.unpack_from(data, off)
             if ulen < 8:
                 # 0 is legal only for IPv6 jumbograms; anything else below the header size is bad.
                 if ulen or pkt.ip_version == 4:

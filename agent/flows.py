@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.community_id import community_id
-from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
+from agent.dissect import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPV4_HEADER,
+    U16X2,
+    U16X3,
+    Packet,
+)
 from agent.ports import guess_app_proto
 
-# The fast path's headers (see FlowTable.fast_path); dissect.py has the general versions.
-_HH = struct.Struct("!HH")
-_HHH = struct.Struct("!HHH")
-_IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # version+IHL, total length, flags+fragment, protocol, src, dst
+# The fast path also needs the TCP sequence number, which the dissector reads only on demand.
 _TCP = struct.Struct("!HHI4xBB")  # ports, sequence number, data offset, flags
 
 TCP_FIN = 0x01
@@ -217,12 +223,12 @@ class FlowTable:
         off = 14
         vlan: tuple[int, ...] = ()
         if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100:
-            tci, ethertype = _HH.unpack_from(data, 14)
+            tci, ethertype = U16X2.unpack_from(data, 14)
             off = 18
             vlan = (tci & 0x0FFF,)
         if ethertype != 0x0800:
             return False
-        vihl, total_len, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        vihl, total_len, frag, proto, src, dst = IPV4_HEADER.unpack_from(data, off)
         ihl = (vihl & 0x0F) << 2
         if vihl >> 4 != 4 or ihl < 20 or frag & 0x3FFF or (total_len and total_len < ihl):
             return False
@@ -238,7 +244,7 @@ class FlowTable:
         elif proto == 17:
             if end < off + 8:
                 return False
-            sp, dp, ulen = _HHH.unpack_from(data, off)
+            sp, dp, ulen = U16X3.unpack_from(data, off)
             if ulen < 8:
                 return False
             off += 8

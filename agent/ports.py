@@ -57,6 +57,10 @@ _UDP = {
 }
 
 
+# Every service name the port tables can give: the vocabulary of ``app_proto`` before decoding.
+SERVICE_NAMES = frozenset(_TCP.values()) | frozenset(_UDP.values())
+
+
 def guess_app_proto(proto: int, sport: int, dport: int) -> str:
     """Service name for the responder port (else the initiator's), or "" when neither is known."""
     table = _TCP if proto == IPPROTO_TCP else _UDP if proto == IPPROTO_UDP else None

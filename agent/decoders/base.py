@@ -146,18 +146,6 @@ class DecoderContext:
             stats = self.stats[protocol] = DecoderStats()
         return stats
 
-    def message(self, msg: OtMessage, stats: DecoderStats) -> None:
-        """Count and hand on a message (MessageDecoder inlines this; other decoders may call it)."""
-        if msg.direction == REQUEST:
-            stats.requests += 1
-        else:
-            stats.responses += 1
-            if msg.request_cnt:
-                self.on_message(msg)
-                return
-        stats.operations[msg.operation] = stats.operations.get(msg.operation, 0) + 1
-        self.on_message(msg)
-
     def anomaly(self, anomaly: Anomaly, stats: DecoderStats) -> None:
         stats.anomalies[anomaly.kind] = stats.anomalies.get(anomaly.kind, 0) + 1
         self.on_anomaly(anomaly)

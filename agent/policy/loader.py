@@ -48,7 +48,7 @@ from agent.policy.model import (
     Zone,
     sl_text,
 )
-from agent.ports import _TCP, _UDP  # the service-name tables are the vocabulary of app_proto
+from agent.ports import SERVICE_NAMES
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -85,13 +85,7 @@ MAX_FOLD_SECONDS = 86400.0  # folding repeats for longer than a day would hide a
 DECODED_PROTOCOLS = frozenset(spec.name for spec in PROTOCOLS)
 DOC_PROTOCOLS = frozenset({"modbus", "dnp3", "s7comm", "enip", "iec104", "bacnet", "opcua", "mms", "mqtt",
                            "smb", "nfs", "ssh", "rdp", "dns", "ntp", "http", "tls"})  # fmt: skip
-KNOWN_PROTOCOLS = (
-    DECODED_PROTOCOLS
-    | DOC_PROTOCOLS
-    | frozenset(_TCP.values())
-    | frozenset(_UDP.values())
-    | frozenset().union(*CATEGORIES.values())
-)
+KNOWN_PROTOCOLS = DECODED_PROTOCOLS | DOC_PROTOCOLS | SERVICE_NAMES | frozenset().union(*CATEGORIES.values())
 CATEGORY_NAMES = (*CATEGORIES, ANY_CATEGORY)
 
 # Operations that change what a controller does; DOMAIN.md section 4 allows them only from the
