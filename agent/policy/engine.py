@@ -42,7 +42,7 @@ _ANY_PROTO_GUESSES = frozenset({"", "unknown"})
 # A port guess that a decoder will refine: until the payload decides, rules for any of these match.
 # (TCP 102 carries S7comm, S7comm-plus or IEC 61850 MMS behind the same TPKT/COTP start.)
 _PENDING_GUESSES: dict[str, frozenset[str]] = {
-    "iso-tsap": frozenset({"iso-tsap", "s7comm", "s7comm-plus", "s7comm_plus", "mms"}),
+    "iso-tsap": frozenset({"iso-tsap", "s7comm", "s7comm_plus", "mms"}),
 }
 
 

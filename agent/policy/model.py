@@ -24,7 +24,7 @@ CATEGORIES: dict[str, frozenset[str]] = {
             "modbus-tls",
             "dnp3",
             "s7comm",
-            "s7comm-plus",
+            "s7comm_plus",
             "enip",
             "enip-io",
             "iec104",

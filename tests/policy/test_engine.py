@@ -210,3 +210,10 @@ def test_alerts_in_eve_file(tmp_path: Path) -> None:
     alert = next(e for e in events if e["event_type"] == "alert")
     assert alert["timestamp"].startswith("2024-03-05T10:00:00") and alert["pcap_filename"] == "test.pcap"
     assert events[-1]["stats"]["policy"]["violations"] == {"operation_not_allowed": 1}
+
+
+def test_s7comm_plus_is_in_the_policy_vocabulary_under_the_decoders_name() -> None:
+    from agent.policy.loader import KNOWN_PROTOCOLS
+    from agent.policy.model import CATEGORIES
+
+    assert "s7comm_plus" in KNOWN_PROTOCOLS and "s7comm_plus" in CATEGORIES["ot"]
