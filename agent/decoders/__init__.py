@@ -49,20 +49,27 @@ class Registry:
         self.ctx = ctx
         self.protocols = tuple(protocols)
         self.names = frozenset(p.name for p in self.protocols)
-        self._by_port: dict[tuple[int, int], ProtocolSpec] = {}  # (IP protocol, server port)
+        # (IP protocol, server port) -> the protocols served there, probed in this order: several
+        # share a port (S7comm and IEC 61850 MMS on 102) and the payload tells them apart.
+        self._by_port: dict[tuple[int, int], tuple[ProtocolSpec, ...]] = {}
         for spec in self.protocols:
             for port in spec.tcp_ports:
-                self._by_port[(6, port)] = spec
+                self._add_port((6, port), spec)
             for port in spec.udp_ports:
-                self._by_port[(17, port)] = spec
+                self._add_port((17, port), spec)
         for name, ports in (port_overrides or {}).items():
             override = next((p for p in self.protocols if p.name == name), None)
             if override is None:
                 raise ValueError(f"unknown protocol {name!r} (known: {', '.join(sorted(self.names))})")
             for port in ports:
-                self._by_port[(6, port)] = override
-                self._by_port[(17, port)] = override
+                # An override is the operator's word: it is probed first, before the defaults.
+                self._add_port((6, port), override, first=True)
+                self._add_port((17, port), override, first=True)
         self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
+
+    def _add_port(self, key: tuple[int, int], spec: ProtocolSpec, first: bool = False) -> None:
+        others = tuple(s for s in self._by_port.get(key, ()) if s is not spec)
+        self._by_port[key] = (spec, *others) if first else (*others, spec)
 
     def attach(self, flow: Flow, pkt: Packet | None = None) -> None:
         """FlowTable ``on_new`` hook: give a TCP/UDP flow a probing decoder."""
@@ -70,15 +77,15 @@ class Registry:
         if proto != 6 and proto != 17:
             return
         by_port = self._by_port
-        spec = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport))
-        flow.app = _Probing(self, flow, spec)
+        specs = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport)) or ()
+        flow.app = _Probing(self, flow, specs)
 
     def serves(self, spec: ProtocolSpec, proto: int) -> frozenset[int]:
         """The ports on which ``spec`` is the server (defaults plus overrides)."""
-        return frozenset(port for (p, port), s in self._by_port.items() if s is spec and p == proto)
+        return frozenset(port for (p, port), specs in self._by_port.items() if spec in specs and p == proto)
 
-    def unknown_port_candidates(self, exclude: ProtocolSpec | None) -> tuple[ProtocolSpec, ...]:
-        return tuple(p for p in self._any_port if p is not exclude)
+    def unknown_port_candidates(self, exclude: tuple[ProtocolSpec, ...]) -> tuple[ProtocolSpec, ...]:
+        return tuple(p for p in self._any_port if p not in exclude)
 
 
 class _Probing:
@@ -88,12 +95,12 @@ class _Probing:
     recognised, and the chosen decoder is replayed everything from the first payload on.
     """
 
-    __slots__ = ("flow", "held", "held_bytes", "registry", "spec", "tries")
+    __slots__ = ("flow", "held", "held_bytes", "registry", "specs", "tries")
 
-    def __init__(self, registry: Registry, flow: Flow, spec: ProtocolSpec | None) -> None:
+    def __init__(self, registry: Registry, flow: Flow, specs: tuple[ProtocolSpec, ...]) -> None:
         self.registry = registry
         self.flow = flow
-        self.spec = spec
+        self.specs = specs  # the protocols of the flow's port, if any
         self.tries = 0
         self.held: list[tuple[bool, int, bytes, float, int, int]] = []
         self.held_bytes = {True: b"", False: b""}
@@ -116,12 +123,14 @@ class _Probing:
             self.held = [(to_server, 0, payload, ts, cnt, source)]  # datagrams stand alone
             sample = payload
         self.tries += 1
-        spec = self.spec
+        specs = self.specs
         chosen = None
-        if spec is not None and spec.probe(sample, to_server):
-            chosen = spec
-        elif self.tries <= _ANY_PORT_TRIES:
-            for candidate in self.registry.unknown_port_candidates(spec):
+        for spec in specs:
+            if spec.probe(sample, to_server):
+                chosen = spec
+                break
+        if chosen is None and self.tries <= _ANY_PORT_TRIES:
+            for candidate in self.registry.unknown_port_candidates(specs):
                 if candidate.probe(sample, to_server):
                     chosen = candidate
                     break
@@ -136,7 +145,7 @@ class _Probing:
             for held in self.held:
                 decoder.feed_segment(*held)
             self.held = []
-        elif self.tries >= (_PORT_TRIES if spec is not None else _ANY_PORT_TRIES):
+        elif self.tries >= (_PORT_TRIES if specs else _ANY_PORT_TRIES):
             flow.app = None
             self.held = []
             if flow.app_proto in self.registry.names:

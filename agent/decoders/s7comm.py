@@ -278,6 +278,11 @@ def _ascii(value: bytes) -> str:
     return value.decode("latin-1")
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit alone accepts Latin-1 superscripts ("\u00b9") that int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def classify_job(function: int, pi_service: str | None = None) -> str:
     """Operation class of a Job (and its acknowledgement) with parameter function ``function``."""
     operation = JOB_OPERATION.get(function)
@@ -313,7 +318,7 @@ def _filename_fields(name: bytes, fields: dict[str, Any]) -> None:
     if len(text) == 9 and text[0] in "_$" and text[1:3] in BLOCK_TYPES:
         fields["file_identifier"] = text[0]
         fields["block_type"] = BLOCK_TYPES[text[1:3]]
-        if text[3:8].isdigit():
+        if _ascii_digits(text[3:8]):
             fields["block_number"] = int(text[3:8])
         fields["dest_filesys"] = text[8]
 
@@ -779,7 +784,7 @@ class S7commDecoder(MessageDecoder):
                 name = _ascii(pdu[at : at + 8])
                 number = name[2:7]
                 blocks.append(
-                    BLOCK_TYPES.get(name[:2], name[:2]) + (str(int(number)) if number.isdigit() else number)
+                    BLOCK_TYPES.get(name[:2], name[:2]) + (str(int(number)) if _ascii_digits(number) else number)
                 )
             fields["blocks"] = blocks
         elif block_len and (service == "P_PROGRAM" or service == "_MODU" or service == "_GARB"):

@@ -280,6 +280,13 @@ def test_pi_services_and_plc_stop() -> None:
     assert msgs[3].fields["argument"] == "EP"
 
 
+def test_block_numbers_with_non_ascii_digits_stay_text() -> None:
+    # "\xb9" (superscript one) passes str.isdigit() but not int(): found by the mutation test.
+    insert = pi_service(b"_INSE", b"\x01\x00" + b"08\xb90001P")
+    msgs, _, _ = decode([(True, job(insert))])
+    assert msgs[0].fields["blocks"] == ["OB\xb90001"]
+
+
 def test_ack_with_error_answers_its_job() -> None:
     upload = job(block_control(0x1D, b"_0B00000A"), pdu_ref=0x600)
     refused = dt(s7(2, 0x600, error=(0xD2, 0x41)))
