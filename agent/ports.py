@@ -67,3 +67,40 @@ def guess_app_proto(proto: int, sport: int, dport: int) -> str:
     if table is None:
         return ""
     return table.get(dport) or table.get(sport) or ""
+
+
+# Protocol categories: groups of app_proto names that a policy flow rule may name instead of one
+# protocol, and that the bulk/backup detector and the reports use. A protocol may be in several
+# (SMB is a file transfer and a backup carrier).
+CATEGORIES: dict[str, frozenset[str]] = {
+    "ot": frozenset(
+        {
+            "modbus",
+            "modbus-tls",
+            "dnp3",
+            "s7comm",
+            "s7comm_plus",
+            "enip",
+            "enip-io",
+            "iec104",
+            "bacnet",
+            "opcua",
+            "mms",
+            "goose",
+            "sv",
+            "profinet",
+            "pn-cm",
+            "mqtt",
+            "mqtt-tls",
+            "iso-tsap",
+        }
+    ),
+    "remote_access": frozenset({"rdp", "vnc", "ssh", "telnet"}),
+    "file_transfer": frozenset(
+        {"smb", "nfs", "ftp", "ftp-data", "rsync", "iscsi", "ndmp", "sftp", "netbios-ssn"}
+    ),
+    "backup": frozenset({"smb", "nfs", "rsync", "iscsi", "ndmp", "backup"}),
+    "infrastructure": frozenset({"dns", "ntp", "dhcp", "snmp", "ptp", "syslog", "ldap", "rpcbind"}),
+    "web": frozenset({"http", "tls"}),
+}
+ANY_CATEGORY = "any"

@@ -783,9 +783,8 @@ class S7commDecoder(MessageDecoder):
                     break
                 name = _ascii(pdu[at : at + 8])
                 number = name[2:7]
-                blocks.append(
-                    BLOCK_TYPES.get(name[:2], name[:2]) + (str(int(number)) if _ascii_digits(number) else number)
-                )
+                number = str(int(number)) if _ascii_digits(number) else number
+                blocks.append(BLOCK_TYPES.get(name[:2], name[:2]) + number)
             fields["blocks"] = blocks
         elif block_len and (service == "P_PROGRAM" or service == "_MODU" or service == "_GARB"):
             fields["argument"] = _ascii(pdu[block:name_at])

@@ -29,8 +29,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from agent.decoders import PROTOCOLS
 from agent.decoders.base import OPERATIONS
 from agent.policy.model import (
-    ANY_CATEGORY,
-    CATEGORIES,
     CRITICALITIES,
     DAYS,
     DEFAULT_AUDITED,
@@ -48,7 +46,7 @@ from agent.policy.model import (
     Zone,
     sl_text,
 )
-from agent.ports import SERVICE_NAMES
+from agent.ports import ANY_CATEGORY, CATEGORIES, SERVICE_NAMES
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

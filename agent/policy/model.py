@@ -16,40 +16,6 @@ CRITICALITIES = ("low", "medium", "high", "critical")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_AUDITED = ("program", "upload", "mode", "firmware", "config")
 
-# Protocol categories a flow rule may name instead of one protocol (app_proto names).
-CATEGORIES: dict[str, frozenset[str]] = {
-    "ot": frozenset(
-        {
-            "modbus",
-            "modbus-tls",
-            "dnp3",
-            "s7comm",
-            "s7comm_plus",
-            "enip",
-            "enip-io",
-            "iec104",
-            "bacnet",
-            "opcua",
-            "mms",
-            "goose",
-            "sv",
-            "profinet",
-            "pn-cm",
-            "mqtt",
-            "mqtt-tls",
-            "iso-tsap",
-        }
-    ),
-    "remote-access": frozenset({"rdp", "vnc", "ssh", "telnet"}),
-    "file-transfer": frozenset(
-        {"smb", "nfs", "ftp", "ftp-data", "rsync", "iscsi", "ndmp", "sftp", "netbios-ssn"}
-    ),
-    "backup": frozenset({"smb", "nfs", "rsync", "iscsi", "ndmp", "backup"}),
-    "infrastructure": frozenset({"dns", "ntp", "dhcp", "snmp", "ptp", "syslog", "ldap", "rpcbind"}),
-    "web": frozenset({"http", "tls"}),
-}
-ANY_CATEGORY = "any"
-
 
 @dataclass(frozen=True, slots=True)
 class Asset:

@@ -390,7 +390,7 @@ KNOWN = {
         "rate",
     },
 }
-CATEGORIES = {"ot", "remote-access", "file-transfer", "backup", "infrastructure", "web", "any"}
+CATEGORIES = {"ot", "remote_access", "file_transfer", "backup", "infrastructure", "web", "any"}
 
 
 @pytest.mark.parametrize("policy_file", ["rules/purdue-plant.yaml", "rules/demo.yaml"])

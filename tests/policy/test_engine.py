@@ -214,6 +214,6 @@ def test_alerts_in_eve_file(tmp_path: Path) -> None:
 
 def test_s7comm_plus_is_in_the_policy_vocabulary_under_the_decoders_name() -> None:
     from agent.policy.loader import KNOWN_PROTOCOLS
-    from agent.policy.model import CATEGORIES
+    from agent.ports import CATEGORIES
 
     assert "s7comm_plus" in KNOWN_PROTOCOLS and "s7comm_plus" in CATEGORIES["ot"]

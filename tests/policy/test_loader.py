@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.policy.loader import load_policy, load_policy_bytes, load_policy_text
-from agent.policy.model import CATEGORIES, Endpoint, Policy, Problem
+from agent.policy.model import Endpoint, Policy, Problem
+from agent.ports import CATEGORIES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PLANT = (FIXTURES / "plant.yaml").read_text()
