@@ -24,6 +24,7 @@ from agent.capture.base import CaptureError
 from agent.capture.pacing import paced
 from agent.flows import FlowConfig
 from agent.outputs.eve import EveSink
+from agent.outputs.syslog import FACILITIES as SYSLOG_FACILITIES
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
 
 if TYPE_CHECKING:
@@ -95,7 +96,18 @@ def cli(log_level: str) -> None:
 
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--eve", "eve", metavar="FILE", help="Write EVE JSON lines to FILE ('-' for stdout)."),
+        click.option("--eve", "eve", metavar="FILE",
+                     help="Write EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
+        click.option("--syslog", "syslog_url", metavar="URL",
+                     help="Also send events to a syslog receiver, RFC 5424 over udp://HOST[:514] or "
+                          "tcp://HOST[:601]."),
+        click.option("--syslog-format", type=click.Choice(["json", "cef"]), default="json", show_default=True,
+                     help="Syslog message body: the EVE JSON line, or CEF for SIEMs that want it."),
+        click.option("--syslog-facility", default="local5", show_default=True,
+                     type=click.Choice(list(SYSLOG_FACILITIES)), help="Syslog facility."),
+        click.option("--syslog-types", default="alert,audit,anomaly,asset", show_default=True,
+                     metavar="TYPES",
+                     help="Event types sent to syslog (comma-separated), or 'all'."),
         click.option("--policy", "policy_path", metavar="FILE", type=click.Path(dir_okay=False),
                      help="Zone/conduit policy (docs/policy.md) to check traffic against; reloaded on SIGHUP "
                           "and when the file changes."),
@@ -172,14 +184,37 @@ def _flow_config(
                       active_timeout=active_timeout)  # fmt: skip
 
 
-def _sinks(eve: str | None, line_buffered: bool) -> list[Sink]:
+def _sinks(eve: str | None, line_buffered: bool, syslog: dict[str, str] | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     if eve:
         try:
             sinks.append(EveSink(eve, line_buffered=line_buffered))
         except OSError as e:
             _fail(f"cannot open EVE output {eve}: {e.strerror}", EXIT_INVALID)
+    if syslog and syslog.get("url"):
+        from agent.outputs.syslog import SyslogSink, SyslogTarget
+
+        try:
+            target = SyslogTarget(syslog["url"])
+        except ValueError as e:
+            _fail(f"--syslog: {e}", EXIT_INVALID)
+        types = syslog["types"]
+        event_types = None if types == "all" else frozenset(t.strip() for t in types.split(",") if t.strip())
+        # A receiver that is down is not fatal: events wait in a bounded backlog and are retried.
+        sinks.append(SyslogSink(target, syslog["format"], syslog["facility"], event_types))
     return sinks
+
+
+def _syslog_options(url: str | None, fmt: str, facility: str, types: str) -> dict[str, str] | None:
+    return {"url": url, "format": fmt, "facility": facility, "types": types} if url else None
+
+
+def _reopen_outputs(pipeline: Pipeline) -> None:
+    """SIGHUP: logrotate moved the EVE file (or the syslog receiver moved): reopen every sink."""
+    for sink in pipeline.sinks:
+        reopen = getattr(sink, "reopen", None)
+        if callable(reopen):
+            reopen()
 
 
 def _policy(path: str | None) -> CompiledPolicy | None:
@@ -198,14 +233,24 @@ def _policy(path: str | None) -> CompiledPolicy | None:
 
 
 def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None:
-    """SIGHUP and a file watch reload the policy into the running pipeline."""
-    if path is None or pipeline.policy is None:
-        return None
-    from agent.policy.reload import PolicyReloader
+    """SIGHUP reopens the outputs (logrotate) and reloads the policy; a file watch reloads it too.
 
-    reloader = PolicyReloader(path, pipeline.policy)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: reloader.reload("SIGHUP"))
-    reloader.start_watching()
+    Both are quick enough for a signal handler: a reopen is a few system calls, and a reload
+    compiles the new policy to the side and swaps it in only if it is valid.
+    """
+    reloader = None
+    if path is not None and pipeline.policy is not None:
+        from agent.policy.reload import PolicyReloader
+
+        reloader = PolicyReloader(path, pipeline.policy)
+        reloader.start_watching()
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        _reopen_outputs(pipeline)
+        if reloader is not None:
+            reloader.reload("SIGHUP")
+
+    signal.signal(signal.SIGHUP, on_hangup)
     return reloader
 
 
@@ -296,6 +341,10 @@ def replay(
     captures: tuple[str, ...],
     realtime: bool,
     eve: str | None,
+    syslog_url: str | None,
+    syslog_format: str,
+    syslog_facility: str,
+    syslog_types: str,
     policy_path: str | None,
     quiet: bool,
     events: str,
@@ -325,7 +374,7 @@ def replay(
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     pipeline = Pipeline(
         config,
-        sinks=_sinks(eve, line_buffered=False),
+        sinks=_sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)),
         consumers=[summary],
         progress=progress,
         policy=compiled,
@@ -357,6 +406,10 @@ def run(
     promisc: bool,
     snaplen: int,
     eve: str | None,
+    syslog_url: str | None,
+    syslog_format: str,
+    syslog_facility: str,
+    syslog_types: str,
     policy_path: str | None,
     quiet: bool,
     events: str,
@@ -383,7 +436,8 @@ def run(
         replay=False,
     )
     summary = TrafficSummary()
-    pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary], policy=compiled)
+    syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)
+    pipeline = Pipeline(config, sinks=_sinks(eve, True, syslog), consumers=[summary], policy=compiled)
 
     def stop() -> None:
         pipeline.stop()

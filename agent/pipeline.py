@@ -325,6 +325,9 @@ class Pipeline:
             },
             "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},
             **({"policy": self.policy.stats()} if self.policy is not None else {}),
+            "outputs": {
+                sink.name: sink.stats() for sink in self.sinks if callable(getattr(sink, "stats", None))
+            },
             "flow": {
                 "created": table.created,
                 "ended": table.ended,

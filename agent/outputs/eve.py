@@ -8,14 +8,19 @@ so tools written for Suricata's EVE read ours unchanged. docs/eve.schema.json de
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from agent.decoders.base import RESPONSE, Anomaly, OtMessage
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, format_ip
 from agent.flows import TCP_NONE, TCP_STATE_NAMES, Flow
+from agent.outputs.backlog import DEFAULT_LIMIT, Backlog
 from agent.records import Event
+
+log = logging.getLogger(__name__)
 
 PROTO_NAMES = {
     IPPROTO_TCP: "TCP",
@@ -137,43 +142,93 @@ def decode_anomaly_event(kind: str, ts: float, cnt: int, source_name: str | None
     return Event("anomaly", ts, fields)
 
 
+def eve_record(event: Event) -> dict[str, Any]:
+    """The EVE line of ``event`` as a dict: header fields first, in Suricata's order."""
+    line: dict[str, Any] = {"timestamp": format_timestamp(event.timestamp)}
+    fields = event.fields
+    if "flow_id" in fields:
+        line["flow_id"] = fields["flow_id"]
+    line["event_type"] = event.event_type
+    line.update(fields)
+    return line
+
+
+_BATCH = 1 << 16  # bytes of lines gathered before one write(2)
+
+
 class EveSink:
-    """Writes events as JSON lines to a file or stdout (``-``)."""
+    """Writes events as JSON lines to a file (appended, reopened on ``reopen``) or stdout (``-``).
+
+    Lines are written with ``os.write`` in batches, through a ``Backlog``: when the disk is full the
+    lines wait (bounded) and are retried, and the agent keeps monitoring.
+    """
 
     name = "eve"
 
-    def __init__(self, path: str, line_buffered: bool = False) -> None:
+    def __init__(self, path: str, line_buffered: bool = False, backlog_limit: int = DEFAULT_LIMIT) -> None:
         """``line_buffered`` for live capture, so that a SIEM tailing the file sees events at once."""
         self.path = path
-        self._stream: IO[str]
-        if path == "-":
-            self._stream = sys.stdout
-            self._owned = False
-        else:
-            # Append, as Suricata does: restarting the agent must not destroy earlier evidence.
-            buffering = 1 if line_buffered else 1 << 16
-            self._stream = open(path, "a", encoding="utf-8", buffering=buffering)  # noqa: SIM115 - closed in close()
-            self._owned = True
-        self._line_buffered = line_buffered and not self._owned
+        self._fd = -1
+        self._owned = path != "-"
+        self._open()
+        self._line_buffered = line_buffered
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-        self.written = 0
+        self._batch: list[str] = []
+        self._batch_len = 0
+        self.written = 0  # lines handed to the backlog
+        self.reopened = 0
+        self.backlog = Backlog(f"EVE {path}", self._write, backlog_limit)
+
+    def _open(self) -> None:
+        if self._owned:
+            # Append, as Suricata does: restarting the agent must not destroy earlier evidence.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        else:
+            sys.stdout.flush()
+            self._fd = sys.stdout.fileno()
+
+    def _write(self, data: bytes) -> int:
+        return os.write(self._fd, data)
 
     def emit(self, event: Event) -> None:
-        line: dict[str, Any] = {"timestamp": format_timestamp(event.timestamp)}
-        fields = event.fields
-        if "flow_id" in fields:
-            line["flow_id"] = fields["flow_id"]
-        line["event_type"] = event.event_type
-        line.update(fields)
-        self._stream.write(self._dumps(line) + "\n")
-        if self._line_buffered:
-            self._stream.flush()
+        line = self._dumps(eve_record(event)) + "\n"
         self.written += 1
+        if self._line_buffered:
+            self.backlog.send(line.encode())
+            return
+        self._batch.append(line)
+        self._batch_len += len(line)
+        if self._batch_len >= _BATCH:
+            self.flush()
 
     def flush(self) -> None:
-        self._stream.flush()
+        if self._batch:
+            data = "".join(self._batch).encode()
+            self._batch.clear()
+            self._batch_len = 0
+            self.backlog.send(data)
+        else:
+            self.backlog.drain()
+
+    def reopen(self) -> None:
+        """After logrotate moved the file: write on into a new file at ``path`` (SIGHUP)."""
+        self.flush()
+        if self._owned:
+            old = self._fd
+            try:
+                self._open()
+            except OSError as e:
+                log.warning("cannot reopen EVE output %s: %s; writing on to the old file",
+                            self.path, e.strerror)  # fmt: skip
+                return
+            os.close(old)
+            self.reopened += 1
 
     def close(self) -> None:
         self.flush()
-        if self._owned:
-            self._stream.close()
+        if self._owned and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def stats(self) -> dict[str, int]:
+        return {"events": self.written, **self.backlog.stats()}

@@ -1,9 +1,13 @@
 import json
 from pathlib import Path
 
+from scapy.packet import Raw
+
 from agent.outputs.eve import EveSink, format_timestamp
 from agent.pipeline import Pipeline, PipelineConfig
+from agent.records import Event
 from tests import factory
+from tests.outputs.schema import validate_eve_file
 
 
 def run_to_eve(tmp_path: Path, packets: list) -> list[dict]:
@@ -59,3 +63,55 @@ def test_events_match_the_published_schema(tmp_path: Path) -> None:
     packets = [*factory.tcp_session(vlan=3), factory.icmp_echo(), factory.udp6()]
     for event in run_to_eve(tmp_path, packets):
         jsonschema.validate(event, schema)
+
+
+def test_every_event_type_matches_the_schema(tmp_path: Path) -> None:
+    """The demo and every bundled scenario, with every event type on, validate line by line."""
+    from agent.capture.files import ReplaySource
+    from agent.policy.reload import compile_policy
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "eve.json"
+    captures = [root / "pcaps" / "demo.pcap", *sorted((root / "pcaps" / "scenarios").glob("*.pcap"))]
+    seen: set[str] = set()
+    for capture in captures:
+        out.unlink(missing_ok=True)
+        sink = EveSink(str(out))
+        labels = capture.with_suffix(".labels.json")
+        policy = json.loads(labels.read_text())["policy"] if labels.exists() else "rules/demo.yaml"
+        compiled, _ = compile_policy(str(root / policy))
+        source = ReplaySource([str(capture)])
+        Pipeline(PipelineConfig(events="all"), sinks=[sink], policy=compiled).run(source)
+        sink.close()
+        source.close()
+        seen |= validate_eve_file(out)
+    assert {"flow", "stats", "ot", "alert", "audit"} <= seen, seen
+    # A decode anomaly too (a truncated IPv4 header), with no flow fields.
+    sink = EveSink(str(tmp_path / "anomaly.json"))
+    truncated = factory.eth() / Raw(b"\x45" + bytes(9))  # an IPv4 header cut at 10 bytes
+    truncated.type = 0x0800
+    Pipeline(PipelineConfig(), sinks=[sink]).run(factory.ListSource([truncated]))
+    sink.close()
+    assert "anomaly" in validate_eve_file(tmp_path / "anomaly.json")
+
+
+def test_a_full_disk_is_counted_not_raised(tmp_path: Path) -> None:
+    sink = EveSink("/dev/full", line_buffered=True)
+    Pipeline(PipelineConfig(), sinks=[sink]).run(factory.ListSource(factory.tcp_session()))
+    sink.close()
+    stats = sink.stats()
+    assert stats["events"] == 2 and stats["failures"] >= 1 and stats["sent"] == 0 and stats["queued"] == 2
+
+
+def test_reopen_after_rotation_writes_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "eve.json"
+    sink = EveSink(str(path), line_buffered=True)
+    pipeline = Pipeline(PipelineConfig(), sinks=[sink])
+    pipeline.emit(Event("stats", 1.0, {"stats": {}}))
+    path.rename(tmp_path / "eve.json.1")  # what logrotate does
+    pipeline.emit(Event("stats", 2.0, {"stats": {}}))  # still into the moved file, as tail -F expects
+    sink.reopen()
+    pipeline.emit(Event("stats", 3.0, {"stats": {}}))
+    sink.close()
+    rotated = (tmp_path / "eve.json.1").read_text().splitlines()
+    assert len(rotated) == 2 and len(path.read_text().splitlines()) == 1 and sink.reopened == 1

@@ -1,0 +1,192 @@
+"""Events to a syslog receiver: RFC 5424 messages over UDP (RFC 5426) or TCP (RFC 6587).
+
+The message body is the event's EVE JSON line, or a CEF record (``agent.outputs.cef``) for SIEMs
+that want it. The syslog timestamp is the event's (packet) time, so a replay is reported as what
+happened when, and the MSGID is the event type, so a receiver can route alerts without parsing JSON.
+
+The sink never blocks monitoring: TCP writes are non-blocking, a receiver that is down or slow
+fills a bounded backlog (``agent.outputs.backlog``) that is retried, and reconnection is attempted
+at most once a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.outputs.backlog import DEFAULT_LIMIT, Backlog
+from agent.outputs.cef import cef_record
+from agent.outputs.eve import eve_record
+from agent.records import Event
+
+log = logging.getLogger(__name__)
+
+FACILITIES = {name: code for code, name in enumerate(
+    ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
+     "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3", "local4",
+     "local5", "local6", "local7"))}  # fmt: skip
+FORMATS = ("json", "cef")
+APP_NAME = "conduitwatch"
+CONNECT_TIMEOUT = 0.5  # seconds; a receiver that takes longer is retried later, not waited for
+RECONNECT_INTERVAL = 1.0
+_NILVALUE = "-"
+
+# Syslog severities (RFC 5424 table 2) by event: an alert's EVE severity 1 (high) .. 3 (low).
+ALERT_SEVERITY = {1: 2, 2: 3, 3: 4}  # critical, error, warning
+EVENT_SEVERITY = {"anomaly": 5, "asset": 5}  # notice; everything else is informational (6)
+
+
+class SyslogTarget:
+    """``udp://host:port`` or ``tcp://host:port`` (port defaults 514 and 601), parsed and checked."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url if "://" in url else f"udp://{url}")
+        if parts.scheme not in ("udp", "tcp"):
+            raise ValueError(f"{url!r}: the syslog transport must be udp:// or tcp://")
+        if not parts.hostname:
+            raise ValueError(f"{url!r}: no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r}: bad port") from None
+        self.transport = parts.scheme
+        self.host = parts.hostname
+        self.port = port or (514 if parts.scheme == "udp" else 601)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}://{host}:{self.port}"
+
+
+def syslog_timestamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _printable(value: str, limit: int) -> str:
+    # RFC 5424 header fields are PRINTUSASCII without spaces.
+    cleaned = "".join(c for c in value if 33 <= ord(c) <= 126)
+    return cleaned[:limit] or _NILVALUE
+
+
+class SyslogSink:
+    """Sends every event it is given to a syslog receiver."""
+
+    name = "syslog"
+
+    def __init__(
+        self,
+        target: SyslogTarget,
+        fmt: str = "json",
+        facility: str = "local5",
+        event_types: frozenset[str] | None = None,
+        hostname: str | None = None,
+        backlog_limit: int = DEFAULT_LIMIT,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"syslog format must be one of {', '.join(FORMATS)}")
+        if facility not in FACILITIES:
+            raise ValueError(f"unknown syslog facility {facility!r}")
+        self.target = target
+        self.format = fmt
+        self.facility = FACILITIES[facility]
+        self.event_types = event_types  # None: every event
+        self._host = _printable(hostname or socket.gethostname(), 255)
+        self._procid = str(os.getpid())
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self._sock: socket.socket | None = None
+        self._next_connect = 0.0
+        self.connects = 0
+        self.backlog = Backlog(f"syslog {target}", self._write, backlog_limit)
+        self.written = 0
+
+    # -- formatting ------------------------------------------------------------------------------
+
+    def message(self, event: Event) -> bytes:
+        """One RFC 5424 message (without transport framing)."""
+        if event.event_type == "alert":
+            alert: dict[str, Any] = event.fields.get("alert", {})
+            severity = ALERT_SEVERITY.get(alert.get("severity", 3), 4)
+        else:
+            severity = EVENT_SEVERITY.get(event.event_type, 6)
+        record = eve_record(event)
+        body = cef_record(record) if self.format == "cef" else self._dumps(record)
+        header = (f"<{self.facility * 8 + severity}>1 {syslog_timestamp(event.timestamp)} {self._host} "
+                  f"{APP_NAME} {self._procid} {_printable(event.event_type, 32)} {_NILVALUE} ")  # fmt: skip
+        return (header + body).encode("utf-8")
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return
+        data = self.message(event)
+        if self.target.transport == "tcp":
+            data = b"%d %s" % (len(data), data)  # RFC 6587 octet counting: messages may hold newlines
+        self.written += 1
+        self.backlog.send(data)
+
+    def _connect(self) -> socket.socket:
+        now = time.monotonic()
+        if now < self._next_connect:
+            raise BlockingIOError("waiting to reconnect")  # "not now" for the backlog, not a failure
+        self._next_connect = now + RECONNECT_INTERVAL
+        target = self.target
+        kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
+        infos = socket.getaddrinfo(target.host, target.port, type=kind)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, kind)
+        try:
+            if kind == socket.SOCK_STREAM:
+                sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(address)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.connects += 1
+        return sock
+
+    def _write(self, data: bytes) -> int:
+        sock = self._sock
+        if sock is None:
+            sock = self._sock = self._connect()
+        try:
+            return sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            raise
+        except OSError:
+            # The receiver went away (or a UDP port is unreachable): start over with a new socket.
+            self._sock = None
+            sock.close()
+            raise
+
+    def flush(self) -> None:
+        self.backlog.drain()
+
+    def reopen(self) -> None:
+        """SIGHUP: reconnect (the receiver may have moved behind the same name)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._next_connect = 0.0
+
+    def close(self) -> None:
+        # Give a slow receiver a moment to take what is queued before the agent exits.
+        deadline = time.monotonic() + 2.0
+        while len(self.backlog) and time.monotonic() < deadline:
+            if not self.backlog.drain():
+                time.sleep(0.05)
+        if len(self.backlog):
+            log.warning("syslog %s: %d events could not be delivered", self.target, len(self.backlog))
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def stats(self) -> dict[str, int]:
+        return {"events": self.written, "connects": self.connects, **self.backlog.stats()}
