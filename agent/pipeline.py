@@ -48,6 +48,9 @@ class Sink(Protocol):
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
+    # Optionally ``stats() -> dict[str, int]``: events taken, delivery failures, events dropped
+    # from a full backlog; reported in the stats event under ``outputs``.
+
 
 class FlowConsumer(Protocol):
     """A stage that learns from finished flows (summaries, detectors).
@@ -326,7 +329,7 @@ class Pipeline:
             "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},
             **({"policy": self.policy.stats()} if self.policy is not None else {}),
             "outputs": {
-                sink.name: sink.stats() for sink in self.sinks if callable(getattr(sink, "stats", None))
+                sink.name: stats() for sink in self.sinks if callable(stats := getattr(sink, "stats", None))
             },
             "flow": {
                 "created": table.created,

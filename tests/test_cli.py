@@ -179,3 +179,23 @@ def test_run_on_missing_interface_is_one_line(tmp_path: Path) -> None:
 def test_usage_error_exit_code() -> None:
     assert cw("replay").returncode == 2
     assert cw("replay", "--max-flows", "0", "x.pcap").returncode == 2
+
+
+def test_sighup_reopens_the_eve_file_for_logrotate(tmp_path: Path) -> None:
+    # UDP flows of one packet each, a second apart, end by timeout while the realtime replay runs.
+    packets = [factory.udp(sport=2000 + i) for i in range(8)]
+    capture = factory.write(tmp_path / "slow.pcap", packets, step=1.0)
+    out = tmp_path / "eve.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    proc = subprocess.Popen([*CMD, "replay", str(capture), "--realtime", "--udp-timeout", "0.5", "--eve", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    time.sleep(3.5)
+    out.rename(tmp_path / "eve.json.1")  # logrotate's move, then its postrotate SIGHUP
+    proc.send_signal(signal.SIGHUP)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    before, after = events(tmp_path / "eve.json.1"), events(out)
+    assert before and after, (before, after)
+    assert after[-1]["event_type"] == "stats"
+    ports = sorted(e["src_port"] for e in before + after if e["event_type"] == "flow")
+    assert ports == list(range(2000, 2008))  # every flow once, in one file or the other
