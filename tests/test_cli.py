@@ -187,12 +187,12 @@ def test_sighup_reopens_the_eve_file_for_logrotate(tmp_path: Path) -> None:
     capture = factory.write(tmp_path / "slow.pcap", packets, step=1.0)
     out = tmp_path / "eve.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
-    proc = subprocess.Popen([*CMD, "replay", str(capture), "--realtime", "--udp-timeout", "0.5", "--eve", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    args = ["replay", str(capture), "--realtime", "--udp-timeout", "0.5", "--eve", str(out)]
+    proc = subprocess.Popen([*CMD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(3.5)
     out.rename(tmp_path / "eve.json.1")  # logrotate's move, then its postrotate SIGHUP
     proc.send_signal(signal.SIGHUP)
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     before, after = events(tmp_path / "eve.json.1"), events(out)
     assert before and after, (before, after)
