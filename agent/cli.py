@@ -64,9 +64,32 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
         data = {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise click.BadParameter(f"{path}: expected sections per command, e.g. 'replay: {{eve: out.json}}'")
-    # Option names in the file may use dashes like the flags do.
-    ctx.default_map = {cmd: {k.replace("-", "_"): v for k, v in opts.items()} for cmd, opts in data.items()}
+    ctx.default_map = {cmd: _config_section(ctx, path, cmd, opts) for cmd, opts in data.items()}
     return path
+
+
+def _config_section(ctx: click.Context, path: str, command: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A section's keys are the command's long flags without dashes (``policy``, ``web.listen-address``,
+    ``max_flows`` or ``max-flows``); a key that names no option is an error, not silently ignored."""
+    group = ctx.command
+    sub = group.commands.get(command) if isinstance(group, click.Group) else None
+    if sub is None:
+        raise click.BadParameter(f"{path}: section {command!r} is not a command")
+    by_flag: dict[str, str] = {}
+    for param in sub.params:
+        if isinstance(param, click.Option) and param.name is not None:
+            for flag in (*param.opts, *param.secondary_opts):
+                by_flag[flag.lstrip("-").replace("_", "-")] = param.name
+            by_flag.setdefault(param.name.replace("_", "-"), param.name)
+    section: dict[str, Any] = {}
+    for key, value in options.items():
+        name = by_flag.get(str(key).replace("_", "-"))
+        if name is None:
+            raise click.BadParameter(
+                f"{path}: {command}: unknown option {key!r} (see conduitwatch {command} --help)"
+            )
+        section[name] = value
+    return section
 
 
 @click.group(context_settings={"auto_envvar_prefix": "CONDUITWATCH", "help_option_names": ["-h", "--help"]})

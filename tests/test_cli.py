@@ -137,6 +137,19 @@ def test_config_file_then_environment_then_flags(tmp_path: Path, capture: Path) 
     assert len(events(tmp_path / "from-env.json")) == 7  # not written twice
 
 
+def test_config_keys_are_the_flags_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "eve.json"
+    config = tmp_path / "conduitwatch.yaml"
+    config.write_text(f"replay:\n  policy: {root / 'rules' / 'demo.yaml'}\n  eve: {out}\n  max-flows: 500\n")
+    result = cw("--config", str(config), "replay", str(root / "pcaps" / "demo.pcap"), "-q")
+    assert result.returncode == 0, result.stderr
+    assert any(e["event_type"] == "alert" for e in events(out))  # `policy:` reached --policy
+    config.write_text("replay:\n  polcy: x.yaml\n")
+    result = cw("--config", str(config), "replay", str(root / "pcaps" / "demo.pcap"))
+    assert result.returncode == 2 and "unknown option 'polcy'" in result.stderr
+
+
 def test_bad_config_file_is_a_usage_error(tmp_path: Path, capture: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("replay: [unclosed\n")
