@@ -207,7 +207,12 @@ def _flow_config(
                       active_timeout=active_timeout)  # fmt: skip
 
 
-def _sinks(eve: str | None, line_buffered: bool, syslog: dict[str, str] | None = None) -> list[Sink]:
+def _sinks(
+    eve: str | None,
+    line_buffered: bool,
+    syslog: dict[str, str] | None = None,
+    monitored: tuple[str, ...] = (),
+) -> list[Sink]:
     sinks: list[Sink] = []
     if eve:
         try:
@@ -224,7 +229,9 @@ def _sinks(eve: str | None, line_buffered: bool, syslog: dict[str, str] | None =
         types = syslog["types"]
         event_types = None if types == "all" else frozenset(t.strip() for t in types.split(",") if t.strip())
         # A receiver that is down is not fatal: events wait in a bounded backlog and are retried.
-        sinks.append(SyslogSink(target, syslog["format"], syslog["facility"], event_types))
+        sinks.append(
+            SyslogSink(target, syslog["format"], syslog["facility"], event_types, monitored=monitored)
+        )
     return sinks
 
 
@@ -460,7 +467,8 @@ def run(
     )
     summary = TrafficSummary()
     syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)
-    pipeline = Pipeline(config, sinks=_sinks(eve, True, syslog), consumers=[summary], policy=compiled)
+    sinks = _sinks(eve, True, syslog, monitored=(interface,))
+    pipeline = Pipeline(config, sinks=sinks, consumers=[summary], policy=compiled)
 
     def stop() -> None:
         pipeline.stop()

@@ -1,7 +1,7 @@
 """What a sink does when its destination fails: count, keep a bounded backlog, retry later.
 
 A full disk or a syslog receiver that is down must never stop monitoring, and must not grow memory
-without bound either. Sinks hand every encoded record to ``Backlog.send``; records that cannot be
+without bound either. Sinks hand every encoded record to ``Backlog.put``; records that cannot be
 written stay queued (oldest dropped and counted beyond the limit) and are retried at most once a
 second (wall time), so a dead destination costs a deque append per event, not a failed system call.
 """
@@ -41,7 +41,7 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def send(self, record: bytes) -> None:
+    def put(self, record: bytes) -> None:
         queue = self._queue
         queue.append(record)
         self.queued_bytes += len(record)

@@ -194,7 +194,7 @@ class EveSink:
         line = self._dumps(eve_record(event)) + "\n"
         self.written += 1
         if self._line_buffered:
-            self.backlog.send(line.encode())
+            self.backlog.put(line.encode())
             return
         self._batch.append(line)
         self._batch_len += len(line)
@@ -206,7 +206,7 @@ class EveSink:
             data = "".join(self._batch).encode()
             self._batch.clear()
             self._batch_len = 0
-            self.backlog.send(data)
+            self.backlog.put(data)
         else:
             self.backlog.drain()
 

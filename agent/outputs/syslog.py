@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from agent.outputs.backlog import DEFAULT_LIMIT, Backlog
 from agent.outputs.cef import cef_record
 from agent.outputs.eve import eve_record
+from agent.outputs.passive import leaves_through
 from agent.records import Event
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,15 @@ class SyslogSink:
         event_types: frozenset[str] | None = None,
         hostname: str | None = None,
         backlog_limit: int = DEFAULT_LIMIT,
+        monitored: tuple[str, ...] = (),
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"syslog format must be one of {', '.join(FORMATS)}")
         if facility not in FACILITIES:
             raise ValueError(f"unknown syslog facility {facility!r}")
         self.target = target
+        self.monitored = monitored  # interfaces being captured: never send through them
+        self.refused: str | None = None  # why the sink stopped for good
         self.format = fmt
         self.facility = FACILITIES[facility]
         self.event_types = event_types  # None: every event
@@ -129,9 +133,11 @@ class SyslogSink:
         if self.target.transport == "tcp":
             data = b"%d %s" % (len(data), data)  # RFC 6587 octet counting: messages may hold newlines
         self.written += 1
-        self.backlog.send(data)
+        self.backlog.put(data)
 
     def _connect(self) -> socket.socket:
+        if self.refused is not None:
+            raise PermissionError(self.refused)
         now = time.monotonic()
         if now < self._next_connect:
             raise BlockingIOError("waiting to reconnect")  # "not now" for the backlog, not a failure
@@ -140,6 +146,16 @@ class SyslogSink:
         kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
         infos = socket.getaddrinfo(target.host, target.port, type=kind)
         family, _, _, _, address = infos[0]
+        # Ask the kernel for the route first with a connected UDP socket, which sends nothing: a TCP
+        # connect would already have put a SYN on the wire before we could look.
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            interface = leaves_through(probe, self.monitored)
+        if interface is not None:
+            self.refused = (f"syslog receiver {target} is reached through the monitored interface "
+                            f"{interface}: refusing to transmit on the segment being watched")  # fmt: skip
+            log.error("%s", self.refused)
+            raise PermissionError(self.refused)
         sock = socket.socket(family, kind)
         try:
             if kind == socket.SOCK_STREAM:
@@ -189,4 +205,5 @@ class SyslogSink:
             self._sock = None
 
     def stats(self) -> dict[str, int]:
-        return {"events": self.written, "connects": self.connects, **self.backlog.stats()}
+        return {"events": self.written, "connects": self.connects, "refused": int(self.refused is not None),
+                **self.backlog.stats()}  # fmt: skip

@@ -35,14 +35,14 @@ def test_records_wait_while_failing_and_go_out_in_order_after(clock: list[float]
     dest = Destination()
     b = Backlog("test", dest.write)
     dest.error = errno.ENOSPC
-    b.send(b"one")
-    b.send(b"two")  # within the retry interval: queued without trying
+    b.put(b"one")
+    b.put(b"two")  # within the retry interval: queued without trying
     assert b.failures == 1 and len(b) == 2 and dest.received == []
     dest.error = None
-    b.send(b"three")  # not yet time to retry
+    b.put(b"three")  # not yet time to retry
     assert dest.received == []
     clock[0] += backlog_module.RETRY_INTERVAL
-    b.send(b"four")
+    b.put(b"four")
     assert dest.received == [b"one", b"two", b"three", b"four"] and b.sent == 4 and len(b) == 0
 
 
@@ -51,7 +51,7 @@ def test_backlog_is_bounded_and_counts_what_it_drops(clock: list[float]) -> None
     dest.error = errno.ECONNREFUSED
     b = Backlog("test", dest.write, limit=10)
     for i in range(10):
-        b.send(b"%04d" % i)
+        b.put(b"%04d" % i)
     assert b.queued_bytes <= 10 and b.dropped == 8 and len(b) == 2
     dest.error = None
     clock[0] += 5
@@ -63,10 +63,10 @@ def test_partial_writes_keep_the_rest_first_in_line() -> None:
     dest = Destination()
     dest.chunk = 3
     b = Backlog("test", dest.write)
-    b.send(b"abcdefg")
+    b.put(b"abcdefg")
     assert b"".join(dest.received) == b"abc" and len(b) == 1
     dest.chunk = None
-    b.send(b"hi")
+    b.put(b"hi")
     assert b"".join(dest.received) == b"abcdefghi" and b.sent == 2 and b.queued_bytes == 0
 
 
@@ -75,5 +75,5 @@ def test_a_slow_receiver_is_not_a_failure() -> None:
         raise BlockingIOError(errno.EAGAIN, "later")
 
     b = Backlog("test", would_block)
-    b.send(b"x")
+    b.put(b"x")
     assert b.failures == 0 and len(b) == 1

@@ -214,3 +214,21 @@ def test_cli_replay_to_rsyslog(rsyslog: Any, tmp_path: Path) -> None:
     records = _received(out, 10)
     alerts = [json.loads(r["msg"].strip()) for r in records if r["msgid"] == "alert"]
     assert len(alerts) >= 10 and all(a["alert"]["signature_id"] >= 9100001 for a in alerts)
+
+
+def test_never_sends_through_the_monitored_interface() -> None:
+    # 127.0.0.1 is routed through lo: with lo "monitored", the sink must refuse before any packet.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.5)
+        port = server.getsockname()[1]
+        sink = SyslogSink(SyslogTarget(f"tcp://127.0.0.1:{port}"), event_types=None, monitored=("lo",))
+        sink.emit(ALERT)
+        with pytest.raises(TimeoutError):
+            server.accept()  # not even a connection attempt reached the receiver
+    assert sink.refused is not None and "monitored interface lo" in sink.refused
+    assert sink.stats()["refused"] == 1 and sink.stats()["sent"] == 0
+    sink.close()
+    # The same receiver through an interface that is not monitored is fine.
+    assert SyslogSink(SyslogTarget("udp://127.0.0.1:9"), monitored=("no-such-if0",)).refused is None
