@@ -215,23 +215,28 @@ def _skip_constructed(buf: bytes, pos: int, end: int, number: int) -> int:
     return -1
 
 
-def _tags(buf: bytes, pos: int, end: int) -> list[tuple[int, bool, int, int, int]] | None:
-    """The top-level tags of a service (constructed values skipped); None when the encoding is bad."""
+def _tags(
+    buf: bytes, pos: int, end: int, partial: bool = False
+) -> list[tuple[int, bool, int, int, int]] | None:
+    """The top-level tags of a service (constructed values skipped); None when the encoding is bad.
+
+    ``partial``: the first segment of a segmented message, cut anywhere: the tags up to the cut.
+    """
     tags: list[tuple[int, bool, int, int, int]] = []
     while pos < end:
         if len(tags) >= MAX_TAGS:
-            return None
+            return tags if partial else None
         tag = read_tag(buf, pos, end)
         if tag is None:
-            return None
+            return tags if partial else None
         tags.append(tag)
         number, context, kind, vpos, vlen = tag
         if context and kind == _OPENING:
             pos = _skip_constructed(buf, vpos, end, number)
             if pos < 0:
-                return None
+                return tags if partial else None
         elif context and kind == _CLOSING:
-            return None  # a closing tag with no opening one
+            return tags if partial else None  # a closing tag with no opening one
         else:
             pos = vpos + vlen
     return tags
@@ -467,7 +472,8 @@ class BacnetDecoder(MessageDecoder):
             operation = "unknown"
         device = (from_client, dst)
         if not continuation and pos < end:
-            operation = self._request_parameters(service, buf, pos, end, fields, operation, device)
+            partial = bool(fields["more_follows"])
+            operation = self._request_parameters(service, buf, pos, end, fields, operation, device, partial)
         key = (fields["invoke_id"], from_client, src, dst)
         # Later segments of a segmented request go to the same transaction: they do not reopen it.
         self.request(None if continuation else key, service, operation, fields, from_client)
@@ -523,9 +529,9 @@ class BacnetDecoder(MessageDecoder):
             fields["identity"] = {"device_instance": instance, "vendor_id": vendor_id}
 
     def _request_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
-                            operation: str, device: Hashable) -> str:  # fmt: skip
+                            operation: str, device: Hashable, partial: bool) -> str:  # fmt: skip
         """Fields of a confirmed request's parameters, and its operation class refined by them."""
-        tags = _tags(buf, pos, end)
+        tags = _tags(buf, pos, end, partial)
         if tags is None:
             self.anomaly(
                 "bad_encoding", f"BACnet {fields.get('service', service)} parameters are not well-formed tags"
@@ -665,7 +671,7 @@ class BacnetDecoder(MessageDecoder):
             service = buf[pos + header]
             keep = segmented and bool(first & 0x04)  # more segments of this reply follow
             if not (segmented and buf[pos + 2] != 0):
-                self._ack_parameters(service, buf, pos + header + 1, end, fields)
+                self._ack_parameters(service, buf, pos + header + 1, end, fields, keep)
         elif kind == SEGMENT_ACK:
             fields.update(negative_ack=bool(first & 0x02), sent_by_server=bool(first & 0x01),
                           sequence_number=buf[pos + 2], window_size=buf[pos + 3])  # fmt: skip
@@ -720,10 +726,11 @@ class BacnetDecoder(MessageDecoder):
         error_class, fields["error_code"] = values
         fields["error_class"] = _name(ERROR_CLASSES, error_class)
 
-    def _ack_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any]) -> None:
+    def _ack_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
+                        partial: bool) -> None:  # fmt: skip
         if service not in (READ_PROPERTY, READ_PROPERTY_MULTIPLE, READ_RANGE) or pos >= end:
             return
-        tags = _tags(buf, pos, end)
+        tags = _tags(buf, pos, end, partial)
         if tags is None:
             self.anomaly("bad_encoding", f"BACnet {CONFIRMED_SERVICES[service]} ACK is not well-formed tags")
             return

@@ -130,10 +130,12 @@ class MqttDecoder(MessageDecoder):
         flags = first & 0x0F
         _remaining, pos = _varint(buf, off + 1, off + length)
         end = off + length
-        if kind == 0:
-            self.anomaly("unassigned_msg_type", "MQTT control packet type 0 is reserved")
-            return
         fields: dict[str, Any] = {"message_type": kind, "message_name": MESSAGE_TYPES[kind]}
+        if kind == 0:
+            # Still a message, so that a policy sees (and by default denies) what it cannot classify.
+            self.anomaly("unassigned_msg_type", "MQTT control packet type 0 is reserved")
+            self.request(None, 0, "unknown", fields, from_client)
+            return
         if kind == PUBLISH:
             qos = (flags >> 1) & 3
             fields.update(dup=bool(flags & 8), qos=qos, retain=bool(flags & 1))
