@@ -114,12 +114,13 @@ def probe(payload: bytes, to_server: bool) -> bool:
 
 class MqttDecoder(MessageDecoder):
     protocol = "mqtt"
-    __slots__ = ("_connected", "_unintroduced", "level")
+    __slots__ = ("_connected", "_established", "_unintroduced", "level")
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
         self.level = 4  # until a CONNECT says otherwise
-        self._connected = False
+        self._connected = False  # a CONNECT was seen
+        self._established = False  # a CONNACK was seen
         self._unintroduced = {True: False, False: False}  # reported once per direction
 
     message_length = staticmethod(message_length)
@@ -149,13 +150,14 @@ class MqttDecoder(MessageDecoder):
             if self._connected:
                 self.anomaly("double_connect", "a second MQTT CONNECT on the same connection")
             self._connected = True
-        elif not self._connected:
-            if kind == CONNACK:
+        elif kind == CONNACK:
+            if not self._connected:
                 self.anomaly("missing_connect", "MQTT CONNACK without a CONNECT")
-            elif not self._unintroduced[from_client]:
-                self._unintroduced[from_client] = True
-                self.anomaly("unintroduced_message",
-                             f"MQTT {MESSAGE_TYPES[kind]} before the session's CONNECT")  # fmt: skip
+            self._established = True
+        elif not self._established and not self._unintroduced[from_client]:
+            # Before the CONNACK nothing but CONNECT may flow (or the capture began mid-session).
+            self._unintroduced[from_client] = True
+            self.anomaly("unintroduced_message", f"MQTT {MESSAGE_TYPES[kind]} before the session's CONNACK")
         try:
             self._dispatch(kind, buf, pos, end, from_client, fields)
         except _Truncated as cut:
