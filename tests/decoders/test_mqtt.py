@@ -226,18 +226,20 @@ def test_v5_properties_are_skipped_by_their_length() -> None:
 def test_framing_across_segments_and_long_remaining_lengths() -> None:
     big = publish("big", bytes(20000), qos=1, packet_id=1)
     assert big[1:4] == varint(20000 + 7) and len(varint(20000 + 7)) == 3
-    stream = connect() + big + PING
+    stream = big + PING
     msgs, anomalies, _ = decode(
         [
-            (True, stream[:5]),
-            (True, stream[5:300]),
+            (True, connect()[:5]),
+            (True, connect()[5:]),
+            (False, connack()),
+            (True, stream[:300]),
             (True, stream[300:]),
-            (False, connack() + ack(mqtt.PUBACK, 1) + PONG),
+            (False, ack(mqtt.PUBACK, 1) + PONG),
         ]
     )
     assert not anomalies
-    assert [m.function for m in msgs] == [1, 3, 12, 2, 4, 13]
-    assert msgs[1].fields["payload_len"] == 20000 and msgs[4].request_cnt == msgs[1].pcap_cnt
+    assert [m.function for m in msgs] == [1, 2, 3, 12, 4, 13]
+    assert msgs[2].fields["payload_len"] == 20000 and msgs[4].request_cnt == msgs[2].pcap_cnt
 
 
 def test_anomalies_use_suricata_event_names() -> None:
@@ -275,6 +277,7 @@ def test_malformed_packets_are_anomalies_never_exceptions() -> None:
     msgs, anomalies, _ = decode(
         [
             (True, v5),
+            (False, connack(v5=True)),
             (True, packet(3, 2, s("t") + b"\x00\x01" + b"\x20")),  # property length 32 past the packet
             (True, packet(3, 0, b"\x00\x09ab")),  # topic length past the packet
             (True, packet(8, 2, struct.pack("!H", 1) + props())),  # SUBSCRIBE without a topic
@@ -283,7 +286,7 @@ def test_malformed_packets_are_anomalies_never_exceptions() -> None:
     )
     assert events(anomalies)[:3] == ["malformed_traffic", "malformed_traffic", "malformed_traffic"]
     assert "bad_header" in events(anomalies)
-    assert [m.function for m in msgs] == [1, 3, 3, 8]
+    assert [m.function for m in msgs] == [1, 2, 3, 3, 8]
 
 
 def test_probes() -> None:
