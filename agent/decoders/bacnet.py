@@ -113,6 +113,10 @@ UNCONFIRMED_OPERATION = (
     "discovery", "time", "write", "subscribe", "subscribe", "discovery", "config",
 )  # fmt: skip
 
+# Header octets of each reply type (ComplexACK: 5 when segmented): type, invoke id, then the service
+# choice (SimpleACK, ComplexACK, Error), reason (Reject, Abort) or sequence number and window (SegmentACK).
+_REPLY_HEADER = (0, 0, 3, 3, 4, 3, 3, 3)
+
 ACKNOWLEDGE_ALARM, ATOMIC_READ_FILE, ATOMIC_WRITE_FILE, DELETE_OBJECT = 0, 6, 7, 11
 READ_PROPERTY, READ_PROPERTY_MULTIPLE, WRITE_PROPERTY, WRITE_PROPERTY_MULTIPLE = 12, 14, 15, 16
 DEVICE_COMMUNICATION_CONTROL, REINITIALIZE_DEVICE, READ_RANGE, SUBSCRIBE_COV = 17, 20, 26, 5
@@ -641,9 +645,7 @@ class BacnetDecoder(MessageDecoder):
                fields: dict[str, Any], src: tuple[int, str] | None,
                dst: tuple[int, str] | None) -> None:  # fmt: skip
         size = end - pos
-        minimum = {SIMPLE_ACK: 3, COMPLEX_ACK: 3, SEGMENT_ACK: 4, ERROR: 3, REJECT: 3, ABORT: 3}[kind]
-        if kind == COMPLEX_ACK and first & 0x08:
-            minimum = 5
+        minimum = 5 if kind == COMPLEX_ACK and first & 0x08 else _REPLY_HEADER[kind]
         if size < minimum:
             self._short(kind, size)
             return

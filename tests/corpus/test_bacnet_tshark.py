@@ -1,26 +1,64 @@
 """BACnet/IP against tshark, frame by frame (see ot_oracle): BVLC function, APDU type, services.
 
-Four comparisons over every corpus capture tshark finds BVLC in: ``bvlc.function`` of every
-datagram, and for the APDUs carried over BACnet/IP (``bvlc && bacapp``: the corpus also holds
-BACnet over 802.2 LLC and MS/TP, which is not IP and not ours) ``bacapp.type``,
-``bacapp.confirmed_service`` (requests, SimpleACK, ComplexACK, Error) and
-``bacapp.unconfirmed_service``. A fifth compares network-layer message types (``bacnet.mesgtyp``)
-and a sixth the first object type, instance and property of ReadProperty/WriteProperty requests.
+One tshark run per corpus capture with BVLC (display filter ``bvlc``: the corpus also holds BACnet
+over 802.2 LLC and MS/TP, which is not IP and not ours) serves six comparisons: ``bvlc.function``
+of every datagram, ``bacapp.type``, ``bacapp.confirmed_service`` (requests, SimpleACK, ComplexACK,
+Error), ``bacapp.unconfirmed_service``, network-layer message types (``bacnet.mesgtyp``), and the
+first object type, instance and property of ReadProperty/WriteProperty requests.
 """
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from agent.decoders.base import OtMessage
-from tests.corpus.ot_oracle import assert_agreement, captures_with, compare_protocol, our_messages
+from tests.corpus.ot_oracle import (
+    CORPUS,
+    Comparison,
+    assert_agreement,
+    captures_with,
+    our_messages,
+    tshark_fields,
+)
 
 pytestmark = pytest.mark.corpus
 
+# One tshark run per capture serves every comparison: these fields, in this order.
+FIELDS = (
+    "bvlc.function",
+    "bacapp.type",
+    "bacapp.confirmed_service",
+    "bacapp.unconfirmed_service",
+    "bacnet.mesgtyp",
+    "bacapp.objectType",
+    "bacapp.instance_number",
+    "bacapp.property_identifier",
+)
+Decoded = dict[str, tuple[dict[int, list[str]], dict[int, list[OtMessage]]]]
 
-def _ints(values: list[str]) -> list[int]:
-    return [int(v, 0) for v in values[0].split(",") if v] if values else []
+
+@pytest.fixture(scope="module")
+def decoded() -> Decoded:
+    """capture -> (tshark's fields by frame, our bacnet messages by frame), for every BVLC capture."""
+    captures = captures_with("BVLC")
+    if not captures:
+        pytest.skip("corpus not available")
+    return {
+        str(path.relative_to(CORPUS / "pcaps")): (
+            tshark_fields(path, "bvlc", FIELDS),
+            our_messages(path, "bacnet"),
+        )
+        for path in captures
+    }
 
 
-def _field(name: str):
+def _ints(value: str) -> list[int]:
+    return [int(v, 0) for v in value.split(",") if v]
+
+
+def _field(name: str) -> Callable[[OtMessage], int | None]:
     def code(msg: OtMessage) -> int | None:
         value = msg.fields.get(name)
         return value if isinstance(value, int) else None
@@ -28,39 +66,44 @@ def _field(name: str):
     return code
 
 
-def _captures() -> list:
-    captures = captures_with("BVLC")
-    if not captures:
-        pytest.skip("corpus not available")
-    return captures
+def _compare(
+    decoded: Decoded, theirs: Callable[[list[str]], list[int]], ours: Callable[[OtMessage], int | None]
+) -> Comparison:
+    result = Comparison("bacnet")
+    for capture, (fields_by_frame, messages_by_frame) in decoded.items():
+        for frame in sorted(set(fields_by_frame) | set(messages_by_frame)):
+            their_codes = Counter(theirs(fields_by_frame.get(frame, [""] * len(FIELDS))))
+            our_codes = Counter(c for m in messages_by_frame.get(frame, []) if (c := ours(m)) is not None)
+            if their_codes or our_codes:
+                result.add(capture, frame, our_codes, their_codes)
+    return result
 
 
 @pytest.mark.parametrize(
-    ("display_filter", "tshark_field", "our_field"),
+    ("tshark_field", "our_field"),
     [
-        ("bvlc", "bvlc.function", "bvlc_function"),
-        ("bvlc && bacapp", "bacapp.type", "apdu_type"),
-        ("bvlc && bacapp", "bacapp.confirmed_service", "confirmed_service"),
-        ("bvlc && bacapp", "bacapp.unconfirmed_service", "unconfirmed_service"),
-        ("bvlc && bacnet.mesgtyp", "bacnet.mesgtyp", "network_message_type"),
+        ("bvlc.function", "bvlc_function"),
+        ("bacapp.type", "apdu_type"),
+        ("bacapp.confirmed_service", "confirmed_service"),
+        ("bacapp.unconfirmed_service", "unconfirmed_service"),
+        ("bacnet.mesgtyp", "network_message_type"),
     ],
 )
-def test_bacnet_codes_match_tshark(display_filter: str, tshark_field: str, our_field: str) -> None:
-    result = compare_protocol(
-        "bacnet",
-        _captures(),
-        display_filter,
-        _ints,
-        our_code=_field(our_field),
-        tshark_field_names=[tshark_field],
+def test_bacnet_codes_match_tshark(decoded: Decoded, tshark_field: str, our_field: str) -> None:
+    column = FIELDS.index(tshark_field)
+    result = _compare(
+        decoded, lambda values: _ints(values[column]) if len(values) > column else [], _field(our_field)
     )
     assert_agreement(result)
 
 
 def _first_object(values: list[str]) -> list[int]:
+    """ReadProperty/WriteProperty requests: the first object type, instance and property."""
+    if len(values) < len(FIELDS) or values[1] != "0" or values[2] not in ("12", "15"):
+        return []
     # objectType/instance_number/property_identifier occur once per object or property: the first.
-    firsts = [v.split(",")[0] for v in values]
-    if len(firsts) < 3 or not all(firsts):
+    firsts = [v.split(",")[0] for v in values[5:8]]
+    if not all(firsts):
         return []
     object_type, instance, prop = (int(v, 0) for v in firsts)
     return [object_type << 40 | instance << 16 | prop]
@@ -73,22 +116,14 @@ def _our_first_object(msg: OtMessage) -> int | None:
     return int(fields["object_type"]) << 40 | int(fields["instance"]) << 16 | int(fields["property_id"])
 
 
-def test_read_and_write_property_objects_match_tshark() -> None:
-    filter_ = "bvlc && bacapp.type == 0 && (bacapp.confirmed_service == 12 || bacapp.confirmed_service == 15)"
-    result = compare_protocol(
-        "bacnet",
-        _captures(),
-        filter_,
-        _first_object,
-        our_code=_our_first_object,
-        tshark_field_names=["bacapp.objectType", "bacapp.instance_number", "bacapp.property_identifier"],
-    )
-    # Listed as "bacnet" disagreements too: one file per protocol.
+def test_read_and_write_property_objects_match_tshark(decoded: Decoded) -> None:
+    result = _compare(decoded, _first_object, _our_first_object)
+    assert result.total > 4000
     assert_agreement(result)
 
 
-def test_bacnet_operation_classes_and_pairing_in_real_captures() -> None:
-    by_capture = {path.name: our_messages(path, "bacnet") for path in _captures()}
+def test_bacnet_operation_classes_and_pairing_in_real_captures(decoded: Decoded) -> None:
+    by_capture = {Path(capture).name: messages for capture, (_fields, messages) in decoded.items()}
     messages = [m for frames in by_capture.values() for ms in frames.values() for m in ms]
     operations = {m.operation for m in messages}
     # write, config, upload and program occur in no capture: tests/decoders/test_bacnet.py builds them.
