@@ -54,8 +54,8 @@ SIGNATURE_SIZE = {
     "http://opcfoundation.org/UA/SecurityPolicy#Aes256_Sha256_RsaPss": 32,
 }
 
-# Request encoding ids (DefaultBinary) -> (service name, operation class). The response id of
-# every service is its request id + 3; ServiceFault (397) answers any request.
+# Request encoding ids (DefaultBinary) -> (service name, operation class). ServiceFault (397)
+# answers any request.
 SERVICES: dict[int, tuple[str, str]] = {
     446: ("OpenSecureChannel", "session"), 452: ("CloseSecureChannel", "session"),
     461: ("CreateSession", "session"), 467: ("ActivateSession", "session"),
@@ -83,7 +83,9 @@ SERVICE_FAULT = 397
 OPEN_SECURE_CHANNEL, CLOSE_SECURE_CHANNEL = 446, 452
 CREATE_SESSION, ACTIVATE_SESSION, GET_ENDPOINTS = 461, 467, 428
 WRITE, CALL = 673, 712
-RESPONSES = {request + 3: request for request in SERVICES}
+# Response encoding id -> request encoding id: the next DataType after the request's three ids,
+# except for the two services added later (their ids were allocated one after the other).
+RESPONSES = {request + 3: request for request in SERVICES if request < 10000} | {12209: 12208, 12212: 12211}
 VALUE_ATTRIBUTE = 13
 # Namespace-0 methods whose Call is not an "operate" on the process (NodeIds.csv).
 METHOD_OPERATIONS = {

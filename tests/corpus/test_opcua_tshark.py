@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.decoders.base import OtMessage
-from tests.corpus.ot_oracle import CORPUS, assert_agreement, captures_with, compare_protocol, our_messages
+from tests.corpus.ot_oracle import CORPUS, assert_agreement, captures_with, compare_protocol
 
 pytestmark = pytest.mark.corpus
 
@@ -50,12 +50,26 @@ def _our_service_id(msg: OtMessage) -> int | None:
 
 
 def test_opcua_message_types_match_tshark() -> None:
-    result = compare_protocol("opcua", _captures(), "opcua", _message_types, our_code=_our_message_type,
-                              tshark_field_names=["opcua.transport.type"], extra=DECODE_AS)  # fmt: skip
+    result = compare_protocol(
+        "opcua",
+        _captures(),
+        "opcua",
+        _message_types,
+        our_code=_our_message_type,
+        tshark_field_names=["opcua.transport.type"],
+        extra=DECODE_AS,
+    )
     assert_agreement(result)
 
 
 def test_opcua_service_node_ids_match_tshark() -> None:
-    result = compare_protocol("opcua", _captures(), "opcua", _service_ids, our_code=_our_service_id,
-                              tshark_field_names=["opcua.servicenodeid.numeric"], extra=DECODE_AS)  # fmt: skip
+    result = compare_protocol(
+        "opcua",
+        _captures(),
+        "opcua",
+        _service_ids,
+        our_code=_our_service_id,
+        tshark_field_names=["opcua.servicenodeid.numeric"],
+        extra=DECODE_AS,
+    )
     assert_agreement(result)
