@@ -98,7 +98,7 @@ METHOD_OPERATIONS = {
 }
 MAX_LISTED = 32  # attribute ids, methods, endpoints kept per message
 MAX_REASSEMBLIES = 16  # chunked messages being put together per direction
-MAX_CHUNKS = 4096  # chunks per message (a peer's MaxChunkCount is usually far lower)
+MAX_CHUNKS = 4096  # chunk bodies kept per message (a peer's MaxChunkCount is usually far lower)
 
 
 def message_length(buf: bytes, off: int, avail: int) -> int:
@@ -130,13 +130,20 @@ def probe(payload: bytes, to_server: bool) -> bool:
 
 
 class _Reassembly:
-    """The chunks of one message received so far (bounded by MAX_CHUNKS and the buffer limit)."""
+    """The chunks of one message received so far.
 
-    __slots__ = ("chunks", "size")
+    Bodies are kept up to the stream buffer limit and MAX_CHUNKS; past that only the chunks are
+    counted: the first chunk alone names the service and carries the handle, which is enough to
+    classify and pair the message, so a large message is still reported (marked ``truncated``).
+    """
+
+    __slots__ = ("chunks", "count", "size", "truncated")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
+        self.count = 0
         self.size = 0
+        self.truncated = False
 
 
 class OpcUaDecoder(MessageDecoder):
@@ -287,6 +294,7 @@ class OpcUaDecoder(MessageDecoder):
             if chunk == b"A" or not self._readable(buf, pos, end):
                 return False  # an abort with nothing buffered, or an encrypted chunk: handled whole
             if len(self._chunks) >= MAX_REASSEMBLIES:
+                # Messages whose final chunk never came (a peer may interleave a few, not this many).
                 oldest = next(iter(self._chunks))
                 del self._chunks[oldest]
                 self.stats.buffer_overflows += 1
@@ -294,6 +302,7 @@ class OpcUaDecoder(MessageDecoder):
             pending = self._chunks[key] = _Reassembly()
             first = bytes(buf[pos : max(end - self._signature_size(), pos)])
             pending.chunks.append(first)
+            pending.count = 1
             pending.size = len(first)
             return True
         body_start = pos + 8
@@ -301,29 +310,30 @@ class OpcUaDecoder(MessageDecoder):
             del self._chunks[key]
             fields["request_id"] = request_id
             fields["aborted"] = True
-            fields["chunks"] = len(pending.chunks) + 1
+            fields["chunks"] = pending.count + 1
             fields["error"] = enc.u32(buf, body_start, end)
             fields["reason"] = enc.string(buf, body_start + 4, end)[0]
             first = pending.chunks[0]
             # The first chunk says which service was aborted and which request it belonged to.
             self._service(first, 0, len(first), from_client, fields, aborted=True)
             return True
-        piece = bytes(buf[body_start : max(end - self._signature_size(), body_start)])
-        pending.chunks.append(piece)
-        pending.size += len(piece)
-        if pending.size > self.ctx.config.max_stream_buffer or len(pending.chunks) > MAX_CHUNKS:
-            del self._chunks[key]
-            self.stats.buffer_overflows += 1
-            limit = self.ctx.config.max_stream_buffer
-            self.anomaly("reassembly_overflow", f"OPC UA message of request {request_id} exceeds {limit} "
-                         f"bytes or {MAX_CHUNKS} chunks; dropped")  # fmt: skip
-            return True
+        pending.count += 1
+        if not pending.truncated:
+            piece = bytes(buf[body_start : max(end - self._signature_size(), body_start)])
+            if pending.size + len(piece) > self.ctx.config.max_stream_buffer or pending.count > MAX_CHUNKS:
+                pending.truncated = True  # counted once per message; see _Reassembly
+                self.stats.buffer_overflows += 1
+            else:
+                pending.chunks.append(piece)
+                pending.size += len(piece)
         if chunk == b"C":
             return True
         del self._chunks[key]
-        fields["chunks"] = len(pending.chunks)
+        fields["chunks"] = pending.count
+        if pending.truncated:
+            fields["truncated"] = True
         whole = b"".join(pending.chunks)
-        self._service(whole, 0, len(whole), from_client, fields)
+        self._service(whole, 0, len(whole), from_client, fields, partial=pending.truncated)
         return True
 
     def _signature_size(self) -> int:
@@ -334,7 +344,7 @@ class OpcUaDecoder(MessageDecoder):
     # -- service bodies --------------------------------------------------------------------------
 
     def _service(self, buf: bytes, pos: int, end: int, from_client: bool, fields: dict[str, Any],
-                 aborted: bool = False) -> None:  # fmt: skip
+                 aborted: bool = False, partial: bool = False) -> None:  # fmt: skip
         """Decode from the sequence header on: sequence number, request id, service type, header."""
         if pos + 8 > end:
             raise Malformed("sequence header runs past the message")
@@ -346,12 +356,14 @@ class OpcUaDecoder(MessageDecoder):
         fields["service_node_id"] = ident if isinstance(ident, int) else enc.format_node_id((ns, ident))
         # The type says request or response; the TCP side only decides for types we do not know.
         if service in SERVICES or (from_client and service not in RESPONSES and service != SERVICE_FAULT):
-            self._request_body(service, buf, pos, end, fields, aborted, from_client)
+            self._request_body(service, buf, pos, end, fields, aborted or partial, from_client, aborted)
         else:
-            self._response_body(service, buf, pos, end, fields, aborted, from_client)
+            self._response_body(service, buf, pos, end, fields, aborted or partial, from_client, aborted)
 
     def _request_body(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
-                      aborted: bool, from_client: bool) -> None:  # fmt: skip
+                      incomplete: bool, from_client: bool, aborted: bool) -> None:  # fmt: skip
+        """``incomplete``: only part of the body is here (aborted, or cut by the reassembly bound),
+        so the details are read as far as they go and their end is no anomaly."""
         known = SERVICES.get(service)
         operation = known[1] if known else "unknown"
         if known is None:
@@ -362,10 +374,12 @@ class OpcUaDecoder(MessageDecoder):
         try:
             handle, pos = enc.skip_request_header(buf, pos, end)
             fields["request_handle"] = handle
-            if not aborted:
-                operation = self._request_details(service, buf, pos, end, fields, operation)
+            operation = self._request_details(service, buf, pos, end, fields, operation)
         except Malformed as e:
-            self.anomaly("malformed", f"OPC UA {fields.get('service', 'request')}: {e}")
+            if service == WRITE and any(a != VALUE_ATTRIBUTE for a in fields.get("attribute_ids", ())):
+                operation = "config"  # what was readable already says so
+            if not incomplete or handle is None:
+                self.anomaly("malformed", f"OPC UA {fields.get('service', 'request')}: {e}")
         if aborted:
             self._emit(None, max(service, 0), operation, fields, from_client, True, exception=True)
             return
@@ -374,7 +388,7 @@ class OpcUaDecoder(MessageDecoder):
         self._emit(key, max(service, 0), operation, fields, from_client, True)
 
     def _response_body(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
-                       aborted: bool, from_client: bool) -> None:  # fmt: skip
+                       incomplete: bool, from_client: bool, aborted: bool) -> None:  # fmt: skip
         request = RESPONSES.get(service)
         if request is not None:
             name, operation = SERVICES[request]
@@ -393,10 +407,11 @@ class OpcUaDecoder(MessageDecoder):
             fields["request_handle"] = handle
             fields["service_result"] = result
             exception = exception or bool(result & 0x80000000)  # severity Bad
-            if request is not None and not aborted:
+            if request is not None:
                 self._response_details(request, buf, enc.skip_response_header(buf, pos, end), end, fields)
         except Malformed as e:
-            self.anomaly("malformed", f"OPC UA {fields.get('service', 'response')}: {e}")
+            if not incomplete or handle is None:
+                self.anomaly("malformed", f"OPC UA {fields.get('service', 'response')}: {e}")
         key = (fields["request_id"], handle)
         self._emit(key, max(service, 0), operation, fields, from_client, False, exception)
 

@@ -477,19 +477,26 @@ def test_abort_chunk_ends_a_chunked_response_as_an_exception() -> None:
     assert pipeline.decoders.stats["opcua"].matched == 3  # ACK, OPN, and the read by its abort
 
 
-def test_reassembly_is_bounded_in_bytes_and_in_messages() -> None:
-    decoder, ctx = _decoder(max_stream_buffer=2048)
+def test_reassembly_is_bounded_and_a_large_message_still_counts_from_its_first_chunk() -> None:
+    messages: list = []
+    decoder, ctx = _decoder(max_stream_buffer=2048, messages=messages)
     feed = _feeder(decoder)
     feed(True, b"".join(s for _, s in HANDSHAKE[:3:2]))
-    for i in range(40):  # 40 chunked messages started, none finished
+    for i in range(40):  # 40 chunked messages started, none finished: the oldest are dropped
         feed(True, secure(b"MSG", nid(631) + read_request(i), 100 + i, b"C"))
     assert len(decoder._chunks) == opcua.MAX_REASSEMBLIES
-    for _ in range(30):  # one message grows past the buffer limit
+    stats = ctx.stats["opcua"]
+    assert stats.anomalies["reassembly_overflow"] == 40 - opcua.MAX_REASSEMBLIES
+    for _ in range(30):  # the newest grows past the buffer limit: its body stops being kept
         feed(True, secure(b"MSG", bytes(100), 139, b"C"))
     assert all(r.size <= 2048 for r in decoder._chunks.values())
-    stats = ctx.stats["opcua"]
-    assert stats.anomalies["reassembly_overflow"] == 40 - opcua.MAX_REASSEMBLIES + 1
-    assert stats.buffer_overflows == stats.anomalies["reassembly_overflow"]
+    feed(True, secure(b"MSG", bytes(100), 139, b"F"))
+    feed(False, msg(634, response_header(39) + struct.pack("<ii", 0, -1), 139))
+    read, answer = messages[-2:]
+    assert (read.function, read.operation, read.fields["request_handle"]) == (631, "read", 39)
+    assert (read.fields["chunks"], read.fields["truncated"], answer.request_cnt) == (32, True, read.pcap_cnt)
+    assert stats.buffer_overflows == 40 - opcua.MAX_REASSEMBLIES + 1
+    assert stats.anomalies == {"reassembly_overflow": 40 - opcua.MAX_REASSEMBLIES}
 
 
 # -- security modes ------------------------------------------------------------------------------------
@@ -600,9 +607,12 @@ VALID_STREAM = (
 )
 
 
-def _decoder(max_stream_buffer: int = 4096) -> tuple[opcua.OpcUaDecoder, DecoderContext]:
+def _decoder(
+    max_stream_buffer: int = 4096, messages: list | None = None
+) -> tuple[opcua.OpcUaDecoder, DecoderContext]:
+    sink = messages if messages is not None else []
     ctx = DecoderContext(
-        DecoderConfig(max_stream_buffer=max_stream_buffer, max_pending=64), lambda m: None, lambda a: None
+        DecoderConfig(max_stream_buffer=max_stream_buffer, max_pending=64), sink.append, lambda a: None
     )
     flow = Flow((b"\xc0\x00\x02\x0a", b"\xc0\x00\x02\x14", 40000, 4840, 6, ()), 1, 4, 0.0, 1, 0, 60.0)
     return opcua.OpcUaDecoder(flow, ctx, True), ctx
