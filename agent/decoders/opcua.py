@@ -96,6 +96,7 @@ METHOD_OPERATIONS = {
     12912: "subscribe",  # ConditionType.ConditionRefresh2
     12886: "mode",  # Server.RequestServerStateChange
 }
+MODE_METHODS = frozenset(f"i={m}" for m, operation in METHOD_OPERATIONS.items() if operation == "mode")
 MAX_LISTED = 32  # attribute ids, methods, endpoints kept per message
 MAX_REASSEMBLIES = 16  # chunked messages being put together per direction
 MAX_CHUNKS = 4096  # chunk bodies kept per message (a peer's MaxChunkCount is usually far lower)
@@ -376,8 +377,7 @@ class OpcUaDecoder(MessageDecoder):
             fields["request_handle"] = handle
             operation = self._request_details(service, buf, pos, end, fields, operation)
         except Malformed as e:
-            if service == WRITE and any(a != VALUE_ATTRIBUTE for a in fields.get("attribute_ids", ())):
-                operation = "config"  # what was readable already says so
+            operation = _operation_so_far(service, fields, operation)
             if not incomplete or handle is None:
                 self.anomaly("malformed", f"OPC UA {fields.get('service', 'request')}: {e}")
         if aborted:
@@ -557,6 +557,15 @@ def _application_description(buf: bytes, pos: int, end: int) -> tuple[dict[str, 
     if identity and kind in APPLICATION_TYPES:
         identity["device_type"] = APPLICATION_TYPES[kind]
     return identity, pos
+
+
+def _operation_so_far(service: int, fields: dict[str, Any], operation: str) -> str:
+    """The class that the decodable part of a Write or Call already decides, when the rest is not."""
+    if service == WRITE and any(a != VALUE_ATTRIBUTE for a in fields.get("attribute_ids", ())):
+        return "config"
+    if service == CALL and any(m in MODE_METHODS for m in fields.get("methods", ())):
+        return "mode"
+    return operation
 
 
 def _body_service(buf: bytes, pos: int, end: int) -> int | None:

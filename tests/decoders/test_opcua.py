@@ -589,6 +589,13 @@ def test_truncated_body_is_an_anomaly_and_the_message_still_counts() -> None:
     assert events(anomalies) == ["malformed"]
 
 
+def test_truncated_call_keeps_the_class_its_readable_methods_decide() -> None:
+    call = msg(712, call_request(3, [(0, 12886), (2, 9)])[:-6], 3)  # the last argument cut short
+    msgs, anomalies, _ = decode([*HANDSHAKE, (True, call)])
+    assert (msgs[4].operation, msgs[4].fields["methods"]) == ("mode", ["i=12886", "ns=2;i=9"])
+    assert events(anomalies) == ["malformed"]
+
+
 def test_eve_fields_are_json() -> None:
     msgs, _, _ = decode(
         [*HANDSHAKE, (True, msg(428, request_header(2), 2)), (False, msg(431, endpoints_response(2), 2))]
