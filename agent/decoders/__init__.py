@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import bacnet, dnp3, enip, iec104, modbus, mqtt, s7comm
+from agent.decoders import bacnet, dnp3, enip, iec104, modbus, mqtt, opcua, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     bacnet.SPEC,
     mqtt.SPEC,
     mqtt.SPEC_ANY_PORT,
+    opcua.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
