@@ -113,33 +113,61 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromAPI]:
     agent_port, prom_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "replay", *map(str, SCENARIOS), "--policy", str(PLANT_POLICY),
-         "--quiet", "--web.listen-address", f"127.0.0.1:{agent_port}", "--web.linger", "300"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "replay",
+            *map(str, SCENARIOS),
+            "--policy",
+            str(PLANT_POLICY),
+            "--quiet",
+            "--web.listen-address",
+            f"127.0.0.1:{agent_port}",
+            "--web.linger",
+            "300",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     config = where / "prometheus.yml"
     config.write_text(
-        yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "conduitwatch",
-                                "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}]}],
-        })  # fmt: skip
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {"job_name": "conduitwatch", "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}]}
+                ],
+            }
+        )
     )
     server = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={where / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={where / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     api = PromAPI(f"http://127.0.0.1:{prom_port}")
     try:
         wait_for("Prometheus to be ready", lambda: urllib.request.urlopen(f"{api.base}/-/ready", timeout=2))
         # The replay has finished (capture_up back to 0 after packets were counted) and Prometheus has
         # enough samples after that for rate() over the panels' window.
-        wait_for("the replay to finish", lambda: api.query(
-            "conduitwatch_capture_up == 0 and on (instance) conduitwatch_capture_packets_total > 0"))  # fmt: skip
-        wait_for("samples after the replay", lambda: api.query(
-            "count_over_time((conduitwatch_capture_up == 0)[1m:1s]) >= 6"))  # fmt: skip
+        finished = "conduitwatch_capture_up == 0 and on (instance) conduitwatch_capture_packets_total > 0"
+        wait_for("the replay to finish", lambda: api.query(finished))
+        wait_for(
+            "samples after the replay",
+            lambda: api.query("count_over_time((conduitwatch_capture_up == 0)[1m:1s]) >= 6"),
+        )
         yield api
     finally:
         for proc in (server, agent):
@@ -183,7 +211,8 @@ def test_every_dashboard_panel_returns_data(prometheus: PromAPI) -> None:
             empty.append(f"{uid} / {title}: {exprs}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
     assert not unexpected, "\n".join(unexpected)
-    assert set(EXPECTED_MISSING) <= {(uid, title) for uid, title, _ in panels()}, "stale EXPECTED_MISSING entry"
+    known = {(uid, title) for uid, title, _ in panels()}
+    assert set(EXPECTED_MISSING) <= known, "stale EXPECTED_MISSING entry"
 
 
 def test_every_alert_rule_evaluates_and_the_violations_fire(prometheus: PromAPI) -> None:
@@ -195,7 +224,7 @@ def test_every_alert_rule_evaluates_and_the_violations_fire(prometheus: PromAPI)
         alerts = get_json(f"{prometheus.base}/api/v1/alerts")["data"]["alerts"]
         return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
 
-    fired = wait_for("the violation alerts", lambda: EXPECTED_FIRING <= firing() and firing())
+    fired = wait_for("the violation alerts", lambda: firing() >= EXPECTED_FIRING and firing())
     assert "ConduitwatchSensorDown" not in fired and "ConduitwatchPolicyReloadFailed" not in fired
     assert not set(EXPECTED_FIRING_LATER) & fired, "remove from EXPECTED_FIRING_LATER and expect it"
     alerts = get_json(f"{prometheus.base}/api/v1/alerts")["data"]["alerts"]
@@ -222,5 +251,7 @@ def test_promtool_checks_the_exposition_and_the_rules(tmp_path: Path) -> None:
     checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert re.search(r"SUCCESS: \d+ rules found", checked.stdout)
-    tested = subprocess.run([promtool, "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True)
+    tested = subprocess.run(
+        [promtool, "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True
+    )
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr

@@ -23,8 +23,12 @@ from .helpers import DEMO, DEMO_POLICY, run_with_exporter
 PASSWORD = "s3cret-scrape"
 
 
-def fetch(url: str, auth: tuple[str, str] | None = None, context: ssl.SSLContext | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def fetch(
+    url: str,
+    auth: tuple[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -42,17 +46,35 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "sensor.crt", where / "sensor.key"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 def serve(web_config: Path | None) -> Exporter:
     exporter, pipeline = run_with_exporter([DEMO], DEMO_POLICY)
-    served = Exporter("127.0.0.1:0", "/metrics", str(web_config) if web_config else None, "replay",
-                      str(DEMO_POLICY))  # fmt: skip
+    served = Exporter(
+        "127.0.0.1:0", "/metrics", str(web_config) if web_config else None, "replay", str(DEMO_POLICY)
+    )
     served.attach(pipeline, exporter.view.reloader)
     served.start()
     return served
@@ -81,8 +103,9 @@ def test_plain_http_endpoints(plain: Exporter) -> None:
 def test_gzip_when_asked(plain: Exporter) -> None:
     import gzip
 
-    status, headers, body = fetch(f"http://127.0.0.1:{plain.server.port}/metrics",
-                                  headers={"Accept-Encoding": "gzip"})  # fmt: skip
+    status, headers, body = fetch(
+        f"http://127.0.0.1:{plain.server.port}/metrics", headers={"Accept-Encoding": "gzip"}
+    )
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     assert b"conduitwatch_build_info" in gzip.decompress(body)
 
