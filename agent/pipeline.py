@@ -226,12 +226,14 @@ class Pipeline:
         try:
             for ts, data, wirelen, _iface, linktype, cnt, src in source if frames is None else frames:
                 if not packets & 0x3FFF:
-                    # Every 16k packets: honour a stop request, refresh the progress display.
+                    # Every 16k packets: honour a stop request, refresh the progress display and the
+                    # totals a metrics scrape reads (also when no IP packet triggers the sweep below).
                     if self._stopping:
                         stats.interrupted = True
                         break
+                    stats.packets = packets
+                    stats.bytes = nbytes
                     if progress is not None:
-                        stats.packets = packets
                         progress(stats)
                 packets += 1
                 nbytes += wirelen
@@ -246,6 +248,7 @@ class Pipeline:
                         # Once a second of packet time the totals become visible to a metrics scrape.
                         stats.packets = packets
                         stats.bytes = nbytes
+                        stats.last_ts = ts
                         table.expire(ts)
                         if self.policy is not None:
                             self.policy.tick(ts)
