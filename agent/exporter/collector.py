@@ -50,7 +50,7 @@ class RunView:
         if self.policy_path is not None and pipeline.policy is None:
             return False, "Not ready: policy not loaded"
         if pipeline.finished:
-            return True, "Ready: replay finished, counters are final"
+            return True, "Ready: capture finished, counters are final"
         return True, "Ready"
 
 

@@ -13,7 +13,8 @@ The same YAML file a node_exporter takes, so a SOC configures every exporter of 
     basic_auth_users:
       prometheus: $2y$10$...       # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':\\n'`
 
-Unknown keys are refused, as the toolkit does, so a misspelt setting cannot silently leave the
+The file is read once at start-up (restart the agent to change it). Unknown keys are refused, as the
+toolkit does, so a misspelt setting cannot silently leave the
 endpoint open. Toolkit settings that Python's ssl module cannot honour (Go cipher-suite names, curve
 preferences, HTTP/2 switches) are refused with a reason rather than ignored.
 """
@@ -42,11 +43,13 @@ CLIENT_AUTH = {
 }
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
 _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"}
-_TLS_UNSUPPORTED = {
+# Toolkit settings Python cannot honour: refused by name rather than silently ignored.
+_UNSUPPORTED = {
     "cipher_suites",
     "curve_preferences",
     "prefer_server_cipher_suites",
     "client_allowed_sans",
+    "http2",
 }
 _HTTP_KEYS = {"headers"}
 # A verified (user, password) pair is remembered so that a 15 s scrape does not pay ~0.1 s of bcrypt
@@ -133,9 +136,9 @@ def _mapping(path: str, where: str, value: Any) -> dict[Any, Any]:
 
 def _no_unknown(path: str, prefix: str, data: dict[Any, Any], known: set[str]) -> None:
     for key in data:
-        if key in _TLS_UNSUPPORTED:
+        if key in _UNSUPPORTED:
             raise WebConfigError(
-                f"{path}: {prefix}{key} is not supported by conduitwatch (Python's TLS stack)"
+                f"{path}: {prefix}{key} is not supported by conduitwatch (Python's HTTP/TLS stack)"
             )
         if key not in known:
             raise WebConfigError(f"{path}: unknown setting {prefix}{key} (known: {', '.join(sorted(known))})")
