@@ -436,7 +436,7 @@ def replay(
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
 @_common_options
-@_web_options(":10620")
+@_web_options(":10620")  # agent.exporter.server.DEFAULT_PORT; not imported here to keep start-up lean
 def run(
     interface: str,
     bpf: str | None,
