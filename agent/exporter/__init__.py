@@ -47,15 +47,17 @@ class Exporter:
         ProcessCollector(registry=self.registry)
         self.traffic = TrafficAccounting()
         self.operations = OperationAccounting()
+        self.view.extra_collectors.append(self.operations)
         self.server = MetricsServer(listen_address, telemetry_path, config, self.registry, self.view.ready)
 
     def consumers(self) -> list[FlowConsumer]:
         """The flow consumers to hand the pipeline (they count what the metrics publish)."""
-        return [self.traffic, self.operations]
+        return [self.traffic]
 
     def attach(self, pipeline: Pipeline, reloader: PolicyReloader | None) -> None:
         """Point the collector at the run, before it starts."""
         self.traffic.active_flows = pipeline.flows.flows
+        pipeline.decoders.on_message = self.operations.wrap(pipeline.decoders.on_message)
         if pipeline.policy is not None:
             self.view.policy_events = PolicyEventCounter(pipeline.policy)
         self.view.reloader = reloader

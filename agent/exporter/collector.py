@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -41,6 +41,8 @@ class RunView:
     pipeline: Pipeline | None = None
     reloader: PolicyReloader | None = None
     policy_events: PolicyEventCounter | None = None
+    # Counters the exporter keeps outside the pipeline's consumer list (its operation counts).
+    extra_collectors: list[Any] = field(default_factory=list)
 
     def ready(self) -> tuple[bool, str]:
         """Ready once the capture loop runs with its policy loaded (and after a replay, to inspect it)."""
@@ -89,6 +91,8 @@ class AgentCollector(Collector):
         if pipeline.policy is not None:
             yield from self._policy(pipeline)
         yield from self._consumers(pipeline)
+        for extra in self.view.extra_collectors:
+            yield from self._guarded(type(extra).__name__, extra.collect_metrics)
         errors = _counter(
             "conduitwatch_exporter_collect_errors",
             "Consumers whose metrics failed to collect.",
