@@ -482,8 +482,8 @@ def run(
 
     stopper = _Stopper(stop)
     reloader = _watch_policy(pipeline, policy_path)
-    _start_exporter(exporter, pipeline, reloader)
     log.info("capturing on %s%s", interface, f" with filter {bpf!r}" if bpf else "")
+    _start_exporter(exporter, pipeline, reloader)
     try:
         stats = pipeline.run(source)
     finally:
