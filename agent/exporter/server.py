@@ -71,7 +71,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler, bind_and_activate=False)
         if family == socket.AF_INET6:
             # ":PORT" means every address, IPv4 included, as node_exporter does.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if not address[0] else 1)
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address[0] == "::" else 1)
         try:
             self.server_bind()
             self.server_activate()
