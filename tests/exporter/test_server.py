@@ -195,3 +195,12 @@ def test_port_in_use_is_a_clear_error(plain: Exporter) -> None:
     other = Exporter(f"127.0.0.1:{plain.server.port}", "/metrics", None, "live", None)
     with pytest.raises(ExporterError, match=r"cannot listen on 127\.0\.0\.1"):
         other.start()
+
+
+def test_all_addresses_include_ipv4() -> None:
+    exporter = Exporter(":0", "/metrics", None, "live", None)
+    exporter.start()
+    try:
+        assert fetch(f"http://127.0.0.1:{exporter.server.port}/-/healthy")[0] == 200
+    finally:
+        exporter.stop()
