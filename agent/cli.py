@@ -361,12 +361,85 @@ def _finish(
     return EXIT_RUNTIME if problems else EXIT_OK
 
 
+# -- Prometheus exporter (agent/exporter): node_exporter-style web flags ---------------------------------
+
+if TYPE_CHECKING:
+    from agent.exporter import Exporter
+
+
+def _web_options(default_address: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--web.listen-address", "web_listen_address", metavar="[HOST]:PORT",
+                         default=default_address, show_default=default_address is not None,
+                         help="Serve Prometheus metrics, /-/healthy and /-/ready here"
+                              + ("; '' turns the endpoint off." if default_address else
+                                 " (off unless given).")),
+            click.option("--web.telemetry-path", "web_telemetry_path", default="/metrics", show_default=True,
+                         help="Path under which the metrics are exposed."),
+            click.option("--web.config.file", "web_config_file", metavar="FILE",
+                         type=click.Path(dir_okay=False),
+                         help="TLS and basic-auth settings in the Prometheus exporter-toolkit format."),
+        ]  # fmt: skip
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _exporter(address: str | None, telemetry_path: str, config_file: str | None, mode: str,
+              policy_path: str | None) -> Exporter | None:  # fmt: skip
+    """The exporter for this run (None when no listen address), or a one-line error and exit 2."""
+    if not address:
+        return None
+    from agent.exporter import Exporter, ExporterError
+
+    try:
+        return Exporter(address, telemetry_path, config_file, mode, policy_path)
+    except ExporterError as e:
+        _fail(str(e), EXIT_INVALID)
+
+
+def _start_exporter(exporter: Exporter | None, pipeline: Pipeline, reloader: PolicyReloader | None) -> None:
+    if exporter is None:
+        return
+    from agent.exporter import ExporterError
+
+    exporter.attach(pipeline, reloader)
+    try:
+        exporter.start()
+    except ExporterError as e:
+        _fail(str(e), EXIT_INVALID)
+
+
+def _linger(exporter: Exporter, seconds: float | None) -> None:
+    """After a replay: keep the final counters up for inspection until SIGINT/SIGTERM or ``seconds``."""
+    import threading
+
+    if seconds is not None and seconds <= 0:
+        return
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda _s, _f: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    until = "until interrupted (Ctrl-C)" if seconds is None else f"for {seconds:g} s"
+    click.echo(f"conduitwatch: replay finished; metrics stay at {exporter.url} {until}", err=True)
+    try:
+        done.wait(seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @cli.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
 @_common_options
+@_web_options(None)
+@click.option("--web.linger", "web_linger", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="With --web.listen-address: serve the final metrics this long after the replay "
+                   "(default: until interrupted; 0: stop with the replay).")  # fmt: skip
 def replay(
     captures: tuple[str, ...],
     realtime: bool,
@@ -384,11 +457,16 @@ def replay(
     flow_timeout: float,
     udp_timeout: float,
     active_timeout: float,
+    web_listen_address: str | None,
+    web_telemetry_path: str,
+    web_config_file: str | None,
+    web_linger: float | None,
 ) -> None:
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
     compiled = _policy(policy_path)
+    exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
     try:
         source = ReplaySource(captures)
     except CaptureError as e:
@@ -405,12 +483,13 @@ def replay(
     pipeline = Pipeline(
         config,
         sinks=_sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)),
-        consumers=[summary],
+        consumers=[summary, *(exporter.consumers() if exporter is not None else ())],
         progress=progress,
         policy=compiled,
     )
     stopper = _Stopper(pipeline.stop)
     reloader = _watch_policy(pipeline, policy_path)
+    _start_exporter(exporter, pipeline, reloader)
     try:
         stats = pipeline.run(source, paced(source, lambda: stopper.requested) if realtime else None)
     finally:
@@ -421,6 +500,10 @@ def replay(
             progress.clear()
         source.close()
     code = _finish(pipeline, summary, stats, source.problems, quiet, summary_to_stderr=eve == "-", extra=[])
+    if exporter is not None:
+        if not stopper.requested:
+            _linger(exporter, web_linger)
+        exporter.stop()
     sys.exit(code)
 
 
@@ -430,6 +513,7 @@ def replay(
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
 @_common_options
+@_web_options(":10620")  # agent.exporter.server.DEFAULT_PORT; not imported here to keep start-up lean
 def run(
     interface: str,
     bpf: str | None,
@@ -449,11 +533,15 @@ def run(
     flow_timeout: float,
     udp_timeout: float,
     active_timeout: float,
+    web_listen_address: str | None,
+    web_telemetry_path: str,
+    web_config_file: str | None,
 ) -> None:
     """Monitor a live interface until SIGINT/SIGTERM. Receive only: it never transmits."""
     from agent.capture.live import LiveCaptureError, LiveSource
 
     compiled = _policy(policy_path)
+    exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
     try:
         source = LiveSource(interface, bpf=bpf, promisc=promisc, snaplen=snaplen)
     except LiveCaptureError as e:
@@ -468,7 +556,8 @@ def run(
     summary = TrafficSummary()
     syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)
     sinks = _sinks(eve, True, syslog, monitored=(interface,))
-    pipeline = Pipeline(config, sinks=sinks, consumers=[summary], policy=compiled)
+    consumers = [summary, *(exporter.consumers() if exporter is not None else ())]
+    pipeline = Pipeline(config, sinks=sinks, consumers=consumers, policy=compiled)
 
     def stop() -> None:
         pipeline.stop()
@@ -477,6 +566,7 @@ def run(
     stopper = _Stopper(stop)
     reloader = _watch_policy(pipeline, policy_path)
     log.info("capturing on %s%s", interface, f" with filter {bpf!r}" if bpf else "")
+    _start_exporter(exporter, pipeline, reloader)
     try:
         stats = pipeline.run(source)
     finally:
@@ -484,6 +574,8 @@ def run(
             reloader.stop()
         stopper.restore()
         source.close()
+        if exporter is not None:
+            exporter.stop()
     kernel = pipeline.kernel or {}
     extra = [
         f"kernel: {kernel.get('kernel_packets', 0):,} packets passed the filter, "

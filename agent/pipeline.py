@@ -142,6 +142,11 @@ class Pipeline:
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
         self._stopping = False
+        # For the exporter (read from its HTTP thread): the source being read, set when the loop starts
+        # (readiness), and whether the run has ended (its counters are then final).
+        self.source: Source | None = None
+        self.started = False
+        self.finished = False
 
     def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:
         """The FlowTable hook for new flows: attach a decoder, judge the flow against the policy."""
@@ -205,6 +210,8 @@ class Pipeline:
         """
         if self.config.replay:
             self.source_names = [info.name for info in source.sources]
+        self.source = source
+        self.started = True
         stats = self.stats
         pkt = Packet()
         dissect = self.dissector.dissect
@@ -222,12 +229,14 @@ class Pipeline:
         try:
             for ts, data, wirelen, _iface, linktype, cnt, src in source if frames is None else frames:
                 if not packets & 0x3FFF:
-                    # Every 16k packets: honour a stop request, refresh the progress display.
+                    # Every 16k packets: honour a stop request, refresh the progress display and the
+                    # totals a metrics scrape reads (also when no IP packet triggers the sweep below).
                     if self._stopping:
                         stats.interrupted = True
                         break
+                    stats.packets = packets
+                    stats.bytes = nbytes
                     if progress is not None:
-                        stats.packets = packets
                         progress(stats)
                 packets += 1
                 nbytes += wirelen
@@ -239,6 +248,10 @@ class Pipeline:
                     if ts >= table.next_sweep:
                         if not stats.first_ts:
                             stats.first_ts = ts
+                        # Once a second of packet time the totals become visible to a metrics scrape.
+                        stats.packets = packets
+                        stats.bytes = nbytes
+                        stats.last_ts = ts
                         table.expire(ts)
                         if self.policy is not None:
                             self.policy.tick(ts)
@@ -295,6 +308,7 @@ class Pipeline:
             self.emit(Event("stats", self.stats.last_ts or time.time(), {"stats": stats}))
         for sink in self.sinks:
             sink.flush()
+        self.finished = True
 
     def _layer_counts(self) -> dict[str, int]:
         """The dissector's layer counts plus the frames the flow table's fast path accounted."""

@@ -46,8 +46,17 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 # "conduitwatch-core" is the foundation pipeline alone (dissect, flows, EVE flow events: --decoders none);
 # "conduitwatch" adds every application decoder; "conduitwatch-policy" also checks the Purdue example
-# policy (rules/purdue-plant.yaml) and writes its alerts.
-TOOLS = ("conduitwatch-core", "conduitwatch", "conduitwatch-policy", "tcpdump", "suricata")
+# policy (rules/purdue-plant.yaml) and writes its alerts; "conduitwatch-exporter" is the same with the
+# Prometheus exporter on and scraped every second while it runs (the exporter's cost against -policy).
+TOOLS = (
+    "conduitwatch-core",
+    "conduitwatch",
+    "conduitwatch-policy",
+    "conduitwatch-exporter",
+    "tcpdump",
+    "suricata",
+)
+SCRAPE_INTERVAL_S = 1.0  # 15x a usual production scrape interval: the exporter's worst realistic case
 PIN_CPU = "1"
 HELPER_SRC = Path(__file__).with_name("spawn_rusage.c")
 
@@ -108,6 +117,8 @@ class Tool:
     note: str = ""
     version: str = ""
     runs: list[dict[str, float]] = field(default_factory=list)
+    scrape_url: str = ""  # scraped every SCRAPE_INTERVAL_S while the tool runs
+    scrapes: int = 0
     status: str = "ok"
     error: str = ""
     cleanup: tempfile.TemporaryDirectory[str] | None = None
@@ -213,6 +224,54 @@ def conduitwatch_policy_tool(cap: Path) -> Tool:
         tool.argv = [*tool.argv, "--policy", str(policy)]
         tool.note += f" --policy {policy.relative_to(ROOT)}"
     return tool
+
+
+def conduitwatch_exporter_tool(cap: Path) -> Tool:
+    tool = conduitwatch_policy_tool(cap)
+    tool.name = "conduitwatch-exporter"
+    if tool.argv is not None:
+        port = _free_port()
+        tool.argv = [*tool.argv, "--web.listen-address", f"127.0.0.1:{port}", "--web.linger", "0"]
+        tool.scrape_url = f"http://127.0.0.1:{port}/metrics"
+        tool.note += f" --web.listen-address (scraped every {SCRAPE_INTERVAL_S:g} s)"
+    return tool
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Scraper:
+    """Fetches a metrics URL every SCRAPE_INTERVAL_S in a thread, as Prometheus would, and counts answers."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.answers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(SCRAPE_INTERVAL_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+                self.answers += 1
+            except OSError:
+                pass  # not listening yet, or already finished
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.answers
 
 
 def conduitwatch_tool(cap: Path) -> Tool:
@@ -338,6 +397,8 @@ def summarize(tool: Tool, packets: int, frame_bytes: int) -> dict[str, Any]:
     }
     if tool.error:
         out["error"] = tool.error
+    if tool.scrape_url:
+        out["scrapes"] = tool.scrapes
     if tool.status == "ok" and tool.runs:
         walls = [r["wall"] for r in tool.runs]
         best = min(walls)
@@ -371,6 +432,30 @@ def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str]
             f" {r['mbit_per_s']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['cpu_s_best_run']:>7.2f}  {r['note']}"
         )
     print(f"{packets} packets; best of the repeats; pinned: {' '.join(pin) or 'no'}; peak RSS: {rss_method}")
+    ratios = exporter_ratio(results)
+    if ratios is not None:
+        print(
+            f"exporter on / off (conduitwatch-exporter / conduitwatch-policy): {ratios['wall']:.1%} of the "
+            f"packets/s, {ratios['cpu']:.1%} of the packets per CPU second"
+        )
+
+
+def exporter_ratio(results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """Throughput with the exporter on (and scraped) over the same run with it off: by wall time, and by
+    CPU time (user + sys, scrape threads included), which a machine shared with other work disturbs less.
+    """
+    on, off = results.get("conduitwatch-exporter", {}), results.get("conduitwatch-policy", {})
+    if (
+        on.get("status") != "ok"
+        or off.get("status") != "ok"
+        or "packets_per_s" not in on
+        or "packets_per_s" not in off
+    ):
+        return None
+    return {
+        "wall": float(on["packets_per_s"]) / float(off["packets_per_s"]),
+        "cpu": float(on["packets_per_cpu_s"]) / float(off["packets_per_cpu_s"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         "conduitwatch-core": conduitwatch_core_tool,
         "conduitwatch": conduitwatch_tool,
         "conduitwatch-policy": conduitwatch_policy_tool,
+        "conduitwatch-exporter": conduitwatch_exporter_tool,
         "tcpdump": tcpdump_tool,
         "suricata": suricata_tool,
     }
@@ -439,7 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                     if tool.status != "ok" or tool.argv is None:
                         continue
                     errfile = Path(tmp) / f"{tool.name}.stderr"
+                    scraper = _Scraper(tool.scrape_url) if tool.scrape_url else None
                     code, run = measure([*pin, *tool.argv], errfile, helper)
+                    if scraper is not None:
+                        tool.scrapes += scraper.stop()
                     if code != 0:
                         tool.status = f"failed (exit {code})"
                         tool.error = _tail(errfile)
@@ -482,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "tools": results,
+        "exporter_on_off_ratio": exporter_ratio(results),
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n")

@@ -5,9 +5,11 @@ A reload with an invalid file is refused: its errors are logged and the running 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
+import time
 
 from agent.policy.engine import CompiledPolicy, PolicyDetector
 from agent.policy.loader import load_policy
@@ -22,6 +24,15 @@ def compile_policy(path: str) -> tuple[CompiledPolicy | None, list[Problem]]:
     return (CompiledPolicy(policy) if policy is not None else None), problems
 
 
+def file_digest(path: str) -> str:
+    """A short content hash of the policy file, so dashboards show which version is in force."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        return "unreadable"
+
+
 class PolicyReloader:
     """Reloads ``path`` into ``detector`` on request or when the file changes."""
 
@@ -31,6 +42,12 @@ class PolicyReloader:
         self.watch_interval = watch_interval
         self.reloads = 0
         self.refused = 0
+        # Status for the exporter: the initial load (done before the reloader exists) counts as the first
+        # success; afterwards every reload attempt, good or refused, updates these.
+        self.last_success = True
+        self.last_attempt_time = time.time()
+        self.last_success_time = self.last_attempt_time
+        self.digest = file_digest(path)
         self._stamp = self._file_stamp()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,6 +65,8 @@ class PolicyReloader:
         with self._lock:
             self._stamp = self._file_stamp()
             compiled, problems = compile_policy(self.path)
+            self.last_attempt_time = time.time()
+            self.last_success = compiled is not None
             for problem in problems:
                 (log.error if problem.severity == "error" else log.warning)("%s", problem)
             if compiled is None:
@@ -56,6 +75,8 @@ class PolicyReloader:
                           reason, self.path)  # fmt: skip
                 return False
             self.detector.swap(compiled)
+            self.digest = file_digest(self.path)
+            self.last_success_time = self.last_attempt_time
             self.reloads += 1
             log.warning(
                 "policy reloaded (%s) from %s: generation %d", reason, self.path, self.detector.generation

@@ -1,0 +1,80 @@
+"""The Grafana dashboards: generated from dashboards/generate.py, consistent, provisionable."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+
+import yaml
+
+from .helpers import ROOT
+
+DASHBOARDS = ROOT / "dashboards"
+UIDS = {
+    "conduitwatch-overview",
+    "conduitwatch-zones",
+    "conduitwatch-control-health",
+    "conduitwatch-backup-impact",
+}
+
+
+def generator():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("dashboards_generate", DASHBOARDS / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_json_is_what_the_generator_writes() -> None:
+    files = generator().files()
+    assert set(files) == {f"{uid}.json" for uid in UIDS}
+    for name, text in files.items():
+        assert (DASHBOARDS / name).read_text(encoding="utf-8") == text, (
+            f"run python dashboards/generate.py ({name})"
+        )
+
+
+def test_dashboards_are_consistent() -> None:
+    seen_uids = set()
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        seen_uids.add(board["uid"])
+        assert path.stem == board["uid"] and len(board["uid"]) <= 40  # Grafana's uid limit
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert (
+            variables["datasource"]["type"] == "datasource"
+            and variables["datasource"]["query"] == "prometheus"
+        )
+        assert variables["instance"]["includeAll"] and variables["instance"]["allValue"] == ".*"
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in board["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                expr = target["expr"]
+                assert 'instance=~"$instance"' in expr, (panel["title"], expr)
+                for used in re.findall(r"\$\w+", expr):
+                    assert used in ("$instance", "$zone", "$__rate_interval") and (
+                        used[1:] in variables or used.startswith("$__")
+                    ), (panel["title"], used)
+    assert seen_uids == UIDS
+
+
+def test_provisioning_files() -> None:
+    datasources = yaml.safe_load(
+        (DASHBOARDS / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
+    (source,) = datasources["datasources"]
+    assert datasources["apiVersion"] == 1 and source["type"] == "prometheus" and source["uid"]
+    providers = yaml.safe_load((DASHBOARDS / "provisioning" / "dashboards" / "conduitwatch.yaml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
