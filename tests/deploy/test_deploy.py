@@ -143,3 +143,19 @@ def test_kubernetes_daemonset_and_policy(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "agent.cli", "policy", "validate", str(policy)],
                             capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_routes_every_rule_to_its_team() -> None:
+    """Sensor health pages OT engineering; security and process findings go to the SOC."""
+    amtool = require_tool("amtool")
+    rules = yaml.safe_load((ROOT / "rules" / "alerts.rules.yml").read_text())
+    names = [r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    health = {f"Conduitwatch{n}" for n in ("SensorDown", "SensorBlind", "CaptureStopped", "CaptureDrops",
+                                           "FlowTableFull", "PolicyReloadFailed")}  # fmt: skip
+    assert health <= set(names)
+    for name in names:
+        config = f"--config.file={DEPLOY / 'alertmanager' / 'alertmanager.yml'}"
+        result = subprocess.run([amtool, "config", "routes", "test", config, f"alertname={name}"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        expected = "ot-engineering" if name in health else "soc"
+        assert result.stdout.strip() == expected, (name, result.stdout, result.stderr)
