@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
 from agent.decoders.message import MessageDecoder
+from agent.decoders.stream import INVALID, NEED_MORE
 
 if TYPE_CHECKING:
     from agent.flows import Flow
@@ -289,8 +290,14 @@ class BacnetDecoder(MessageDecoder):
 
     @staticmethod
     def message_length(buf: bytes, off: int, avail: int) -> int:
-        # UDP only: each datagram is one BVLC message, the framer is never used.
-        return -1
+        # BACnet/IP is UDP, one BVLC message per datagram; but the registry may find BVLC on a TCP
+        # port nobody declared (a tunnelling gateway, a test tool): there the BVLC length frames it.
+        if buf[off] != BVLC_TYPE or (avail > 1 and buf[off + 1] not in BVLC_FUNCTIONS):
+            return INVALID
+        if avail < 4:
+            return NEED_MORE
+        length = int(_U16.unpack_from(buf, off + 2)[0])
+        return length if length >= 4 else INVALID
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
         end = off + length

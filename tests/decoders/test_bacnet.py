@@ -538,6 +538,20 @@ def test_found_on_another_port_by_its_payload() -> None:
     assert not msgs
 
 
+def test_bvlc_found_on_an_undeclared_tcp_port_is_framed_by_its_length() -> None:
+    request, reply = unicast(confirmed(12, 1, READ_PROPERTY)), unicast(complex_ack(12, 1, READ_PROPERTY))
+    packets = factory.tcp_stream(
+        [(True, request + request[:5]), (True, request[5:]), (False, reply)], dport=47900
+    )
+    msgs, anomalies, _ = factory.decode(packets)
+    assert not anomalies
+    assert [(m.protocol, m.direction, m.function) for m in msgs] == [("bacnet", "request", 12)] * 2 + [
+        ("bacnet", "response", 12)
+    ]
+    assert bacnet.BacnetDecoder.message_length(b"\x81\x0a\x00\x02", 0, 4) == -1  # shorter than its header
+    assert bacnet.BacnetDecoder.message_length(b"\x81", 0, 1) == 0  # wait for the length
+
+
 def test_eve_object(tmp_path: Path) -> None:
     out = tmp_path / "eve.json"
     sink = EveSink(str(out))
