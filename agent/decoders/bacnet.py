@@ -18,8 +18,10 @@ Every BVLC datagram becomes one message (or, when it cannot be read at all, one 
   requests and results paired per requesting side, ``function`` 0x300 | BVLC function.
 
 Routed messages are attributed to the routed device: the pairing key carries the NPDU source and
-destination specifiers, and an I-Am's ``identity`` is only given when the sender is the IP host
-itself (no source specifier, not a Forwarded-NPDU): the asset inventory keys identities by address.
+destination specifiers. ``identity`` (an I-Am's device instance and vendor id; the Device object's
+name, model, firmware revision, vendor name or id read back in a ReadProperty ACK) is only given
+when the sender is the IP host itself (no source specifier, not a Forwarded-NPDU): the asset
+inventory keys identities by address.
 
 Backup and restore (DOMAIN.md section 6): ReinitializeDevice startBackup / startRestore opens a
 backup or restore of that device; until endBackup / endRestore / abortRestore, AtomicReadFile is
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
 from agent.decoders.message import MessageDecoder
+from agent.decoders.stream import INVALID, NEED_MORE
 
 if TYPE_CHECKING:
     from agent.flows import Flow
@@ -137,7 +140,13 @@ SEGMENTATION = ("segmented-both", "segmented-transmit", "segmented-receive", "no
 COMMUNICATION_STATES = ("enable", "disable", "disable-initiation")
 
 # Application tag numbers used below.
-_APP_UNSIGNED, _APP_ENUMERATED, _APP_OBJECT_ID = 2, 9, 12
+_APP_UNSIGNED, _APP_CHARACTER_STRING, _APP_ENUMERATED, _APP_OBJECT_ID = 2, 7, 9, 12
+DEVICE_OBJECT_TYPE = 8
+# Device object properties that identify the device (CONTRACTS.md identity keys), read back in a
+# ReadProperty ACK: object-name, firmware-revision, model-name, vendor-identifier, vendor-name.
+IDENTITY_PROPERTIES = {77: "name", 44: "revision", 70: "model", 120: "vendor_id", 121: "vendor"}
+# Character sets of a CharacterString (clause 20.2.9) that Python decodes; DBCS/JIS are not.
+CHARACTER_SETS = {0: "utf-8", 4: "utf-16-be", 5: "latin-1"}
 _OPENING, _CLOSING = 6, 7
 
 
@@ -281,8 +290,14 @@ class BacnetDecoder(MessageDecoder):
 
     @staticmethod
     def message_length(buf: bytes, off: int, avail: int) -> int:
-        # UDP only: each datagram is one BVLC message, the framer is never used.
-        return -1
+        # BACnet/IP is UDP, one BVLC message per datagram; but the registry may find BVLC on a TCP
+        # port nobody declared (a tunnelling gateway, a test tool): there the BVLC length frames it.
+        if buf[off] != BVLC_TYPE or (avail > 1 and buf[off + 1] not in BVLC_FUNCTIONS):
+            return INVALID
+        if avail < 4:
+            return NEED_MORE
+        length = int(_U16.unpack_from(buf, off + 2)[0])
+        return length if length >= 4 else INVALID
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
         end = off + length
@@ -673,7 +688,8 @@ class BacnetDecoder(MessageDecoder):
             service = buf[pos + header]
             keep = segmented and bool(first & 0x04)  # more segments of this reply follow
             if not (segmented and buf[pos + 2] != 0):
-                self._ack_parameters(service, buf, pos + header + 1, end, fields, keep)
+                direct = src is None and "original_address" not in fields
+                self._ack_parameters(service, buf, pos + header + 1, end, fields, keep, direct)
         elif kind == SEGMENT_ACK:
             fields.update(negative_ack=bool(first & 0x02), sent_by_server=bool(first & 0x01),
                           sequence_number=buf[pos + 2], window_size=buf[pos + 3])  # fmt: skip
@@ -729,7 +745,7 @@ class BacnetDecoder(MessageDecoder):
         fields["error_class"] = _name(ERROR_CLASSES, error_class)
 
     def _ack_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
-                        partial: bool) -> None:  # fmt: skip
+                        partial: bool, direct: bool) -> None:  # fmt: skip
         if service not in (READ_PROPERTY, READ_PROPERTY_MULTIPLE, READ_RANGE) or pos >= end:
             return
         tags = _tags(buf, pos, end, partial)
@@ -737,6 +753,34 @@ class BacnetDecoder(MessageDecoder):
             self.anomaly("bad_encoding", f"BACnet {CONFIRMED_SERVICES[service]} ACK is not well-formed tags")
             return
         self._object_property(service, buf, tags, fields, ack=True)
+        if (service == READ_PROPERTY and fields.get("object_type") == DEVICE_OBJECT_TYPE and direct
+                and fields.get("property_id") in IDENTITY_PROPERTIES):  # fmt: skip
+            self._identity_property(buf, tags, fields)
+
+    @staticmethod
+    def _identity_property(
+        buf: bytes, tags: list[tuple[int, bool, int, int, int]], fields: dict[str, Any]
+    ) -> None:
+        """A Device object's name, vendor, model or firmware read back: identity of the replying device."""
+        value_at = next((t[3] for t in tags if t[1] and t[2] == _OPENING and t[0] == 3), -1)
+        tag = read_tag(buf, value_at, len(buf)) if value_at >= 0 else None
+        if tag is None:
+            return
+        number, context, _kind, vpos, vlen = tag
+        key = IDENTITY_PROPERTIES[fields["property_id"]]
+        value: str | int
+        if context:
+            return
+        if number == _APP_UNSIGNED and key == "vendor_id" and 1 <= vlen <= 4:
+            value = _uint(buf, vpos, vlen)
+        elif number == _APP_CHARACTER_STRING and vlen >= 1 and key != "vendor_id":
+            codec = CHARACTER_SETS.get(buf[vpos])
+            if codec is None:
+                return
+            value = buf[vpos + 1 : vpos + vlen].decode(codec, "replace")
+        else:
+            return
+        fields["identity"] = {"device_instance": fields["instance"], key: value}
 
 
 SPEC = ProtocolSpec(

@@ -13,6 +13,10 @@ Message model: ``function`` is the control packet type (1 CONNECT ... 15 AUTH).
   answered by PUBCOMP. The keys carry the packet id and the publishing side.
 * SUBSCRIBE / SUBACK and UNSUBSCRIBE / UNSUBACK are ``subscribe``, paired by packet id.
 
+A packet larger than the stream buffer (a camera image or a firmware file in one PUBLISH) is
+decoded from its first bytes (topic, packet id, properties; ``payload_len`` from its remaining
+length) and the rest of it is passed over, so that the next packet is framed where it begins.
+
 The protocol level announced in CONNECT decides whether v5 properties follow the variable header;
 a flow picked up after its CONNECT is read as 3.1.1. Properties are skipped by their length, never
 interpreted; the password and message payloads are never recorded (only their presence and size).
@@ -23,17 +27,21 @@ Protocol-state problems use Suricata's MQTT event names (``unintroduced_message`
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
 from agent.decoders.message import MessageDecoder
-from agent.decoders.stream import INVALID, NEED_MORE
+from agent.decoders.stream import INVALID, NEED_MORE, StreamFramer
 
 if TYPE_CHECKING:
     from agent.flows import Flow
 
 PORT = 1883
 MAX_LISTED = 32  # topics / reason codes listed per SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK
+# Of a packet larger than the stream buffer, this much of its start is kept and decoded (a topic is
+# at most 65,535 bytes; v5 properties usually a few dozen).
+MAX_HEAD = 70_000
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 8, 9, 10, 11, 12, 13, 14, 15
@@ -114,7 +122,8 @@ def probe(payload: bytes, to_server: bool) -> bool:
 
 class MqttDecoder(MessageDecoder):
     protocol = "mqtt"
-    __slots__ = ("_connected", "_established", "_unintroduced", "level")
+    __slots__ = ("_big", "_connected", "_established", "_limit", "_payload_end", "_skip", "_unintroduced",
+                 "level")  # fmt: skip
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
@@ -122,6 +131,52 @@ class MqttDecoder(MessageDecoder):
         self._connected = False  # a CONNECT was seen
         self._established = False  # a CONNACK was seen
         self._unintroduced = {True: False, False: False}  # reported once per direction
+        # Packets larger than the stream buffer (an image or firmware file in one PUBLISH) are decoded
+        # from their start and their remaining bytes skipped, per direction (sent by the client?):
+        self._limit = limit = ctx.config.max_stream_buffer
+        self._big: dict[bool, tuple[bytes, int] | None] = {True: None, False: None}  # start, size
+        self._skip = {True: 0, False: 0}  # bytes of such a packet still to pass over
+        self._payload_end = -1  # while decoding such a start: where its payload would end
+        if flow.proto == 6:
+            # The framers, told their direction, so that a skip knows which stream it applies to.
+            length, gap = self._length, self._gap
+            self._c2s = StreamFramer(partial(length, True), self.parse, partial(gap, True), limit, True)
+            self._s2c = StreamFramer(partial(length, False), self.parse, partial(gap, False), limit, False)
+
+    def _length(self, from_client: bool, buf: bytes, off: int, avail: int) -> int:
+        """``message_length``, except inside a packet being skipped.
+
+        A packet larger than the buffer makes the framer report ``oversize`` and then look for the
+        next header one byte at a time; those look-ups land here, so counting them down passes over
+        exactly the rest of the packet and the next header is found where it really is.
+        """
+        skip = self._skip[from_client]
+        if skip:
+            self._skip[from_client] = skip - 1
+            return INVALID
+        n = message_length(buf, off, avail)
+        if n > self._limit:
+            self._big[from_client] = (bytes(buf[off : off + min(avail, MAX_HEAD)]), n)
+        return n
+
+    def _gap(self, from_client: bool, kind: str, detail: str) -> None:
+        big = self._big[from_client]
+        self._big[from_client] = None
+        if kind == "oversize" and big is not None:
+            head, size = big
+            self._skip[from_client] = size - 1  # the framer looks on from the packet's second byte
+            if head[0] >> 4 == PUBLISH:
+                self.stats.buffer_overflows += 1  # counted, but a big PUBLISH is no anomaly
+                self._payload_end = size
+                try:
+                    self.parse(head, 0, len(head), from_client)
+                finally:
+                    self._payload_end = -1
+                return
+            detail = f"MQTT {MESSAGE_TYPES[head[0] >> 4]} of {size} bytes skipped (over the stream buffer)"
+        elif kind == "stream_gap":
+            self._skip[from_client] = 0  # bytes were lost: the count no longer says where the next header is
+        self._on_gap(kind, detail)
 
     message_length = staticmethod(message_length)
 
@@ -182,7 +237,8 @@ class MqttDecoder(MessageDecoder):
             if fields["qos"]:
                 fields["packet_id"] = reader.u16()
             self._properties(reader, fields)
-            fields["payload_len"] = reader.end - reader.pos
+            # A packet over the buffer is decoded from its start: its payload ends beyond it.
+            fields["payload_len"] = (self._payload_end if self._payload_end >= 0 else reader.end) - reader.pos
         elif kind in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK, SUBACK):
             fields["packet_id"] = reader.u16()
             if kind in (SUBACK, UNSUBACK):

@@ -205,6 +205,44 @@ def test_pairing_key_holds_invoke_id_requester_and_routed_peer() -> None:
     assert stats.matched == 3 and stats.unmatched_responses == 0
 
 
+def test_device_properties_read_back_give_the_identity() -> None:
+    def read(invoke_id: int, prop: int) -> bytes:
+        return confirmed(12, invoke_id, ctx(0, oid(DEVICE_OBJECT, 77)) + ctx(1, bytes([prop])))
+
+    def ack(invoke_id: int, prop: int, value: bytes, object_type: int = DEVICE_OBJECT) -> bytes:
+        params = ctx(0, oid(object_type, 77)) + ctx(1, bytes([prop])) + opening(3) + value + closing(3)
+        return complex_ack(12, invoke_id, params)
+
+    model = app(7, b"\x00EAC-257")
+    msgs, anomalies, _ = decode(
+        [
+            (True, unicast(read(1, 70))),
+            (False, unicast(ack(1, 70, model))),
+            (True, unicast(read(2, 44))),
+            (False, unicast(ack(2, 44, app(7, b"\x05r\xe9v 2")))),  # ISO 8859-1
+            (True, unicast(read(3, 120))),
+            (False, unicast(ack(3, 120, app(2, b"\x01\x04")))),
+            (True, unicast(read(4, 70))),
+            (False, unicast(ack(4, 70, model), snet=(3, b"\x09"))),  # a device behind a router
+            (True, unicast(read(5, 70))),
+            (False, unicast(ack(5, 70, model, object_type=ANALOG_OUTPUT))),  # not the Device object
+            (True, unicast(read(6, 70))),
+            (False, unicast(ack(6, 70, app(7, b"\x03DBCS")))),  # a character set we do not decode
+        ]
+    )
+    assert not anomalies
+    identities = [m.fields.get("identity") for m in msgs if m.direction == "response"]
+    assert identities == [
+        {"device_instance": 77, "model": "EAC-257"},
+        {"device_instance": 77, "revision": "rév 2"},
+        {"device_instance": 77, "vendor_id": 260},
+        None,
+        None,
+        None,
+    ]
+    assert all("identity" not in m.fields for m in msgs if m.direction == "request")
+
+
 def test_write_property_with_a_priority_is_operate() -> None:
     value = opening(3) + app(4, struct.pack("!f", 50.0)) + closing(3)
     plain = confirmed(15, 1, READ_PROPERTY + value)
@@ -498,6 +536,20 @@ def test_found_on_another_port_by_its_payload() -> None:
     assert [m.protocol for m in msgs] == ["bacnet", "bacnet"] and msgs[1].request_cnt == msgs[0].pcap_cnt
     msgs, _, _ = decode([(True, b"\x81" + bytes(30))], dport=47808)
     assert not msgs
+
+
+def test_bvlc_found_on_an_undeclared_tcp_port_is_framed_by_its_length() -> None:
+    request, reply = unicast(confirmed(12, 1, READ_PROPERTY)), unicast(complex_ack(12, 1, READ_PROPERTY))
+    packets = factory.tcp_stream(
+        [(True, request + request[:5]), (True, request[5:]), (False, reply)], dport=47900
+    )
+    msgs, anomalies, _ = factory.decode(packets)
+    assert not anomalies
+    assert [(m.protocol, m.direction, m.function) for m in msgs] == [("bacnet", "request", 12)] * 2 + [
+        ("bacnet", "response", 12)
+    ]
+    assert bacnet.BacnetDecoder.message_length(b"\x81\x0a\x00\x02", 0, 4) == -1  # shorter than its header
+    assert bacnet.BacnetDecoder.message_length(b"\x81", 0, 1) == 0  # wait for the length
 
 
 def test_eve_object(tmp_path: Path) -> None:

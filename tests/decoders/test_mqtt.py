@@ -242,6 +242,30 @@ def test_framing_across_segments_and_long_remaining_lengths() -> None:
     assert msgs[2].fields["payload_len"] == 20000 and msgs[4].request_cnt == msgs[2].pcap_cnt
 
 
+def test_packets_over_the_stream_buffer_are_decoded_from_their_start_and_skipped() -> None:
+    image = publish("cam/1", bytes(range(256)) * 1200, qos=1, packet_id=9)  # 300 KiB, over the 256 KiB buffer
+    huge_subscribe = subscribe(10, [("t/" + "x" * 60000, 0)] * 5)
+    stream = PING + image + huge_subscribe + PING
+    msgs, anomalies, pipeline = decode(
+        [(True, connect()), (False, connack())]
+        + [(True, stream[i : i + 1460]) for i in range(0, len(stream), 1460)]
+        + [(False, PONG + ack(mqtt.PUBACK, 9) + PONG)]
+    )
+    assert [(m.fields["message_name"], m.fields.get("payload_len")) for m in msgs] == [
+        ("connect", None),
+        ("connack", None),
+        ("pingreq", None),
+        ("publish", 307200),
+        ("pingreq", None),
+        ("pingresp", None),
+        ("puback", None),
+        ("pingresp", None),
+    ]
+    assert msgs[3].fields["topic"] == "cam/1" and msgs[6].request_cnt == msgs[3].pcap_cnt
+    assert events(anomalies) == ["oversize"]  # the SUBSCRIBE: skipped, not decoded
+    assert pipeline.decoders.stats["mqtt"].buffer_overflows == 2
+
+
 def test_anomalies_use_suricata_event_names() -> None:
     msgs, anomalies, _ = decode(
         [
