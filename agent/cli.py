@@ -429,6 +429,8 @@ def version() -> None:
 from agent.policy.cli import policy  # noqa: E402 - the group is defined above; subcommands register here
 
 cli.add_command(policy)
+from agent.assets.cli import assets  # noqa: E402
+cli.add_command(assets)
 
 
 def main() -> None:
