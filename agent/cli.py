@@ -431,6 +431,8 @@ from agent.policy.cli import policy  # noqa: E402 - the group is defined above; 
 cli.add_command(policy)
 from agent.assets.cli import assets  # noqa: E402
 cli.add_command(assets)
+from agent.report.cli import report  # noqa: E402
+cli.add_command(report)
 
 
 def main() -> None:

@@ -120,8 +120,9 @@ class AssetInventory:
     """Flow consumer building the inventory. ``emit`` (optional) receives asset events and alerts."""
 
     def __init__(self, max_assets: int = 50_000, emit: EmitFn | None = None,
-                 baseline: frozenset[str] | None = None) -> None:  # fmt: skip
+                 baseline: frozenset[str] | None = None, announce: bool = True) -> None:  # fmt: skip
         self.max_assets = max_assets
+        self.announce = announce  # EVE ``asset`` events for new hosts (live mode)
         self.hosts: OrderedDict[bytes, Host] = OrderedDict()  # least recently seen first
         self.evicted = 0
         self.emit = emit
@@ -161,7 +162,7 @@ class AssetInventory:
                 src_mac, dst_mac = dst_mac, src_mac
             self._mac(src, src_mac)
             self._mac(dst, dst_mac)
-        if self.emit is not None:
+        if self.emit is not None and (self.announce or self.baseline is not None):
             for addr in new:
                 self._announce(self.hosts[addr], flow)
 
@@ -262,7 +263,8 @@ class AssetInventory:
         ts = host.first_seen
         cnt = flow.first_cnt if flow is not None else 0
         source = flow.last_source if flow is not None else -1
-        self.emit("asset", ts, flow, cnt, source, {"asset": {"event": "new", **self.describe(host)}})
+        if self.announce:
+            self.emit("asset", ts, flow, cnt, source, {"asset": {"event": "new", **self.describe(host)}})
         if self.baseline is not None and address_text(host.addr) not in self.baseline:
             self.new_devices += 1
             sentence = f"{address_text(host.addr)} appeared on the network: not in the baseline inventory"
