@@ -150,8 +150,9 @@ def _wireshark_filter(fields: dict[str, Any]) -> str:
     family = "ipv6" if ":" in str(src) else "ip"
     text = f"{family}.addr == {src} && {family}.addr == {dst}"
     proto = str(fields.get("proto", "")).lower()
-    if proto in ("tcp", "udp") and "src_port" in fields and "dest_port" in fields:
-        text += f" && {proto}.port == {fields['src_port']} && {proto}.port == {fields['dest_port']}"
+    if proto in ("tcp", "udp") and "dest_port" in fields:
+        # The responder port only: a finding merges every flow between the two hosts on that service.
+        text += f" && {proto}.port == {fields['dest_port']}"
     return text
 
 
@@ -271,7 +272,7 @@ def integrity_findings(collector: ReportCollector, policy: CompiledPolicy | None
         if not pair.cleartext_ot or src == dst or NO_ZONE in (src, dst):
             continue
         for conduit in sorted(pair.conduits):
-            sl_t = conduit_sl.get(conduit) or policy.zones[dst].sl_t if dst in policy.zones else None
+            sl_t = conduit_sl.get(conduit) or (policy.zones[dst].sl_t if dst in policy.zones else None)
             if sl_t is None or sl_t[2] < 2:
                 continue
             protocols = ", ".join(f"{p} ({n} requests)" for p, n in sorted(pair.cleartext_ot.items()))
