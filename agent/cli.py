@@ -291,10 +291,12 @@ def _finish(
 @click.option(
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
+@click.option("--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR.")
 @_common_options
 def replay(
     captures: tuple[str, ...],
     realtime: bool,
+    report_dir: str | None,
     eve: str | None,
     policy_path: str | None,
     quiet: bool,
@@ -309,6 +311,12 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    if report_dir is not None:  # the report's own run, with the same settings and EVE output
+        from agent.report.cli import run_report
+
+        settings = PipelineConfig(flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
+                                  ports=ports, decoder_names=decoders, events=events, replay=True)  # fmt: skip
+        sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
     compiled = _policy(policy_path)
     try:
         source = ReplaySource(captures)
