@@ -283,7 +283,10 @@ def _grid_line(label: str, cells: list[str], widths: list[int], label_width: int
 @policy.command()
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 @click.option("-o", "--output", "output", required=True, metavar="FILE", help="Where to write the draft ('-': stdout).")
-def learn(captures: tuple[str, ...], output: str) -> None:
+@click.option("--hosts-only", is_flag=True,
+              help="Zones list the hosts seen instead of their subnets: a device not seen while learning is then "
+                   "a host in no zone.")
+def learn(captures: tuple[str, ...], output: str, hosts_only: bool) -> None:
     """Draft a policy from observed traffic: zones by subnet, conduits with what was seen."""
     from agent.analysis import AnalysisError
     from agent.policy.learn import draft, learn_result
@@ -295,7 +298,7 @@ def learn(captures: tuple[str, ...], output: str) -> None:
         click.echo(f"conduitwatch: error: {e}", err=True)
         sys.exit(EXIT_INVALID)
     names = [s.name for s in result.sources]
-    text = draft(model, inventory, names, [sha256_file(n) for n in names])
+    text = draft(model, inventory, names, [sha256_file(n) for n in names], hosts_only)
     if output == STDIN:
         click.echo(text, nl=False)
     else:

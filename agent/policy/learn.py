@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from agent.assets.inventory import AssetInventory
     from agent.policy.engine import CompiledPolicy
 
+_GROUP_ZONES = frozenset({"broadcast", "multicast", "multicast-v6"})
 MAX_PORTS = 16  # responder ports listed in one rule; more and the rule allows any port
 MAX_RULES = 20_000  # distinct (zones, protocol) combinations kept; more are counted
 ANY = "any"
@@ -165,18 +166,25 @@ def _rule_lines(index: int, key: RuleKey, stats: RuleStats) -> list[str]:
     return lines
 
 
+MAX_ZONE_HOSTS = 4096  # hosts kept per learned zone; a zone with more is written by network
+
+
 def draft(model: TrafficModel, inventory: AssetInventory | None, captures: Sequence[str],
-          digests: Sequence[str]) -> str:  # fmt: skip
-    """The learned policy as YAML text (deterministic for the same traffic)."""
+          digests: Sequence[str], hosts_only: bool = False) -> str:  # fmt: skip
+    """The learned policy as YAML text (deterministic for the same traffic).
+
+    ``hosts_only``: zones list the hosts seen (as assets) instead of their subnets, so that a device
+    that was not there while learning is a host in no zone (an ``unknown_host`` alert).
+    """
     from agent import __version__
-    from agent.assets.inventory import infer_roles
+    from agent.assets.inventory import address_text, infer_roles
 
     roles_by_zone: dict[str, dict[str, int]] = {}
     assets_by_zone: dict[str, list[tuple[bytes, str]]] = {}
     if inventory is not None:
         for addr, host in sorted(inventory.hosts.items(), key=lambda kv: (len(kv[0]), kv[0])):
             zone_id, _net = zone_for(addr)
-            if zone_id not in model.zones or zone_id in ("broadcast", "multicast", "multicast-v6"):
+            if zone_id not in model.zones or zone_id in _GROUP_ZONES:
                 continue
             roles = infer_roles(host)
             if roles:
@@ -203,16 +211,19 @@ def draft(model: TrafficModel, inventory: AssetInventory | None, captures: Seque
                                                       ipaddress.ip_network(model.zones[z].network))):  # fmt: skip
         zone = model.zones[zone_id]
         name, description = _zone_name(zone_id, zone, roles_by_zone.get(zone_id, {}))
-        lines += [f"  - id: {zone_id}", f"    name: {_q(name)}", f"    description: {_q(description)}",
-                  f"    networks: [{zone.network}]"]  # fmt: skip
-        assets = assets_by_zone.get(zone_id)
-        if assets:
+        lines += [f"  - id: {zone_id}", f"    name: {_q(name)}", f"    description: {_q(description)}"]
+        by_hosts = hosts_only and len(zone.hosts) < MAX_ZONE_HOSTS and zone_id not in _GROUP_ZONES
+        if not by_hosts:
+            lines.append(f"    networks: [{zone.network}]")
+        roles = dict(assets_by_zone.get(zone_id, ()))
+        listed = sorted(zone.hosts, key=lambda a: (len(a), a)) if by_hosts else sorted(roles, key=lambda a: (len(a), a))
+        if listed:
             lines.append("    assets:")
-            from agent.assets.inventory import address_text
-
-            for addr, role in assets:
+            for addr in listed:
                 ip = address_text(addr)
-                lines.append(f"      - {{name: {role}-{ip.replace(':', '.')}, ip: {_q(ip)}, role: {role}}}")
+                role = roles.get(addr, "")
+                name = f"{role or 'host'}-{ip.replace(':', '.')}"
+                lines.append(f"      - {{name: {name}, ip: {_q(ip)}" + (f", role: {role}}}" if role else "}"))
     conduits: dict[tuple[str, str], list[tuple[RuleKey, RuleStats]]] = {}
     for key, stats in model.rules.items():
         if key[0] != key[1]:
