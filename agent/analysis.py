@@ -62,7 +62,8 @@ def analyse(
             on_pipeline(pipeline)
         frames = tap(iter(source)) if tap is not None else None
         stats = pipeline.run(source, frames)
-        return Analysis(pipeline, stats, list(source.sources), source.problems,
-                        [f.packets for f in source.files])  # fmt: skip
+        return Analysis(
+            pipeline, stats, list(source.sources), source.problems, [f.packets for f in source.files]
+        )
     finally:
         source.close()

@@ -291,7 +291,9 @@ def _finish(
 @click.option(
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
-@click.option("--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR.")
+@click.option(
+    "--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR."
+)
 @_common_options
 def replay(
     captures: tuple[str, ...],
@@ -314,8 +316,10 @@ def replay(
     if report_dir is not None:  # the report's own run, with the same settings and EVE output
         from agent.report.cli import run_report
 
-        settings = PipelineConfig(flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
-                                  ports=ports, decoder_names=decoders, events=events, replay=True)  # fmt: skip
+        flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
+        settings = PipelineConfig(
+            flows=flows, ports=ports, decoder_names=decoders, events=events, replay=True
+        )
         sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
     compiled = _policy(policy_path)
     try:
@@ -438,8 +442,10 @@ from agent.policy.cli import policy  # noqa: E402 - the group is defined above; 
 
 cli.add_command(policy)
 from agent.assets.cli import assets  # noqa: E402
+
 cli.add_command(assets)
 from agent.report.cli import report  # noqa: E402
+
 cli.add_command(report)
 
 

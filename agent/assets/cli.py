@@ -17,9 +17,30 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INVALID = 2
 
-CSV_COLUMNS = ("address", "mac", "vendor", "vlans", "zone", "role", "roles", "protocols_served", "protocols_used",
-               "vendor_id", "product", "product_code", "model", "revision", "serial", "name", "identity_source",
-               "first_seen", "last_seen", "flows", "bytes_sent", "bytes_received")  # fmt: skip
+CSV_COLUMNS = (
+    "address",
+    "mac",
+    "vendor",
+    "vlans",
+    "zone",
+    "role",
+    "roles",
+    "protocols_served",
+    "protocols_used",
+    "vendor_id",
+    "product",
+    "product_code",
+    "model",
+    "revision",
+    "serial",
+    "name",
+    "identity_source",
+    "first_seen",
+    "last_seen",
+    "flows",
+    "bytes_sent",
+    "bytes_received",
+)
 
 
 def _join(counts: dict[str, int]) -> str:
@@ -32,15 +53,29 @@ def csv_rows(assets: list[AssetRecord]) -> list[list[str]]:
         d = a.as_dict()
         ident = d["identity"]
         identity_vendor = ident.get("vendor", "")
-        rows.append([
-            d["address"], d["mac"], d["vendor"] or str(identity_vendor), " ".join(map(str, d["vlans"])), d["zone"],
-            d["role"], "; ".join(f"{r['role']}: {r['evidence']}" for r in d["roles"]),
-            _join(d["protocols_served"]), _join(d["protocols_used"]),
-            *(str(ident.get(k, "")) for k in ("vendor_id", "product", "product_code", "model", "revision",
-                                               "serial", "name")),
-            d["identity_source"], d["first_seen"], d["last_seen"], str(d["flows"]), str(d["bytes_sent"]),
-            str(d["bytes_received"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                d["address"],
+                d["mac"],
+                d["vendor"] or str(identity_vendor),
+                " ".join(map(str, d["vlans"])),
+                d["zone"],
+                d["role"],
+                "; ".join(f"{r['role']}: {r['evidence']}" for r in d["roles"]),
+                _join(d["protocols_served"]),
+                _join(d["protocols_used"]),
+                *(
+                    str(ident.get(k, ""))
+                    for k in ("vendor_id", "product", "product_code", "model", "revision", "serial", "name")
+                ),
+                d["identity_source"],
+                d["first_seen"],
+                d["last_seen"],
+                str(d["flows"]),
+                str(d["bytes_sent"]),
+                str(d["bytes_received"]),
+            ]
+        )
     return rows
 
 
@@ -55,9 +90,18 @@ def _table(assets: list[AssetRecord], vendor_note: str) -> str:
     rows = [head]
     for a in assets:
         ident = ", ".join(f"{k}={v}" for k, v in sorted(a.identity.items()))
-        rows.append([a.address, a.mac or "-", (a.vendor or "-")[:28], ",".join(map(str, a.vlans)) or "-",
-                     a.zone or "-", a.roles[0].role if a.roles else "-", _join(a.served)[:40] or "-",
-                     ident[:60] or "-"])  # fmt: skip
+        rows.append(
+            [
+                a.address,
+                a.mac or "-",
+                (a.vendor or "-")[:28],
+                ",".join(map(str, a.vlans)) or "-",
+                a.zone or "-",
+                a.roles[0].role if a.roles else "-",
+                _join(a.served)[:40] or "-",
+                ident[:60] or "-",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.append(f"{len(assets)} assets" + (f"; {vendor_note}" if vendor_note else ""))
@@ -78,10 +122,17 @@ def inventory_json(assets: list[AssetRecord], inventory: AssetInventory, oui: Ou
 
 @click.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Name each asset's zone.")
-@click.option("--max-assets", type=click.IntRange(min=1), default=50_000, show_default=True,
-              help="Inventory size; the host seen least recently is evicted (and counted) beyond it.")
+@click.option(
+    "--max-assets",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Inventory size; the host seen least recently is evicted (and counted) beyond it.",
+)
 def assets(captures: tuple[str, ...], fmt: str, policy_path: str | None, max_assets: int) -> None:
     """Passive asset inventory of captures: addresses, vendor, roles with evidence, identity."""
     from agent.analysis import AnalysisError, analyse

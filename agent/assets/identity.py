@@ -13,8 +13,20 @@ from typing import Any
 
 from agent.decoders.base import RESPONSE, OtMessage
 
-IDENTITY_KEYS = ("vendor", "vendor_id", "product", "product_code", "model", "revision", "serial", "name",
-                 "device_instance", "application_uri", "device_type", "role_hint")  # fmt: skip
+IDENTITY_KEYS = (
+    "vendor",
+    "vendor_id",
+    "product",
+    "product_code",
+    "model",
+    "revision",
+    "serial",
+    "name",
+    "device_instance",
+    "application_uri",
+    "device_type",
+    "role_hint",
+)
 # Other spellings of the contract keys (CIP attribute names, Modbus MEI object names).
 ALIASES = {
     "product_name": "product",
@@ -50,7 +62,7 @@ def normalise(raw: dict[str, Any]) -> dict[str, str | int]:
     out: dict[str, str | int] = {}
     for key, value in raw.items():
         name = ALIASES.get(key, key)
-        if name not in IDENTITY_KEYS or name in out and key != name:
+        if name not in IDENTITY_KEYS or (name in out and key != name):
             continue
         if isinstance(value, bool):
             continue

@@ -39,9 +39,14 @@ MAC_SHARED_BY = 4  # a MAC in front of this many IPs is a router's: it is not an
 ASSET_RULES: dict[str, tuple[int, int, str, tuple[str, ...], tuple[str, ...]]] = {
     "new_device": (9100301, 2, "New device on the network", ("SR 7.8", "SR 1.2"), ("A.5.9", "A.8.9")),
     "identity_changed": (9100302, 2, "Device identity changed", ("SR 7.8", "SR 3.4"), ("A.5.9", "A.8.9")),
-    "firmware_changed": (9100303, 1, "Device firmware revision changed", ("SR 3.4", "SR 7.6"),
-                         ("A.8.9", "A.8.32")),
-}  # fmt: skip
+    "firmware_changed": (
+        9100303,
+        1,
+        "Device firmware revision changed",
+        ("SR 3.4", "SR 7.6"),
+        ("A.8.9", "A.8.32"),
+    ),
+}
 
 _OT = CATEGORIES["ot"]
 _WRITE_OPS = frozenset({"write", "operate"})
@@ -119,8 +124,13 @@ class Host:
 class AssetInventory:
     """Flow consumer building the inventory. ``emit`` (optional) receives asset events and alerts."""
 
-    def __init__(self, max_assets: int = 50_000, emit: EmitFn | None = None,
-                 baseline: frozenset[str] | None = None, announce: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        max_assets: int = 50_000,
+        emit: EmitFn | None = None,
+        baseline: frozenset[str] | None = None,
+        announce: bool = True,
+    ) -> None:
         self.max_assets = max_assets
         self.announce = announce  # EVE ``asset`` events for new hosts (live mode)
         self.hosts: OrderedDict[bytes, Host] = OrderedDict()  # least recently seen first
@@ -178,7 +188,7 @@ class AssetInventory:
             ips.add(host.addr)
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
-        client, server, sport, dport = self._orientation(flow)
+        client, server, _sport, dport = self._orientation(flow)
         c = self._host(client, flow.last_ts)
         s = self._host(server, flow.last_ts)
         to_server = flow.src == client
@@ -233,7 +243,9 @@ class AssetInventory:
             host.identity_packet = (msg.source, msg.pcap_cnt, msg.ts)
             return
         changed = [k for k, v in ident.items() if k in host.identity and host.identity[k] != v]
-        changes = [IdentityChange(msg.ts, k, host.identity[k], ident[k], msg.source, msg.pcap_cnt) for k in changed]
+        changes = [
+            IdentityChange(msg.ts, k, host.identity[k], ident[k], msg.source, msg.pcap_cnt) for k in changed
+        ]
         for change in changes:
             if len(host.changes) < MAX_ITEMS:
                 host.changes.append(change)
@@ -253,8 +265,14 @@ class AssetInventory:
             what = ", ".join(f"{c.key} {c.old!r} -> {c.new!r}" for c in changes)
             sentence = f"{address_text(host.addr)} announced a different identity over {how}: {what}"
             self._alert(kind, sentence, msg.ts, msg.flow, msg.pcap_cnt, msg.source, host)
-            self.emit("asset", msg.ts, msg.flow, msg.pcap_cnt, msg.source,
-                      {"asset": {"event": "changed", **self.describe(host)}})  # fmt: skip
+            self.emit(
+                "asset",
+                msg.ts,
+                msg.flow,
+                msg.pcap_cnt,
+                msg.source,
+                {"asset": {"event": "changed", **self.describe(host)}},
+            )
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -270,17 +288,32 @@ class AssetInventory:
             sentence = f"{address_text(host.addr)} appeared on the network: not in the baseline inventory"
             self._alert("new_device", sentence, ts, flow, cnt, source, host)
 
-    def _alert(self, kind: str, sentence: str, ts: float, flow: Flow | None, cnt: int, source: int,
-               host: Host) -> None:  # fmt: skip
+    def _alert(
+        self, kind: str, sentence: str, ts: float, flow: Flow | None, cnt: int, source: int, host: Host
+    ) -> None:
         assert self.emit is not None
         sid, severity, category, srs, iso = ASSET_RULES[kind]
-        self.emit("alert", ts, flow, cnt, source, {
-            "alert": {"signature_id": sid, "signature": sentence, "category": category, "severity": severity,
-                      "rule": kind, "count": 1, "first_seen": format_timestamp(ts),
-                      "last_seen": format_timestamp(ts),
-                      "metadata": {"iec62443_sr": list(srs), "iso27001_annex_a": list(iso)}},
-            "asset": self.describe(host),
-        })  # fmt: skip
+        self.emit(
+            "alert",
+            ts,
+            flow,
+            cnt,
+            source,
+            {
+                "alert": {
+                    "signature_id": sid,
+                    "signature": sentence,
+                    "category": category,
+                    "severity": severity,
+                    "rule": kind,
+                    "count": 1,
+                    "first_seen": format_timestamp(ts),
+                    "last_seen": format_timestamp(ts),
+                    "metadata": {"iec62443_sr": list(srs), "iso27001_annex_a": list(iso)},
+                },
+                "asset": self.describe(host),
+            },
+        )
 
     @staticmethod
     def describe(host: Host) -> dict[str, Any]:
@@ -293,8 +326,13 @@ class AssetInventory:
         return out
 
     def stats(self) -> dict[str, int]:
-        return {"assets": len(self.hosts), "evicted": self.evicted, "max": self.max_assets,
-                "identity_changes": self.identity_changes, "new_devices": self.new_devices}  # fmt: skip
+        return {
+            "assets": len(self.hosts),
+            "evicted": self.evicted,
+            "max": self.max_assets,
+            "identity_changes": self.identity_changes,
+            "new_devices": self.new_devices,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,8 +382,13 @@ def infer_roles(host: Host) -> list[Role]:
     if ot_served and answered:
         clients = len(host.clients)
         what = ", ".join(ot_served)
-        roles.append(Role("controller", f"answers {what} requests ({_ops_text(received, frozenset(answered))}) "
-                          f"from {clients} client{'s' if clients != 1 else ''}"))  # fmt: skip
+        roles.append(
+            Role(
+                "controller",
+                f"answers {what} requests ({_ops_text(received, frozenset(answered))}) "
+                f"from {clients} client{'s' if clients != 1 else ''}",
+            )
+        )
     engineering = _ENGINEERING_OPS & sent.keys()
     if engineering:
         roles.append(Role("engineering-station", f"sent {_ops_text(sent, frozenset(engineering))}"))
@@ -353,11 +396,14 @@ def infer_roles(host: Host) -> list[Role]:
         roles.append(Role("hmi", f"sent {_ops_text(sent, _WRITE_OPS)} to controllers"))
     elif sent and set(sent) <= _READ_OPS and ("read" in sent or "subscribe" in sent):
         roles.append(Role("historian", f"reads only: {_ops_text(sent, _READ_OPS)}"))
-    if "io" in sent or "io" in received:
-        if not ot_served or not answered:
-            roles.append(Role("io-device", "exchanges cyclic I/O and answers no requests"))
-    for category, role in (("backup", "backup-server"), ("remote_access", "remote-access-server"),
-                           ("infrastructure", "infrastructure-server"), ("web", "web-server")):  # fmt: skip
+    if ("io" in sent or "io" in received) and (not ot_served or not answered):
+        roles.append(Role("io-device", "exchanges cyclic I/O and answers no requests"))
+    for category, role in (
+        ("backup", "backup-server"),
+        ("remote_access", "remote-access-server"),
+        ("infrastructure", "infrastructure-server"),
+        ("web", "web-server"),
+    ):
         served = sorted(p for p in host.served if p in CATEGORIES[category])
         if served:
             flows = sum(host.served[p] for p in served)
@@ -427,8 +473,12 @@ def _sort_key(addr: bytes) -> tuple[int, bytes]:
     return (len(addr), addr)
 
 
-def records(inventory: AssetInventory, oui: OuiRegistry | None, sources: list[str],
-            policy: CompiledPolicy | None = None) -> list[AssetRecord]:  # fmt: skip
+def records(
+    inventory: AssetInventory,
+    oui: OuiRegistry | None,
+    sources: list[str],
+    policy: CompiledPolicy | None = None,
+) -> list[AssetRecord]:
     """The inventory sorted by address (IPv4, MAC-only, IPv6), with vendors, zones and roles."""
     out = []
     for addr in sorted(inventory.hosts, key=_sort_key):
@@ -449,15 +499,38 @@ def records(inventory: AssetInventory, oui: OuiRegistry | None, sources: list[st
         packet = None
         if host.identity and 0 <= src < len(sources):
             packet = {"pcap_filename": sources[src], "pcap_cnt": cnt, "timestamp": format_timestamp(ts)}
-        changes = [{"timestamp": format_timestamp(c.ts), "key": c.key, "old": c.old, "new": c.new,
-                    "pcap_filename": sources[c.source] if 0 <= c.source < len(sources) else "",
-                    "pcap_cnt": c.pcap_cnt} for c in host.changes]  # fmt: skip
-        out.append(AssetRecord(
-            address=address_text(addr), mac=mac, vendor=oui.vendor(mac) if oui is not None and mac else "",
-            vlans=vlans, zone=zone, roles=infer_roles(host), served=host.served, used=host.used,
-            identity=host.identity, identity_from=host.identity_from, identity_packet=packet,
-            identity_changes=changes, first_seen=host.first_seen, last_seen=host.last_seen, flows=host.flows,
-            bytes_sent=host.bytes_sent, bytes_received=host.bytes_received,
-            peers=len(set(host.clients) | set(host.servers)), truncated=host.truncated,
-        ))  # fmt: skip
+        changes = [
+            {
+                "timestamp": format_timestamp(c.ts),
+                "key": c.key,
+                "old": c.old,
+                "new": c.new,
+                "pcap_filename": sources[c.source] if 0 <= c.source < len(sources) else "",
+                "pcap_cnt": c.pcap_cnt,
+            }
+            for c in host.changes
+        ]
+        out.append(
+            AssetRecord(
+                address=address_text(addr),
+                mac=mac,
+                vendor=oui.vendor(mac) if oui is not None and mac else "",
+                vlans=vlans,
+                zone=zone,
+                roles=infer_roles(host),
+                served=host.served,
+                used=host.used,
+                identity=host.identity,
+                identity_from=host.identity_from,
+                identity_packet=packet,
+                identity_changes=changes,
+                first_seen=host.first_seen,
+                last_seen=host.last_seen,
+                flows=host.flows,
+                bytes_sent=host.bytes_sent,
+                bytes_received=host.bytes_received,
+                peers=len(set(host.clients) | set(host.servers)),
+                truncated=host.truncated,
+            )
+        )
     return out

@@ -282,10 +282,15 @@ def _grid_line(label: str, cells: list[str], widths: list[int], label_width: int
 
 @policy.command()
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
-@click.option("-o", "--output", "output", required=True, metavar="FILE", help="Where to write the draft ('-': stdout).")
-@click.option("--hosts-only", is_flag=True,
-              help="Zones list the hosts seen instead of their subnets: a device not seen while learning is then "
-                   "a host in no zone.")
+@click.option(
+    "-o", "--output", "output", required=True, metavar="FILE", help="Where to write the draft ('-': stdout)."
+)
+@click.option(
+    "--hosts-only",
+    is_flag=True,
+    help="Zones list the hosts seen instead of their subnets: a device not seen while learning is then "
+    "a host in no zone.",
+)
 def learn(captures: tuple[str, ...], output: str, hosts_only: bool) -> None:
     """Draft a policy from observed traffic: zones by subnet, conduits with what was seen."""
     from agent.analysis import AnalysisError
@@ -309,8 +314,10 @@ def learn(captures: tuple[str, ...], output: str, hosts_only: bool) -> None:
             click.echo(f"conduitwatch: error: cannot write {output}: {e.strerror}", err=True)
             sys.exit(EXIT_INVALID)
         rules = sum(1 for k in model.rules if k[0] != k[1])
-        click.echo(f"{output}: {len(model.zones)} zones, {rules} conduit flow rules learned from "
-                   f"{result.stats.packets:,} packets; review it, then 'conduitwatch policy validate {output}'")  # fmt: skip
+        click.echo(
+            f"{output}: {len(model.zones)} zones, {rules} conduit flow rules learned from "
+            f"{result.stats.packets:,} packets; review it, then 'conduitwatch policy validate {output}'"
+        )
     for problem in result.problems:
         click.echo(f"conduitwatch: error: {problem}", err=True)
     sys.exit(1 if result.problems else EXIT_OK)
@@ -340,6 +347,6 @@ def diff(policy_file: str, captures: tuple[str, ...]) -> None:
         sys.exit(EXIT_INVALID)
     text, differs = diff_text(drift)
     click.echo(text)
-    for problem in result.problems:
-        click.echo(f"conduitwatch: error: {problem}", err=True)
+    for damage in result.problems:
+        click.echo(f"conduitwatch: error: {damage}", err=True)
     sys.exit(EXIT_INVALID if result.problems else 1 if differs else EXIT_OK)

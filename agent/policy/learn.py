@@ -169,8 +169,13 @@ def _rule_lines(index: int, key: RuleKey, stats: RuleStats) -> list[str]:
 MAX_ZONE_HOSTS = 4096  # hosts kept per learned zone; a zone with more is written by network
 
 
-def draft(model: TrafficModel, inventory: AssetInventory | None, captures: Sequence[str],
-          digests: Sequence[str], hosts_only: bool = False) -> str:  # fmt: skip
+def draft(
+    model: TrafficModel,
+    inventory: AssetInventory | None,
+    captures: Sequence[str],
+    digests: Sequence[str],
+    hosts_only: bool = False,
+) -> str:
     """The learned policy as YAML text (deterministic for the same traffic).
 
     ``hosts_only``: zones list the hosts seen (as assets) instead of their subnets, so that a device
@@ -207,21 +212,26 @@ def draft(model: TrafficModel, inventory: AssetInventory | None, captures: Seque
         "  unknown_hosts: alert",
         "zones:",
     ]
-    for zone_id in sorted(model.zones, key=lambda z: (ipaddress.ip_network(model.zones[z].network).version,
-                                                      ipaddress.ip_network(model.zones[z].network))):  # fmt: skip
+    for zone_id in sorted(
+        model.zones,
+        key=lambda z: (
+            ipaddress.ip_network(model.zones[z].network).version,
+            ipaddress.ip_network(model.zones[z].network),
+        ),
+    ):
         zone = model.zones[zone_id]
         name, description = _zone_name(zone_id, zone, roles_by_zone.get(zone_id, {}))
         lines += [f"  - id: {zone_id}", f"    name: {_q(name)}", f"    description: {_q(description)}"]
         by_hosts = hosts_only and len(zone.hosts) < MAX_ZONE_HOSTS and zone_id not in _GROUP_ZONES
         if not by_hosts:
             lines.append(f"    networks: [{zone.network}]")
-        roles = dict(assets_by_zone.get(zone_id, ()))
-        listed = sorted(zone.hosts, key=lambda a: (len(a), a)) if by_hosts else sorted(roles, key=lambda a: (len(a), a))
+        role_of = dict(assets_by_zone.get(zone_id, ()))
+        listed = sorted(zone.hosts if by_hosts else role_of, key=lambda a: (len(a), a))
         if listed:
             lines.append("    assets:")
             for addr in listed:
                 ip = address_text(addr)
-                role = roles.get(addr, "")
+                role = role_of.get(addr, "")
                 name = f"{role or 'host'}-{ip.replace(':', '.')}"
                 lines.append(f"      - {{name: {name}, ip: {_q(ip)}" + (f", role: {role}}}" if role else "}"))
     conduits: dict[tuple[str, str], list[tuple[RuleKey, RuleStats]]] = {}
@@ -295,7 +305,9 @@ class DriftModel:
         src, dst = verdict.src_zone or "(no zone)", verdict.dest_zone or "(no zone)"
         observed = self.pairs.setdefault((src, dst), Observed())
         observed.operations[msg.operation] = observed.operations.get(msg.operation, 0) + 1
-        if verdict.rules and not any(r.operations is None or msg.operation in r.operations for r in verdict.rules):
+        if verdict.rules and not any(
+            r.operations is None or msg.operation in r.operations for r in verdict.rules
+        ):
             key = (src, dst, msg.protocol, msg.operation)
             self.not_allowed_ops[key] = self.not_allowed_ops.get(key, 0) + 1
 
@@ -304,8 +316,10 @@ def diff_text(drift: DriftModel) -> tuple[str, bool]:
     """(a readable diff, whether the model and the traffic differ). '+' observed but not declared,
     '-' declared but not observed, ' ' both."""
     p = drift.policy.policy
-    lines = [f"--- declared: {p.path} ({len(p.zones)} zones, {len(p.conduits)} conduits)",
-             "+++ observed: the captures"]  # fmt: skip
+    lines = [
+        f"--- declared: {p.path} ({len(p.zones)} zones, {len(p.conduits)} conduits)",
+        "+++ observed: the captures",
+    ]
     differs = False
     if drift.unknown_hosts:
         differs = True
@@ -344,7 +358,9 @@ def diff_text(drift: DriftModel) -> tuple[str, bool]:
     for (src, dst), obs in sorted(drift.pairs.items()):
         protos = ", ".join(f"{k} {v}" for k, v in sorted(obs.protocols.items()))
         ops = ", ".join(f"{k} {v}" for k, v in sorted(obs.operations.items()))
-        lines.append(f"  {src} -> {dst}: {obs.flows} flows; {protos}" + (f"; operations: {ops}" if ops else ""))
+        lines.append(
+            f"  {src} -> {dst}: {obs.flows} flows; {protos}" + (f"; operations: {ops}" if ops else "")
+        )
     return "\n".join(lines), differs
 
 

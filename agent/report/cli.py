@@ -57,8 +57,13 @@ def _asset_emitter(pipeline: Pipeline) -> Any:
     return emit
 
 
-def produce(captures: Iterable[str], policy_path: str | None, generated_at: str,
-            config: PipelineConfig | None = None, extra_sinks: Iterable[Sink] = ()) -> tuple[dict[str, Any], dict[str, str], list[str]]:  # fmt: skip
+def produce(
+    captures: Iterable[str],
+    policy_path: str | None,
+    generated_at: str,
+    config: PipelineConfig | None = None,
+    extra_sinks: Iterable[Sink] = (),
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """(the JSON document, CSV files by name, capture problems); raises AnalysisError."""
     from agent.cli import _policy
 
@@ -74,8 +79,15 @@ def produce(captures: Iterable[str], policy_path: str | None, generated_at: str,
     def attach(pipeline: Pipeline) -> None:
         inventory.emit = _asset_emitter(pipeline)
 
-    result = analyse(paths, [collector, inventory], policy=compiled, sinks=[events, *extra_sinks],
-                     config=config, tap=tap, on_pipeline=attach)  # fmt: skip
+    result = analyse(
+        paths,
+        [collector, inventory],
+        policy=compiled,
+        sinks=[events, *extra_sinks],
+        config=config,
+        tap=tap,
+        on_pipeline=attach,
+    )
     oui = OuiRegistry()
     sources = [s.name for s in result.sources]
     found = records(inventory, oui, sources, compiled)
@@ -85,23 +97,36 @@ def produce(captures: Iterable[str], policy_path: str | None, generated_at: str,
 
 def write(out_dir: str, doc: dict[str, Any], tables: dict[str, str]) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
-    files = {"report.json": json.dumps(doc, indent=1, ensure_ascii=False) + "\n", "report.html": html.render(doc),
-             **tables}  # fmt: skip
+    files = {
+        "report.json": json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
+        "report.html": html.render(doc),
+        **tables,
+    }
     for name, text in files.items():
         with open(os.path.join(out_dir, name), "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
     return sorted(files)
 
 
-def run_report(captures: Iterable[str], policy_path: str | None, out_dir: str, generated_at: str | None,
-               config: PipelineConfig | None = None, extra_sinks: Iterable[Sink] = (), quiet: bool = False) -> int:  # fmt: skip
+def run_report(
+    captures: Iterable[str],
+    policy_path: str | None,
+    out_dir: str,
+    generated_at: str | None,
+    config: PipelineConfig | None = None,
+    extra_sinks: Iterable[Sink] = (),
+    quiet: bool = False,
+) -> int:
     """The whole command; returns the exit code (also used by ``replay --report``)."""
     from agent.cli import _fail
 
     try:
         when = generation_time(generated_at)
     except ValueError:
-        _fail(f"--generated-at {generated_at!r}: expected an RFC 3339 time, e.g. 2026-01-31T12:00:00Z", EXIT_INVALID)
+        _fail(
+            f"--generated-at {generated_at!r}: expected an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+            EXIT_INVALID,
+        )
     try:
         doc, tables, problems = produce(captures, policy_path, when, config, extra_sinks)
     except AnalysisError as e:
@@ -114,8 +139,10 @@ def run_report(captures: Iterable[str], policy_path: str | None, out_dir: str, g
         _fail(f"cannot write the report to {out_dir}: {e.strerror}", EXIT_RUNTIME)
     if not quiet:
         click.echo(f"report written to {out_dir}: {', '.join(names)}")
-        click.echo(f"{len(doc['findings'])} findings, {len(doc['audits'])} audited operations, "
-                   f"{len(doc['incidents'])} incidents, {len(doc['assets'])} assets")  # fmt: skip
+        click.echo(
+            f"{len(doc['findings'])} findings, {len(doc['audits'])} audited operations, "
+            f"{len(doc['incidents'])} incidents, {len(doc['assets'])} assets"
+        )
     for problem in problems:
         click.echo(f"conduitwatch: error: {problem}", err=True)
     return EXIT_RUNTIME if problems else EXIT_OK
@@ -123,12 +150,20 @@ def run_report(captures: Iterable[str], policy_path: str | None, out_dir: str, g
 
 @click.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Zone/conduit policy to judge against.")
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for report.html, report.json, *.csv.")
-@click.option("--generated-at", metavar="TIME",
-              help="Pin the generation time (RFC 3339) for reproducible output; default SOURCE_DATE_EPOCH or now.")
+@click.option(
+    "--policy", "policy_path", type=click.Path(dir_okay=False), help="Zone/conduit policy to judge against."
+)
+@click.option(
+    "--out", "out_dir", required=True, metavar="DIR", help="Directory for report.html, report.json, *.csv."
+)
+@click.option(
+    "--generated-at",
+    metavar="TIME",
+    help="Pin the generation time (RFC 3339) for reproducible output; default SOURCE_DATE_EPOCH or now.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def report(captures: tuple[str, ...], policy_path: str | None, out_dir: str, generated_at: str | None,
-           quiet: bool) -> None:  # fmt: skip
+def report(
+    captures: tuple[str, ...], policy_path: str | None, out_dir: str, generated_at: str | None, quiet: bool
+) -> None:
     """Evidence report of captures: HTML, JSON and CSV with findings, zones, assets and compliance."""
     sys.exit(run_report(captures, policy_path, out_dir, generated_at, quiet=quiet))

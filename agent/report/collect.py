@@ -47,7 +47,6 @@ class EvidenceTap:
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         files = self.files
-        load = self.load
         current_bin = -1
         acc = 0
         last_link = (-1, -1)
@@ -185,7 +184,9 @@ class ReportCollector:
         if pair is None:
             return
         _bump(pair.operations, msg.operation)
-        protected = msg.operation == "opaque" or bool(msg.fields.get("integrity")) or msg.protocol.endswith("-tls")
+        protected = (
+            msg.operation == "opaque" or bool(msg.fields.get("integrity")) or msg.protocol.endswith("-tls")
+        )
         _bump(pair.protected_ot if protected else pair.cleartext_ot, msg.protocol)
 
 

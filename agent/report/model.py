@@ -43,8 +43,9 @@ def _ts(value: float) -> str:
 # evidence
 
 
-def evidence(analysis: Analysis, tap: EvidenceTap, policy_path: str | None,
-             policy: CompiledPolicy | None) -> dict[str, Any]:  # fmt: skip
+def evidence(
+    analysis: Analysis, tap: EvidenceTap, policy_path: str | None, policy: CompiledPolicy | None
+) -> dict[str, Any]:
     problems: dict[str, list[str]] = {}
     for problem in analysis.problems:
         problems.setdefault(problem.source, []).append(
@@ -54,19 +55,23 @@ def evidence(analysis: Analysis, tap: EvidenceTap, policy_path: str | None,
     for index, info in enumerate(analysis.sources):
         seen = tap.files[index]
         size = os.path.getsize(info.name) if os.path.isfile(info.name) else 0
-        captures.append({
-            "name": info.name,
-            "sha256": sha256_file(info.name) if os.path.isfile(info.name) else "",
-            "bytes": size,
-            "format": info.kind,
-            "packets": analysis.file_packets[index],
-            "first_packet": _ts(seen.first_ts) if seen.packets else None,
-            "last_packet": _ts(seen.last_ts) if seen.packets else None,
-            "duration_s": round(seen.last_ts - seen.first_ts, 6) if seen.packets else 0.0,
-            "link_types": [{"linktype": lt, "name": LINKTYPE_NAMES.get(lt, f"linktype {lt}"), "packets": n}
-                           for lt, n in sorted(seen.link_types.items())],
-            "damage": problems.get(info.name, []),
-        })  # fmt: skip
+        captures.append(
+            {
+                "name": info.name,
+                "sha256": sha256_file(info.name) if os.path.isfile(info.name) else "",
+                "bytes": size,
+                "format": info.kind,
+                "packets": analysis.file_packets[index],
+                "first_packet": _ts(seen.first_ts) if seen.packets else None,
+                "last_packet": _ts(seen.last_ts) if seen.packets else None,
+                "duration_s": round(seen.last_ts - seen.first_ts, 6) if seen.packets else 0.0,
+                "link_types": [
+                    {"linktype": lt, "name": LINKTYPE_NAMES.get(lt, f"linktype {lt}"), "packets": n}
+                    for lt, n in sorted(seen.link_types.items())
+                ],
+                "damage": problems.get(info.name, []),
+            }
+        )
     pipeline = analysis.pipeline
     stats = analysis.stats
     app = {name: st.as_dict() for name, st in sorted(pipeline.decoders.stats.items())}
@@ -74,8 +79,14 @@ def evidence(analysis: Analysis, tap: EvidenceTap, policy_path: str | None,
     policy_info = None
     if policy is not None and policy_path is not None:
         p = policy.policy
-        policy_info = {"path": policy_path, "sha256": sha256_file(policy_path), "system": p.system.name,
-                       "owner": p.system.owner, "zones": len(p.zones), "conduits": len(p.conduits)}  # fmt: skip
+        policy_info = {
+            "path": policy_path,
+            "sha256": sha256_file(policy_path),
+            "system": p.system.name,
+            "owner": p.system.owner,
+            "zones": len(p.zones),
+            "conduits": len(p.conduits),
+        }
     table = pipeline.flows
     return {
         "tool": {"name": "conduitwatch", "version": __version__},
@@ -106,11 +117,18 @@ def zone_model(collector: ReportCollector, policy: CompiledPolicy | None) -> dic
     used: dict[str, int] = {}
     uncovered = []
     for (src, dst), pair in sorted(collector.pairs.items()):
-        matrix.append({
-            "src_zone": src, "dest_zone": dst, "flows": pair.flows, "packets": pair.packets,
-            "bytes": pair.bytes, "protocols": dict(sorted(pair.protocols.items())),
-            "operations": dict(sorted(pair.operations.items())), "conduits": dict(sorted(pair.conduits.items())),
-        })  # fmt: skip
+        matrix.append(
+            {
+                "src_zone": src,
+                "dest_zone": dst,
+                "flows": pair.flows,
+                "packets": pair.packets,
+                "bytes": pair.bytes,
+                "protocols": dict(sorted(pair.protocols.items())),
+                "operations": dict(sorted(pair.operations.items())),
+                "conduits": dict(sorted(pair.conduits.items())),
+            }
+        )
         for conduit, n in pair.conduits.items():
             used[conduit] = used.get(conduit, 0) + n
         for protocol, n in sorted(pair.uncovered.items()):
@@ -120,23 +138,38 @@ def zone_model(collector: ReportCollector, policy: CompiledPolicy | None) -> dic
     if policy is not None:
         p = policy.policy
         for z in p.zones:
-            zones.append({"id": z.id, "name": z.name, "purdue_level": z.purdue_level, "safety": z.safety,
-                          "sl_t": list(z.sl_t) if z.sl_t else None,
-                          "networks": [str(n) for n in z.networks], "vlans": sorted(z.vlans)})  # fmt: skip
+            zones.append(
+                {
+                    "id": z.id,
+                    "name": z.name,
+                    "purdue_level": z.purdue_level,
+                    "safety": z.safety,
+                    "sl_t": list(z.sl_t) if z.sl_t else None,
+                    "networks": [str(n) for n in z.networks],
+                    "vlans": sorted(z.vlans),
+                }
+            )
         for c in p.conduits:
             if c.id not in used:
-                unused.append({"id": c.id, "zones": list(c.zones),
-                               "flows": [f.id for f in c.flows]})  # fmt: skip
+                unused.append({"id": c.id, "zones": list(c.zones), "flows": [f.id for f in c.flows]})
     return {
         "zones": zones,
-        "conduits": [] if policy is None else [
-            {"id": c.id, "zones": list(c.zones), "sl_t": list(c.sl_t) if c.sl_t else None,
-             "flows_seen": used.get(c.id, 0)} for c in policy.policy.conduits],
+        "conduits": []
+        if policy is None
+        else [
+            {
+                "id": c.id,
+                "zones": list(c.zones),
+                "sl_t": list(c.sl_t) if c.sl_t else None,
+                "flows_seen": used.get(c.id, 0),
+            }
+            for c in policy.policy.conduits
+        ],
         "matrix": matrix,
         "unused_conduits": unused,
         "uncovered": uncovered,
         "pairs_dropped": collector.pairs_dropped,
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +192,16 @@ def _wireshark_filter(fields: dict[str, Any]) -> str:
 def _key(event_type: str, fields: dict[str, Any]) -> tuple[Any, ...]:
     body = fields.get(event_type, {})
     policy = fields.get("policy") or {}
-    return (event_type, body.get("signature_id"), body.get("signature"), fields.get("src_ip"),
-            fields.get("dest_ip"), fields.get("dest_port"), policy.get("conduit"), policy.get("operation"))  # fmt: skip
+    return (
+        event_type,
+        body.get("signature_id"),
+        body.get("signature"),
+        fields.get("src_ip"),
+        fields.get("dest_ip"),
+        fields.get("dest_port"),
+        policy.get("conduit"),
+        policy.get("operation"),
+    )
 
 
 def _refs(metadata: dict[str, Any], *keys: str) -> list[str]:
@@ -171,7 +212,9 @@ def _refs(metadata: dict[str, Any], *keys: str) -> list[str]:
     return []
 
 
-def findings(events: EventCollector) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def findings(
+    events: EventCollector,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(violations and other alerts, audits, incidents), each merged from its folded events."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     incident_events: dict[str, list[tuple[float, dict[str, Any]]]] = {}
@@ -181,31 +224,49 @@ def findings(events: EventCollector) -> tuple[list[dict[str, Any]], list[dict[st
         metadata = body.get("metadata") or {}
         incident = metadata.get("incident") if isinstance(metadata, dict) else None
         if event_type == "alert" and (isinstance(incident, dict) or sid in INCIDENT_SIDS):
-            ident = str(incident.get("id")) if isinstance(incident, dict) and "id" in incident else (
-                f"{sid}:{fields.get('src_ip')}:{fields.get('dest_ip')}")  # fmt: skip
+            ident = (
+                str(incident.get("id"))
+                if isinstance(incident, dict) and "id" in incident
+                else (f"{sid}:{fields.get('src_ip')}:{fields.get('dest_ip')}")
+            )
             incident_events.setdefault(ident, []).append((ts, fields))
             continue
         key = _key(event_type, fields)
         record = merged.get(key)
-        occurrence = {"pcap_filename": fields.get("pcap_filename", ""), "pcap_cnt": fields.get("pcap_cnt", 0),
-                      "timestamp": _ts(ts)}  # fmt: skip
+        occurrence = {
+            "pcap_filename": fields.get("pcap_filename", ""),
+            "pcap_cnt": fields.get("pcap_cnt", 0),
+            "timestamp": _ts(ts),
+        }
         count = int(body.get("count", 1) or 1)
         if record is None:
             policy = fields.get("policy") or {}
             record = merged[key] = {
-                "kind": event_type, "rule": body.get("rule", ""), "signature_id": sid,
-                "severity": body.get("severity"), "category": body.get("category", ""),
-                "signature": body.get("signature", ""), "src_ip": fields.get("src_ip", ""),
-                "dest_ip": fields.get("dest_ip", ""), "dest_port": fields.get("dest_port"),
-                "proto": fields.get("proto", ""), "app_proto": fields.get("app_proto", ""),
-                "src_zone": policy.get("src_zone"), "dest_zone": policy.get("dest_zone"),
-                "conduit": policy.get("conduit"), "policy_rule": policy.get("rule"),
-                "operation": policy.get("operation"), "count": 0,
-                "first_seen": body.get("first_seen") or _ts(ts), "last_seen": body.get("last_seen") or _ts(ts),
-                "occurrences": [], "more_occurrences": 0, "wireshark_filter": _wireshark_filter(fields),
+                "kind": event_type,
+                "rule": body.get("rule", ""),
+                "signature_id": sid,
+                "severity": body.get("severity"),
+                "category": body.get("category", ""),
+                "signature": body.get("signature", ""),
+                "src_ip": fields.get("src_ip", ""),
+                "dest_ip": fields.get("dest_ip", ""),
+                "dest_port": fields.get("dest_port"),
+                "proto": fields.get("proto", ""),
+                "app_proto": fields.get("app_proto", ""),
+                "src_zone": policy.get("src_zone"),
+                "dest_zone": policy.get("dest_zone"),
+                "conduit": policy.get("conduit"),
+                "policy_rule": policy.get("rule"),
+                "operation": policy.get("operation"),
+                "count": 0,
+                "first_seen": body.get("first_seen") or _ts(ts),
+                "last_seen": body.get("last_seen") or _ts(ts),
+                "occurrences": [],
+                "more_occurrences": 0,
+                "wireshark_filter": _wireshark_filter(fields),
                 "iec62443_sr": _refs(metadata, "iec62443_sr"),
                 "iso27001": _refs(metadata, "iso27001_annex_a", "iso27001"),
-            }  # fmt: skip
+            }
         record["count"] += count
         record["first_seen"] = min(record["first_seen"], body.get("first_seen") or _ts(ts))
         record["last_seen"] = max(record["last_seen"], body.get("last_seen") or _ts(ts))
@@ -213,14 +274,21 @@ def findings(events: EventCollector) -> tuple[list[dict[str, Any]], list[dict[st
             record["occurrences"].append(occurrence)
         else:
             record["more_occurrences"] += 1
-    alerts, audits = [], []
+    alerts: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
     for record in merged.values():
         record["occurrences"].sort(key=lambda o: (o["timestamp"], o["pcap_filename"], o["pcap_cnt"]))
         (audits if record["kind"] == "audit" else alerts).append(record)
 
     def order(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["first_seen"], r["signature_id"] or 0, r["src_ip"], r["dest_ip"], str(r["dest_port"]),
-                r["signature"])  # fmt: skip
+        return (
+            r["first_seen"],
+            r["signature_id"] or 0,
+            r["src_ip"],
+            r["dest_ip"],
+            str(r["dest_port"]),
+            r["signature"],
+        )
 
     alerts.sort(key=order)
     audits.sort(key=order)
@@ -236,26 +304,43 @@ def _incidents(grouped: dict[str, list[tuple[float, dict[str, Any]]]]) -> list[d
     for ident, items in grouped.items():
         items.sort(key=lambda item: item[0])
         first_fields = items[0][1]
-        last_ts, last_fields = items[-1]
+        last_fields = items[-1][1]
         body = last_fields.get("alert", {})
         metadata = body.get("metadata") or {}
-        incident = metadata.get("incident") if isinstance(metadata.get("incident"), dict) else {}
+        found = metadata.get("incident")
+        incident: dict[str, Any] = found if isinstance(found, dict) else {}
         states = [(it[1].get("alert", {}).get("metadata") or {}).get("incident", {}) for it in items]
-        cleared = next((_ts(ts) for (ts, _f), st in zip(items, states, strict=True)
-                        if isinstance(st, dict) and st.get("state") == "cleared"), None)  # fmt: skip
-        details = {k: v for k, v in sorted(incident.items())
-                   if k not in ("id", "state") and isinstance(v, str | int | float | bool)}  # fmt: skip
-        out.append({
-            "incident": ident,
-            "kind": str(incident.get("kind") or body.get("rule") or body.get("category") or ""),
-            "signature_id": body.get("signature_id"), "severity": body.get("severity"),
-            "signature": body.get("signature", ""),
-            "started": str(incident.get("started") or _ts(items[0][0])),
-            "ended": cleared, "state": str(incident.get("state", "")), "events": len(items),
-            "pcap_filename": first_fields.get("pcap_filename", ""), "pcap_cnt": first_fields.get("pcap_cnt", 0),
-            "details": details, "iec62443_sr": _refs(metadata, "iec62443_sr"),
-            "iso27001": _refs(metadata, "iso27001_annex_a", "iso27001"),
-        })  # fmt: skip
+        cleared = next(
+            (
+                _ts(ts)
+                for (ts, _f), st in zip(items, states, strict=True)
+                if isinstance(st, dict) and st.get("state") == "cleared"
+            ),
+            None,
+        )
+        details = {
+            k: v
+            for k, v in sorted(incident.items())
+            if k not in ("id", "state") and isinstance(v, str | int | float | bool)
+        }
+        out.append(
+            {
+                "incident": ident,
+                "kind": str(incident.get("kind") or body.get("rule") or body.get("category") or ""),
+                "signature_id": body.get("signature_id"),
+                "severity": body.get("severity"),
+                "signature": body.get("signature", ""),
+                "started": str(incident.get("started") or _ts(items[0][0])),
+                "ended": cleared,
+                "state": str(incident.get("state", "")),
+                "events": len(items),
+                "pcap_filename": first_fields.get("pcap_filename", ""),
+                "pcap_cnt": first_fields.get("pcap_cnt", 0),
+                "details": details,
+                "iec62443_sr": _refs(metadata, "iec62443_sr"),
+                "iso27001": _refs(metadata, "iso27001_annex_a", "iso27001"),
+            }
+        )
     out.sort(key=lambda r: (r["started"], r["signature_id"] or 0, r["incident"]))
     for i, r in enumerate(out, 1):
         r["id"] = f"I-{i:04d}"
@@ -276,10 +361,18 @@ def integrity_findings(collector: ReportCollector, policy: CompiledPolicy | None
             if sl_t is None or sl_t[2] < 2:
                 continue
             protocols = ", ".join(f"{p} ({n} requests)" for p, n in sorted(pair.cleartext_ot.items()))
-            out.append({"src_zone": src, "dest_zone": dst, "conduit": conduit, "sl_t_fr3": sl_t[2],
-                        "signature": f"cleartext {protocols} from {src} to {dst} over conduit {conduit}, "
-                                     f"whose SL-T for FR3 (system integrity) is {sl_t[2]}",
-                        "iec62443_sr": ["SR 3.1"], "iso27001": ["A.8.20"]})  # fmt: skip
+            out.append(
+                {
+                    "src_zone": src,
+                    "dest_zone": dst,
+                    "conduit": conduit,
+                    "sl_t_fr3": sl_t[2],
+                    "signature": f"cleartext {protocols} from {src} to {dst} over conduit {conduit}, "
+                    f"whose SL-T for FR3 (system integrity) is {sl_t[2]}",
+                    "iec62443_sr": ["SR 3.1"],
+                    "iso27001": ["A.8.20"],
+                }
+            )
     for i, r in enumerate(out, 1):
         r["id"] = f"R-{i:04d}"
     return out
@@ -303,18 +396,36 @@ def load_chart(tap: EvidenceTap, collector: ReportCollector) -> dict[str, Any]:
     for second, (peak, _total, _count) in collector.latency.items():
         b = bins.setdefault((second - start) // width, [0.0, 0.0])
         b[1] = max(b[1], peak)
-    points = [[i * width, round(b[0] * 8 / width / 1e6, 6), round(b[1] * 1000, 3)] for i, b in sorted(bins.items())]
-    return {"bin_seconds": width, "start": _ts(start), "points": points,
-            "columns": ["offset_s", "load_mbit_s", "max_control_latency_ms"]}  # fmt: skip
+    points = [
+        [i * width, round(b[0] * 8 / width / 1e6, 6), round(b[1] * 1000, 3)] for i, b in sorted(bins.items())
+    ]
+    return {
+        "bin_seconds": width,
+        "start": _ts(start),
+        "points": points,
+        "columns": ["offset_s", "load_mbit_s", "max_control_latency_ms"],
+    }
 
 
-def build(analysis: Analysis, tap: EvidenceTap, collector: ReportCollector, events: EventCollector,
-          assets: list[AssetRecord], oui_missing: str, policy_path: str | None, policy: CompiledPolicy | None,
-          generated_at: str) -> dict[str, Any]:  # fmt: skip
+def build(
+    analysis: Analysis,
+    tap: EvidenceTap,
+    collector: ReportCollector,
+    events: EventCollector,
+    assets: list[AssetRecord],
+    oui_missing: str,
+    policy_path: str | None,
+    policy: CompiledPolicy | None,
+    generated_at: str,
+) -> dict[str, Any]:
     alerts, audits, incidents = findings(events)
     integrity = integrity_findings(collector, policy)
-    basis = {"policy": policy is not None, "time_sync": collector.time_sync > 0,
-             "backup": collector.backup_flows > 0, "remote_access": collector.remote_access > 0}  # fmt: skip
+    basis = {
+        "policy": policy is not None,
+        "time_sync": collector.time_sync > 0,
+        "backup": collector.backup_flows > 0,
+        "remote_access": collector.remote_access > 0,
+    }
     cited = alerts + integrity + [dict(i, id=i["id"]) for i in incidents]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -329,6 +440,9 @@ def build(analysis: Analysis, tap: EvidenceTap, collector: ReportCollector, even
         "assets": [a.as_dict() for a in assets],
         "assets_note": oui_missing,
         "compliance": compliance.table(cited, basis),
-        "limits": {"events_dropped": events.dropped, "chart_bins_dropped": tap.bins_dropped,
-                   "zone_pairs_dropped": collector.pairs_dropped},  # fmt: skip
+        "limits": {
+            "events_dropped": events.dropped,
+            "chart_bins_dropped": tap.bins_dropped,
+            "zone_pairs_dropped": collector.pairs_dropped,
+        },
     }

@@ -20,7 +20,9 @@ MANUF = """\
 
 def run(packets: list[Any], **kwargs: Any) -> tuple[AssetInventory, list[tuple[str, dict[str, Any]]]]:
     events: list[tuple[str, dict[str, Any]]] = []
-    inventory = AssetInventory(emit=lambda kind, ts, flow, cnt, src, fields: events.append((kind, fields)), **kwargs)
+    inventory = AssetInventory(
+        emit=lambda kind, ts, flow, cnt, src, fields: events.append((kind, fields)), **kwargs
+    )
     source = ListSource(packets)
     Pipeline(PipelineConfig(), consumers=[inventory]).run(source)
     return inventory, events
@@ -35,7 +37,11 @@ def test_modbus_device_identification_is_the_servers_identity(tmp_path: Path) ->
     inventory, _ = run(traffic.modbus_identification())
     assets = by_address(inventory, tmp_path)
     plc = assets[traffic.PLC]
-    assert plc.identity == {"vendor": "Schneider Electric", "product_code": "BMX P34 2020", "revision": "V2.70"}
+    assert plc.identity == {
+        "vendor": "Schneider Electric",
+        "product_code": "BMX P34 2020",
+        "revision": "V2.70",
+    }
     assert plc.identity_from == "modbus device identification (MEI 14)"
     assert plc.identity_packet is not None and plc.identity_packet["pcap_cnt"] > 0
     assert assets[traffic.HMI].identity == {}
@@ -56,8 +62,14 @@ def test_roles_come_with_their_evidence(tmp_path: Path) -> None:
 def test_cip_list_identity_names_the_responder(tmp_path: Path) -> None:
     inventory, _ = run(traffic.list_identity())
     adapter = by_address(inventory, tmp_path)[traffic.ADAPTER]
-    assert adapter.identity == {"vendor_id": 1, "device_type": 0x0E, "product_code": 0x96, "revision": "30.11",
-                                "serial": "0x60a1b2c3", "product": "1769-L33ER/A LOGIX5333ER"}  # fmt: skip
+    assert adapter.identity == {
+        "vendor_id": 1,
+        "device_type": 0x0E,
+        "product_code": 0x96,
+        "revision": "30.11",
+        "serial": "0x60a1b2c3",
+        "product": "1769-L33ER/A LOGIX5333ER",
+    }
     assert adapter.identity_from == "enip ListIdentity"
     assert adapter.roles[0].role == "controller" and "device type 14" in adapter.roles[0].evidence
     assert adapter.vendor == "Rockwell Automation"
@@ -76,7 +88,10 @@ def test_a_changed_firmware_revision_is_an_alert() -> None:
 
 def test_new_hosts_are_announced_and_a_baseline_makes_strangers_alerts() -> None:
     inventory, events = run(traffic.modbus_identification(), baseline=frozenset({traffic.HMI}))
-    assert sorted(f["asset"]["address"] for kind, f in events if kind == "asset") == [traffic.PLC, traffic.HMI]
+    assert sorted(f["asset"]["address"] for kind, f in events if kind == "asset") == [
+        traffic.PLC,
+        traffic.HMI,
+    ]
     alerts = [f for kind, f in events if kind == "alert"]
     assert [(a["alert"]["signature_id"], a["asset"]["address"]) for a in alerts] == [(9100301, traffic.PLC)]
     assert inventory.new_devices == 1

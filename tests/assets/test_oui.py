@@ -49,7 +49,9 @@ def test_wireshark_manuf_longest_prefix(tmp_path: Path) -> None:
     assert registry.vendor("00:00:17:00:00:01") == "Oracle"  # short name when there is no long one
 
 
-@pytest.mark.parametrize("mac", ["02:0e:8c:00:00:01", "01:0e:8c:00:00:01", "ff:ff:ff:ff:ff:ff", "junk", "00:0e:8c"])
+@pytest.mark.parametrize(
+    "mac", ["02:0e:8c:00:00:01", "01:0e:8c:00:00:01", "ff:ff:ff:ff:ff:ff", "junk", "00:0e:8c"]
+)
 def test_local_group_and_bad_addresses_have_no_vendor(tmp_path: Path, mac: str) -> None:
     (tmp_path / "manuf").write_text(MANUF)
     assert OuiRegistry(str(tmp_path / "manuf")).vendor(mac) == ""

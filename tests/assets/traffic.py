@@ -38,21 +38,38 @@ def mei_request(tid: int) -> bytes:
 
 def modbus_identification(revision: bytes = b"V2.70", sport: int = 40001) -> list[Packet]:
     objects = {0: b"Schneider Electric", 1: b"BMX P34 2020", 2: revision}
-    read = (struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 2), struct.pack(">HHHBBB", 1, 0, 7, 1, 3, 4) + b"\x00\x2a\x00\x07")
+    read = (
+        struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 2),
+        struct.pack(">HHHBBB", 1, 0, 7, 1, 3, 4) + b"\x00\x2a\x00\x07",
+    )
     write = (struct.pack(">HHHBBHH", 2, 0, 6, 1, 6, 10, 99), struct.pack(">HHHBBHH", 2, 0, 6, 1, 6, 10, 99))
-    return with_macs(tcp_session(HMI, PLC, sport, 502, [read, write, (mei_request(3), mei_response(3, objects))]))
+    return with_macs(
+        tcp_session(HMI, PLC, sport, 502, [read, write, (mei_request(3), mei_response(3, objects))])
+    )
 
 
 def enip_header(command: int, body: bytes) -> bytes:
     return struct.pack("<HHII8sI", command, len(body), 0, 0, b"ctx00001", 0) + body
 
 
-def list_identity(device_ip: str = ADAPTER, name: bytes = b"1769-L33ER/A LOGIX5333ER", serial: int = 0x60A1B2C3,
-                  revision: tuple[int, int] = (30, 11)) -> list[Packet]:  # fmt: skip
-    ident = struct.pack("<HHHBBHIB", 1, 0x0E, 0x96, revision[0], revision[1], 0x0030, serial, len(name)) + name + b"\x03"
+def list_identity(
+    device_ip: str = ADAPTER,
+    name: bytes = b"1769-L33ER/A LOGIX5333ER",
+    serial: int = 0x60A1B2C3,
+    revision: tuple[int, int] = (30, 11),
+) -> list[Packet]:
+    ident = (
+        struct.pack("<HHHBBHIB", 1, 0x0E, 0x96, revision[0], revision[1], 0x0030, serial, len(name))
+        + name
+        + b"\x03"
+    )
     sockaddr = struct.pack(">HH4s8x", 2, 44818, bytes(int(x) for x in device_ip.split(".")))
     item = struct.pack("<H", 1) + sockaddr + ident
     body = struct.pack("<HHH", 1, 0x0C, len(item)) + item
-    request = Ether() / IP(src=HMI, dst=device_ip) / UDP(sport=50000, dport=44818) / Raw(enip_header(0x63, b""))
-    reply = Ether() / IP(src=device_ip, dst=HMI) / UDP(sport=44818, dport=50000) / Raw(enip_header(0x63, body))
+    request = (
+        Ether() / IP(src=HMI, dst=device_ip) / UDP(sport=50000, dport=44818) / Raw(enip_header(0x63, b""))
+    )
+    reply = (
+        Ether() / IP(src=device_ip, dst=HMI) / UDP(sport=44818, dport=50000) / Raw(enip_header(0x63, body))
+    )
     return with_macs([request, reply])

@@ -55,7 +55,9 @@ def test_a_policy_learned_from_a_capture_allows_all_of_it(capture: Path, hosts_o
     assert [a["alert"]["signature"] for a in alerts(capture, learned([capture], hosts_only))] == []
 
 
-@pytest.mark.parametrize("labels", sorted(SCENARIOS.glob("*.labels.json")), ids=lambda p: p.name.split(".")[0])
+@pytest.mark.parametrize(
+    "labels", sorted(SCENARIOS.glob("*.labels.json")), ids=lambda p: p.name.split(".")[0]
+)
 def test_learned_from_the_compliant_day_flags_injected_violations(labels: Path) -> None:
     spec = json.loads(labels.read_text())
     policy = learned([SCENARIOS / "compliant.pcap"], hosts_only=True)
@@ -75,8 +77,13 @@ def test_zone_for_groups() -> None:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "policy", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "policy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_learn_validate_diff_on_the_command_line(tmp_path: Path) -> None:

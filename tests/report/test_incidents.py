@@ -19,16 +19,37 @@ T0 = 1_700_000_000.0
 
 
 def incident_alert(ts: float, state: str, cnt: int, incident_id: str = "inc-1", **extra: Any) -> Event:
-    incident = {"id": incident_id, "state": state, "started": "2023-11-14T22:13:25.000000+00:00",
-                "kind": "backup_interference", **extra}  # fmt: skip
-    return Event("alert", ts, {
-        "pcap_filename": "flood.pcap", "pcap_cnt": cnt, "src_ip": "10.0.3.10", "dest_ip": "10.0.1.20",
-        "dest_port": 445, "proto": "TCP",
-        "alert": {"signature_id": 9100205, "signature": "SMB backup 10.0.3.10 -> 10.0.1.20 at 94 Mbit/s delays "
-                  "Modbus polling of plc-1 (p99 3 ms -> 41 ms)", "category": "Backup interference", "severity": 1,
-                  "metadata": {"iec62443_sr": ["SR 7.1 RE1", "SR 7.2"], "iso27001_annex_a": ["A.8.6", "A.8.13"],
-                               "incident": incident}},
-    })  # fmt: skip
+    incident = {
+        "id": incident_id,
+        "state": state,
+        "started": "2023-11-14T22:13:25.000000+00:00",
+        "kind": "backup_interference",
+        **extra,
+    }
+    return Event(
+        "alert",
+        ts,
+        {
+            "pcap_filename": "flood.pcap",
+            "pcap_cnt": cnt,
+            "src_ip": "10.0.3.10",
+            "dest_ip": "10.0.1.20",
+            "dest_port": 445,
+            "proto": "TCP",
+            "alert": {
+                "signature_id": 9100205,
+                "signature": "SMB backup 10.0.3.10 -> 10.0.1.20 at 94 Mbit/s delays "
+                "Modbus polling of plc-1 (p99 3 ms -> 41 ms)",
+                "category": "Backup interference",
+                "severity": 1,
+                "metadata": {
+                    "iec62443_sr": ["SR 7.1 RE1", "SR 7.2"],
+                    "iso27001_annex_a": ["A.8.6", "A.8.13"],
+                    "incident": incident,
+                },
+            },
+        },
+    )
 
 
 def collect(*events: Event) -> EventCollector:
@@ -57,9 +78,13 @@ def test_raise_update_clear_make_one_incident() -> None:
 
 
 def test_an_incident_still_open_has_no_end_and_separate_ids_stay_apart() -> None:
-    _a, _b, incidents = findings(collect(
-        incident_alert(T0 + 1, "raised", 10, "a"), incident_alert(T0 + 2, "raised", 20, "b"),
-        incident_alert(T0 + 3, "cleared", 30, "a")))  # fmt: skip
+    _a, _b, incidents = findings(
+        collect(
+            incident_alert(T0 + 1, "raised", 10, "a"),
+            incident_alert(T0 + 2, "raised", 20, "b"),
+            incident_alert(T0 + 3, "cleared", 30, "a"),
+        )
+    )
     assert [(i["incident"], i["ended"] is None) for i in incidents] == [("a", False), ("b", True)]
 
 
@@ -72,9 +97,22 @@ def test_incidents_count_against_sr_7_1_and_annex_a_8_6() -> None:
 
 
 def test_policy_alerts_are_findings_not_incidents() -> None:
-    event = Event("alert", T0, {"pcap_filename": "x.pcap", "pcap_cnt": 3, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2",
-                                "alert": {"signature_id": 9100001, "signature": "s", "count": 1,
-                                          "metadata": {"iec62443_sr": ["SR 5.1"]}}})  # fmt: skip
+    event = Event(
+        "alert",
+        T0,
+        {
+            "pcap_filename": "x.pcap",
+            "pcap_cnt": 3,
+            "src_ip": "10.0.0.1",
+            "dest_ip": "10.0.0.2",
+            "alert": {
+                "signature_id": 9100001,
+                "signature": "s",
+                "count": 1,
+                "metadata": {"iec62443_sr": ["SR 5.1"]},
+            },
+        },
+    )
     alerts, _audits, incidents = findings(collect(event))
     assert incidents == [] and [a["id"] for a in alerts] == ["F-0001"]
 
@@ -90,7 +128,9 @@ def test_chart_shades_incidents_over_load_and_latency() -> None:
     assert chart["bin_seconds"] == 1 and len(chart["points"]) == 20
     peak = max(chart["points"], key=lambda p: p[1])
     assert peak[0] == 10 and peak[2] == 41.0
-    _a, _b, incidents = findings(collect(incident_alert(T0 + 5, "raised", 100), incident_alert(T0 + 12, "cleared", 9)))
+    _a, _b, incidents = findings(
+        collect(incident_alert(T0 + 5, "raised", 100), incident_alert(T0 + 12, "cleared", 9))
+    )
     svg = chart_svg(chart, incidents)
     assert svg.startswith("<svg") and "I-0001" in svg and "<polyline" in svg
     assert svg.count('fill="#f5c6cb"') == 1

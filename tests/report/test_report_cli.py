@@ -14,13 +14,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "pcaps/demo.pcap"
 PINNED = "2026-01-31T12:00:00Z"
-FILES = ("report.html", "report.json", "evidence.csv", "zone_matrix.csv", "findings.csv", "audits.csv",
-         "incidents.csv", "assets.csv", "compliance.csv")  # fmt: skip
+FILES = (
+    "report.html",
+    "report.json",
+    "evidence.csv",
+    "zone_matrix.csv",
+    "findings.csv",
+    "audits.csv",
+    "incidents.csv",
+    "assets.csv",
+    "compliance.csv",
+)
 
 
 def conduitwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def report(out: Path, *captures: str, policy: str | None = "rules/demo.yaml") -> dict:
@@ -87,7 +102,11 @@ def test_findings_point_at_the_packets_replay_reports(demo: tuple[Path, dict], t
     alerts = [json.loads(line) for line in eve.read_text().splitlines()]
     alerts = [a for a in alerts if a["event_type"] == "alert"]
     assert alerts
-    listed = {(o["pcap_filename"], o["pcap_cnt"], o["timestamp"]) for f in demo[1]["findings"] for o in f["occurrences"]}
+    listed = {
+        (o["pcap_filename"], o["pcap_cnt"], o["timestamp"])
+        for f in demo[1]["findings"]
+        for o in f["occurrences"]
+    }
     for alert in alerts:
         assert (alert["pcap_filename"], alert["pcap_cnt"], alert["timestamp"]) in listed
     assert sum(f["count"] for f in demo[1]["findings"]) == sum(a["alert"]["count"] for a in alerts)
@@ -100,7 +119,9 @@ def test_zone_matrix_and_model(demo: tuple[Path, dict]) -> None:
     assert modbus["protocols"] == {"modbus": modbus["flows"]} and modbus["operations"]["read"] > 0
     assert "supervisory-control" in modbus["conduits"]
     assert [c["id"] for c in zm["unused_conduits"]] == ["enterprise-dmz"]
-    assert {(u["src_zone"], u["dest_zone"], u["protocol"]) for u in zm["uncovered"]} == {("enterprise", "dmz", "http")}
+    assert {(u["src_zone"], u["dest_zone"], u["protocol"]) for u in zm["uncovered"]} == {
+        ("enterprise", "dmz", "http")
+    }
 
 
 def test_compliance_links_findings(demo: tuple[Path, dict]) -> None:
@@ -147,8 +168,16 @@ def test_damaged_capture_is_reported_as_evidence(tmp_path: Path) -> None:
 
 
 def test_replay_report_option_writes_the_same_report(demo: tuple[Path, dict], tmp_path: Path) -> None:
-    done = conduitwatch("replay", DEMO, "--policy", "rules/demo.yaml", "--report", str(tmp_path), "-q",
-                        env={**__import__("os").environ, "SOURCE_DATE_EPOCH": "1769860800"})  # fmt: skip
+    done = conduitwatch(
+        "replay",
+        DEMO,
+        "--policy",
+        "rules/demo.yaml",
+        "--report",
+        str(tmp_path),
+        "-q",
+        env={**__import__("os").environ, "SOURCE_DATE_EPOCH": "1769860800"},
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "report.json").read_bytes() == (demo[0] / "report.json").read_bytes()
 
