@@ -33,6 +33,7 @@ _GROUP_ZONES = frozenset({"broadcast", "multicast", "multicast-v6"})
 MAX_PORTS = 16  # responder ports listed in one rule; more and the rule allows any port
 MAX_RULES = 20_000  # distinct (zones, protocol) combinations kept; more are counted
 ANY = "any"
+ANY_IP = "any-ip"  # IP protocols without ports (ICMP, IGMP, ...): a rule that cannot list ports
 
 
 def zone_for(addr: bytes) -> tuple[str, str]:
@@ -95,6 +96,8 @@ class TrafficModel:
         """The protocol a learned rule names for ``flow`` (``any`` when only the port can say)."""
         from agent.policy.loader import KNOWN_PROTOCOLS
 
+        if flow.proto != 6 and flow.proto != 17:
+            return ANY_IP
         final = flow.app_proto
         guess = guess_app_proto(flow.proto, flow.sport, flow.dport)
         if final and final in KNOWN_PROTOCOLS and (guess == final or guess == "iso-tsap"):
@@ -152,12 +155,15 @@ def _rule_lines(index: int, key: RuleKey, stats: RuleStats) -> list[str]:
     initiator, responder, protocol = key
     ops = ", ".join(f"{op} {n}" for op, n in sorted(stats.operations.items(), key=lambda kv: (-kv[1], kv[0])))
     lines = [f"      # {stats.flows} flows, {stats.bytes:,} bytes" + (f"; requests: {ops}" if ops else "")]
-    name = protocol if protocol != ANY else "port"
+    name = {ANY: "port", ANY_IP: "ip"}.get(protocol, protocol)
     lines.append(f"      - id: r{index}-{name}")
     lines.append(f"        initiator: {initiator}")
     lines.append(f"        responder: {responder}")
-    lines.append(f"        category: {ANY}" if protocol == ANY else f"        protocol: {protocol}")
-    if stats.ports and len(stats.ports) <= MAX_PORTS:
+    is_any = protocol == ANY or protocol == ANY_IP
+    lines.append(f"        category: {ANY}" if is_any else f"        protocol: {protocol}")
+    if protocol == ANY_IP:
+        lines.append("        # IP protocols without ports (ICMP, IGMP, ...)")
+    elif stats.ports and len(stats.ports) <= MAX_PORTS:
         lines.append(f"        ports: [{', '.join(map(str, sorted(stats.ports)))}]")
     elif protocol == ANY:
         lines.append("        # more than 16 responder ports: any port allowed; narrow this rule")
@@ -224,7 +230,7 @@ def draft(
         lines += [f"  - id: {zone_id}", f"    name: {_q(name)}", f"    description: {_q(description)}"]
         by_hosts = hosts_only and len(zone.hosts) < MAX_ZONE_HOSTS and zone_id not in _GROUP_ZONES
         if not by_hosts:
-            lines.append(f"    networks: [{zone.network}]")
+            lines.append(f"    networks: [{_q(zone.network)}]")
         role_of = dict(assets_by_zone.get(zone_id, ()))
         listed = sorted(zone.hosts if by_hosts else role_of, key=lambda a: (len(a), a))
         if listed:
