@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.corpus.conftest import CORPUS, load_inventory
 
 from agent.analysis import analyse
 from agent.assets.identity import message_identity
 from agent.decoders import PROTOCOLS
 from agent.decoders.base import OtMessage
 from agent.flows import Flow
+from tests.corpus.conftest import CORPUS, load_inventory
 
 SEP = "\x1f"
 MODBUS_OBJECTS = {0: "vendor", 1: "product_code", 2: "revision", 4: "product", 5: "model", 6: "name"}
@@ -50,20 +50,51 @@ def _serial(text: str) -> str:
 
 
 ORACLES = (
-    Oracle("enip", "ENIP", "enip.lir.vendor", {
-        "enip.lir.vendor": ("vendor_id", _int), "enip.lir.devtype": ("device_type", _int),
-        "enip.lir.prodcode": ("product_code", _int), "enip.lir.revision": ("revision", _cip_revision),
-        "enip.lir.serial": ("serial", _serial), "enip.lir.name": ("product", str)}),
-    Oracle("enip", "CIP", "cip.id.vendor_id && !enip.lir.vendor", {
-        "cip.id.vendor_id": ("vendor_id", _int), "cip.id.device_type": ("device_type", _int),
-        "cip.id.product_code": ("product_code", _int), "cip.id.serial_number": ("serial", _serial),
-        "cip.id.product_name": ("product", str)}),
+    Oracle(
+        "enip",
+        "ENIP",
+        "enip.lir.vendor",
+        {
+            "enip.lir.vendor": ("vendor_id", _int),
+            "enip.lir.devtype": ("device_type", _int),
+            "enip.lir.prodcode": ("product_code", _int),
+            "enip.lir.revision": ("revision", _cip_revision),
+            "enip.lir.serial": ("serial", _serial),
+            "enip.lir.name": ("product", str),
+        },
+    ),
+    Oracle(
+        "enip",
+        "CIP",
+        "cip.id.vendor_id && !enip.lir.vendor",
+        {
+            "cip.id.vendor_id": ("vendor_id", _int),
+            "cip.id.device_type": ("device_type", _int),
+            "cip.id.product_code": ("product_code", _int),
+            "cip.id.serial_number": ("serial", _serial),
+            "cip.id.product_name": ("product", str),
+        },
+    ),
     Oracle("modbus", "MBTCP", "modbus.object_str_value", {}),  # objects: handled by pairs below
-    Oracle("bacnet", "BACAPP", "bacapp.unconfirmed_service == 0", {
-        "bacapp.instance_number": ("device_instance", _int), "bacapp.vendor_identifier": ("vendor_id", _int)}),
-    Oracle("profinet", "PN_DCP", "pn_dcp.suboption_device_nameofstation && pn_dcp.service_type == 1", {
-        "pn_dcp.suboption_device_nameofstation": ("name", str), "pn_dcp.suboption_vendor_id": ("vendor_id", _int)}),
-)  # fmt: skip
+    Oracle(
+        "bacnet",
+        "BACAPP",
+        "bacapp.unconfirmed_service == 0",
+        {
+            "bacapp.instance_number": ("device_instance", _int),
+            "bacapp.vendor_identifier": ("vendor_id", _int),
+        },
+    ),
+    Oracle(
+        "profinet",
+        "PN_DCP",
+        "pn_dcp.suboption_device_nameofstation && pn_dcp.service_type == 1",
+        {
+            "pn_dcp.suboption_device_nameofstation": ("name", str),
+            "pn_dcp.suboption_vendor_id": ("vendor_id", _int),
+        },
+    ),
+)
 DECODED = {p.name for p in PROTOCOLS}
 
 
@@ -90,8 +121,22 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
         if oracle.protocol == "modbus"
         else list(oracle.fields)
     )
-    cmd = [tshark, "-r", str(path), "-Y", oracle.display_filter, "-T", "fields", "-e", "frame.number",
-           *(a for n in names for a in ("-e", n)), "-E", f"aggregator={SEP}", "-E", "occurrence=a"]  # fmt: skip
+    cmd = [
+        tshark,
+        "-r",
+        str(path),
+        "-Y",
+        oracle.display_filter,
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        *(a for n in names for a in ("-e", n)),
+        "-E",
+        f"aggregator={SEP}",
+        "-E",
+        "occurrence=a",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False).stdout
     result: dict[int, dict[str, str | int]] = {}
     for line in out.splitlines():
@@ -115,8 +160,11 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
 CASES = [(o, p) for o in ORACLES for p in captures(o.token)]
 
 
-@pytest.mark.parametrize(("oracle", "path"), CASES,
-                         ids=[f"{o.protocol}-{o.token}:{p.relative_to(CORPUS / 'pcaps')}" for o, p in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("oracle", "path"),
+    CASES,
+    ids=[f"{o.protocol}-{o.token}:{p.relative_to(CORPUS / 'pcaps')}" for o, p in CASES],
+)
 def test_identity_matches_tshark(oracle: Oracle, path: Path, tshark: str) -> None:
     if oracle.protocol not in DECODED:
         pytest.skip(f"no {oracle.protocol} decoder in this build: its identity cannot be read yet")

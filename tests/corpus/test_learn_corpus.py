@@ -4,13 +4,12 @@ alert on any corpus capture with two or more hosts (the draft allows exactly wha
 
 from __future__ import annotations
 
-from tests.corpus.conftest import Capture
-from tests.policy.test_learn import alerts
-
 from agent.assets.inventory import is_group
 from agent.policy.engine import CompiledPolicy
 from agent.policy.learn import draft, learn_result
 from agent.policy.loader import load_policy_bytes
+from tests.corpus.conftest import Capture
+from tests.policy.test_learn import alerts
 
 
 def test_learned_policy_allows_its_own_capture(corpus_capture: Capture) -> None:
