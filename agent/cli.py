@@ -27,6 +27,7 @@ from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
 
 if TYPE_CHECKING:
+    from agent.assets.inventory import AssetInventory
     from agent.policy.engine import CompiledPolicy
     from agent.policy.reload import PolicyReloader
 from agent.records import CaptureProblem
@@ -209,6 +210,21 @@ def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None
     return reloader
 
 
+def _asset_consumers(enabled: bool, baseline_path: str | None) -> list[AssetInventory]:
+    """The live asset inventory (agent.assets), when asset events are wanted."""
+    if not enabled and baseline_path is None:
+        return []
+    from agent.assets.inventory import AssetInventory, load_baseline
+
+    baseline = None
+    if baseline_path is not None:
+        try:
+            baseline = load_baseline(baseline_path)
+        except (OSError, ValueError, KeyError) as e:
+            _fail(f"--asset-baseline {baseline_path}: {getattr(e, 'strerror', None) or e}", EXIT_INVALID)
+    return [AssetInventory(baseline=baseline, announce=enabled)]
+
+
 class _Progress:
     """A one-line progress display on stderr, refreshed at most twice a second."""
 
@@ -362,12 +378,26 @@ def replay(
 @click.option("--bpf", help="Capture filter in tcpdump syntax, compiled and applied in the kernel.")
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
+@click.option(
+    "--asset-events/--no-asset-events",
+    default=True,
+    show_default=True,
+    help="EVE 'asset' events for new hosts and identity/firmware changes (alerts for changes).",
+)
+@click.option(
+    "--asset-baseline",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Inventory from 'conduitwatch assets --format json': any other host is a new-device alert.",
+)
 @_common_options
 def run(
     interface: str,
     bpf: str | None,
     promisc: bool,
     snaplen: int,
+    asset_events: bool,
+    asset_baseline: str | None,
     eve: str | None,
     policy_path: str | None,
     quiet: bool,
@@ -395,7 +425,13 @@ def run(
         replay=False,
     )
     summary = TrafficSummary()
-    pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary], policy=compiled)
+    inventories = _asset_consumers(asset_events, asset_baseline)
+    sinks = _sinks(eve, line_buffered=True)
+    pipeline = Pipeline(config, sinks=sinks, consumers=[summary, *inventories], policy=compiled)
+    if inventories:
+        from agent.assets.inventory import pipeline_emitter
+
+        inventories[0].emit = pipeline_emitter(pipeline)
 
     def stop() -> None:
         pipeline.stop()

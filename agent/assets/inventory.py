@@ -30,6 +30,7 @@ from agent.ports import CATEGORIES
 if TYPE_CHECKING:
     from agent.assets.oui import OuiRegistry
     from agent.dissect import Packet
+    from agent.pipeline import Pipeline
     from agent.policy.engine import CompiledPolicy
 
 MAX_ITEMS = 64  # per host and table (protocols, peers, MACs, identity changes)
@@ -333,6 +334,34 @@ class AssetInventory:
             "identity_changes": self.identity_changes,
             "new_devices": self.new_devices,
         }
+
+
+def pipeline_emitter(pipeline: Pipeline) -> EmitFn:
+    """Asset events and alerts go through the pipeline's sinks, with the flow's EVE header."""
+    from agent.outputs.eve import flow_header
+    from agent.records import Event
+
+    def emit(
+        event_type: str, ts: float, flow: Flow | None, cnt: int, source: int, fields: dict[str, Any]
+    ) -> None:
+        if not pipeline.sinks:
+            return
+        header = flow_header(flow, pipeline.source_names, cnt, source) if flow is not None else {}
+        header.update(fields)
+        pipeline.emit(Event(event_type, ts, header))
+
+    return emit
+
+
+def load_baseline(path: str) -> frozenset[str]:
+    """Addresses of an inventory written by ``conduitwatch assets --format json``; ValueError if not one."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or not isinstance(doc.get("assets"), list):
+        raise ValueError("not an inventory from 'conduitwatch assets --format json'")
+    return frozenset(str(a["address"]) for a in doc["assets"] if isinstance(a, dict) and "address" in a)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import click
 
 from agent.analysis import AnalysisError, analyse
 from agent.assets.cli import csv_rows
-from agent.assets.inventory import AssetInventory, records
+from agent.assets.inventory import AssetInventory, pipeline_emitter, records
 from agent.assets.oui import OuiRegistry
 from agent.report import csvout, html, model
 from agent.report.collect import EventCollector, EvidenceTap, ReportCollector
@@ -44,19 +44,6 @@ def generation_time(pinned: str | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _asset_emitter(pipeline: Pipeline) -> Any:
-    """Asset alerts (identity/firmware changes) go through the pipeline's sinks like policy alerts."""
-    from agent.outputs.eve import flow_header
-    from agent.records import Event
-
-    def emit(event_type: str, ts: float, flow: Any, cnt: int, source: int, fields: dict[str, Any]) -> None:
-        header = flow_header(flow, pipeline.source_names, cnt, source) if flow is not None else {}
-        header.update(fields)
-        pipeline.emit(Event(event_type, ts, header))
-
-    return emit
-
-
 def produce(
     captures: Iterable[str],
     policy_path: str | None,
@@ -77,7 +64,7 @@ def produce(
     inventory = AssetInventory(announce=False)
 
     def attach(pipeline: Pipeline) -> None:
-        inventory.emit = _asset_emitter(pipeline)
+        inventory.emit = pipeline_emitter(pipeline)
 
     result = analyse(
         paths,
