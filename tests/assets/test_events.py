@@ -51,7 +51,8 @@ def test_run_reports_new_hosts_live(netpair: NetPair, tmp_path: Path) -> None:
     import jsonschema
 
     out = tmp_path / "eve.json"
-    cmd = ["ip", "netns", "exec", netpair.mon_ns, sys.executable, "-m", "agent.cli", "--log-level", "info", "run",
+    cmd = ["ip", "netns", "exec", netpair.mon_ns, sys.executable, "-m", "agent.cli", "--log-level", "info",
+           "run",
            "--interface", netpair.mon_if, "--bpf", "udp", "--eve", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
