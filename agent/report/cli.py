@@ -78,7 +78,9 @@ def produce(
     oui = OuiRegistry()
     sources = [s.name for s in result.sources]
     found = records(inventory, oui, sources, compiled)
-    doc = model.build(result, tap, collector, events, found, oui.missing, policy_path, compiled, generated_at)
+    note = oui.missing or f"vendors from the IEEE OUI registry at {oui.path}"
+    doc = model.build(result, tap, collector, events, found, note, policy_path, compiled, generated_at)
+    doc["limits"]["assets_evicted"] = inventory.evicted
     return doc, csvout.tables(doc, csv_rows(found)), [str(p) for p in result.problems]
 
 

@@ -46,38 +46,51 @@ class EvidenceTap:
         self.bins_dropped = 0
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        files = self.files
-        current_bin = -1
+        # Per packet this is a few comparisons: per-file facts are accumulated over runs of frames
+        # from the same file and link type (merged files interleave, but in long runs), and bytes
+        # over the current second, and written to the tables only when the run or second changes.
+        run_src = run_link = -1
+        run_packets = 0
+        run_min = run_max = 0.0
+        bin_start = bin_end = 0.0
         acc = 0
-        last_link = (-1, -1)
         try:
             for frame in frames:
                 ts = frame[0]
-                src = frame[6]
-                evidence = files[src]
-                if not evidence.packets:
-                    evidence.first_ts = evidence.last_ts = ts
-                elif ts > evidence.last_ts:
-                    evidence.last_ts = ts
-                elif ts < evidence.first_ts:
-                    evidence.first_ts = ts
-                evidence.packets += 1
-                link = (src, frame[4])
-                if link != last_link:
-                    last_link = link
-                    evidence.link_types.setdefault(frame[4], 0)
-                evidence.link_types[frame[4]] += 1
-                second = int(ts)
-                if second != current_bin:
+                if frame[6] != run_src or frame[4] != run_link:
+                    if run_packets:
+                        self._run(run_src, run_link, run_packets, run_min, run_max)
+                    run_src, run_link = frame[6], frame[4]
+                    run_packets = 0
+                    run_min = run_max = ts
+                elif ts > run_max:
+                    run_max = ts
+                elif ts < run_min:
+                    run_min = ts
+                run_packets += 1
+                if ts >= bin_end or ts < bin_start:
                     if acc:
-                        self._add(current_bin, acc)
-                    current_bin = second
+                        self._add(int(bin_start), acc)
+                    bin_start = float(int(ts))
+                    bin_end = bin_start + 1.0
                     acc = 0
                 acc += frame[2]
                 yield frame
         finally:
+            if run_packets:
+                self._run(run_src, run_link, run_packets, run_min, run_max)
             if acc:
-                self._add(current_bin, acc)
+                self._add(int(bin_start), acc)
+
+    def _run(self, src: int, link: int, packets: int, first: float, last: float) -> None:
+        evidence = self.files[src]
+        if not evidence.packets:
+            evidence.first_ts, evidence.last_ts = first, last
+        else:
+            evidence.first_ts = min(evidence.first_ts, first)
+            evidence.last_ts = max(evidence.last_ts, last)
+        evidence.packets += packets
+        evidence.link_types[link] = evidence.link_types.get(link, 0) + packets
 
     def _add(self, second: int, nbytes: int) -> None:
         if second in self.load:
