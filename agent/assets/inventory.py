@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.assets.identity import CIP_DEVICE_ROLES, message_identity
-from agent.decoders.base import REQUEST, OtMessage
+from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
 from agent.outputs.eve import format_timestamp
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from agent.pipeline import Pipeline
     from agent.policy.engine import CompiledPolicy
 
+# SZL lists (low byte of the SZL-ID) that hold a S7 CPU's identity: 0x11 module identification
+# (order number, firmware), 0x1C component identification (station and module names).
+S7_IDENTITY_SZL = frozenset({0x11, 0x1C})
 MAX_ITEMS = 64  # per host and table (protocols, peers, MACs, identity changes)
 MAC_SHARED_BY = 4  # a MAC in front of this many IPs is a router's: it is not any one host's MAC
 
@@ -120,6 +123,8 @@ class Host:
     identity_packet: tuple[int, int, float] = (-1, 0, 0.0)  # (source index, pcap_cnt, time)
     changes: list[IdentityChange] = field(default_factory=list)
     truncated: int = 0  # entries not kept because a table was full
+    # Identity lists the device answered without a decoder reading their contents (S7 SZL ids).
+    identity_lists: dict[str, int] = field(default_factory=dict)
 
 
 class AssetInventory:
@@ -234,6 +239,10 @@ class AssetInventory:
         found = message_identity(msg)
         if found is not None:
             self._identity(self._host(sender, msg.ts), found[0], found[1], msg)
+        elif msg.direction == RESPONSE and msg.protocol == "s7comm":
+            szl = msg.fields.get("szl_id")
+            if isinstance(szl, int) and szl & 0xFF in S7_IDENTITY_SZL:
+                _bump(self._host(sender, msg.ts).identity_lists, f"s7comm SZL 0x{szl:04x}")
 
     # -- identity ----------------------------------------------------------------------------------
 
@@ -498,6 +507,13 @@ class AssetRecord:
         }
 
 
+def _unread_identity(host: Host) -> str:
+    if not host.identity_lists:
+        return ""
+    lists = ", ".join(sorted(host.identity_lists))
+    return f"answered {lists} (identity lists; their contents are not decoded yet)"
+
+
 def _sort_key(addr: bytes) -> tuple[int, bytes]:
     return (len(addr), addr)
 
@@ -550,7 +566,7 @@ def records(
                 served=host.served,
                 used=host.used,
                 identity=host.identity,
-                identity_from=host.identity_from,
+                identity_from=host.identity_from or _unread_identity(host),
                 identity_packet=packet,
                 identity_changes=changes,
                 first_seen=host.first_seen,

@@ -124,3 +124,20 @@ def test_infer_roles_of_an_engineering_station() -> None:
     host = Host(b"\x0a\x00\x00\x01", 0.0, 0.0, ops_sent={"s7comm program": 5, "s7comm read": 3})
     roles = infer_roles(host)
     assert roles[0].role == "engineering-station" and "s7comm program x5" in roles[0].evidence
+
+
+def test_s7_identity_lists_are_noted_until_decoded(tmp_path: Path) -> None:
+    from agent.decoders.base import RESPONSE, OtMessage
+    from agent.flows import Flow
+
+    ews, plc = bytes([10, 0, 0, 5]), bytes([10, 0, 0, 40])
+    flow = Flow((ews, plc, 50000, 102, 6, ()), 1, 4, 1.0, 1, 0, 600.0)
+    inventory = AssetInventory()
+    fields = {"szl_id": 0x0011, "szl_index": 1}
+    inventory.on_message(OtMessage(1.0, flow, 7, 0, "s7comm", False, RESPONSE, 0x4401, "diagnostic", fields))
+    [plc_record] = [r for r in records(inventory, None, ["x.pcap"]) if r.address == "10.0.0.40"]
+    assert plc_record.identity == {}
+    assert (
+        plc_record.identity_from
+        == "answered s7comm SZL 0x0011 (identity lists; their contents are not decoded yet)"
+    )

@@ -185,3 +185,22 @@ def test_replay_report_option_writes_the_same_report(demo: tuple[Path, dict], tm
 def test_missing_capture_is_a_clear_error(tmp_path: Path) -> None:
     done = conduitwatch("report", "nope.pcap", "--out", str(tmp_path))
     assert done.returncode == 2 and "nope.pcap" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_firmware_change_is_a_finding_against_sr_3_4(tmp_path: Path) -> None:
+    from tests.assets import traffic
+    from tests.factory import write
+
+    pcap = write(tmp_path / "fw.pcap", traffic.modbus_identification(b"V2.70")
+                 + traffic.modbus_identification(b"V3.10", sport=40002))  # fmt: skip
+    doc = report(tmp_path / "out", str(pcap), policy=None)
+    [finding] = doc["findings"]
+    assert finding["signature_id"] == 9100303 and "'V2.70' -> 'V3.10'" in finding["signature"]
+    assert finding["occurrences"][0]["pcap_filename"] == str(pcap)
+    rows = {c["id"]: c for c in doc["compliance"]}
+    assert rows["SR 3.4"]["status"] == "non-conformity" and rows["SR 3.4"]["findings"] == [finding["id"]]
+    plc = {a["address"]: a for a in doc["assets"]}[traffic.PLC]
+    assert plc["identity"]["revision"] == "V3.10"
+    assert [(c["key"], c["old"], c["new"]) for c in plc["identity_changes"]] == [
+        ("revision", "V2.70", "V3.10")
+    ]
