@@ -20,6 +20,7 @@ from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.flows import Flow
 from agent.ports import CATEGORIES
 from agent.records import Event, Frame
+from agent.summary import network_label as network_of
 
 MAX_BINS = 7 * 86_400  # one-second bins: a week of capture; later seconds are counted, not kept
 MAX_PAIRS = 10_000  # zone (or network) pairs
@@ -142,6 +143,9 @@ class ReportCollector:
         verdict = flow.verdict
         if verdict is not None and hasattr(verdict, "src_zone"):
             key = (verdict.src_zone or NO_ZONE, verdict.dest_zone or NO_ZONE)
+        elif flow.ip_version:
+            # No policy: networks stand in for zones, as in the run summary (VLAN, else /24 or /64).
+            key = (network_of(flow.vlan, flow.src), network_of(flow.vlan, flow.dst))
         else:
             key = (NO_ZONE, NO_ZONE)
         pair = self.pairs.get(key)

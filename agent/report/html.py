@@ -169,6 +169,11 @@ def _zones(doc: dict[str, Any]) -> str:
             _table(["zone", "name", "Purdue level", "safety", "SL-T (FR1-7)", "networks", "VLANs"], rows)
         )
     parts.append("<h3>Observed zone x zone traffic (initiator &rarr; responder)</h3>")
+    if not zm["zones"]:
+        parts.append(
+            '<p class="muted">No policy given: networks (VLAN, else /24 or /64) stand in for zones, '
+            "and no traffic is judged.</p>"
+        )
     rows = [
         [
             _e(m["src_zone"]),

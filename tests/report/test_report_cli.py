@@ -141,6 +141,9 @@ def test_without_policy_policy_items_are_not_observable(tmp_path: Path) -> None:
     rows = {c["id"]: c for c in doc["compliance"]}
     assert rows["SR 5.1"]["status"] == "not passively observable"
     assert doc["evidence"]["policy"] is None and doc["findings"] == []
+    pairs = {(m["src_zone"], m["dest_zone"]) for m in doc["zone_model"]["matrix"]}
+    assert {("vlan 10", "vlan 10"), ("10.10.10.0/24", "10.10.30.0/24")} <= pairs
+    assert not any("(no zone)" in p for p in pairs)
 
 
 def test_html_is_self_contained_with_every_section(demo: tuple[Path, dict]) -> None:
