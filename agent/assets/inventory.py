@@ -507,6 +507,33 @@ class AssetRecord:
         }
 
 
+def _fold(ip_host: Host, l2_host: Host) -> Host:
+    """The IP host with what its link-layer record adds (identity it did not announce on IP, L2 services)."""
+    merged = Host(
+        ip_host.addr,
+        min(ip_host.first_seen, l2_host.first_seen),
+        max(ip_host.last_seen, l2_host.last_seen),
+        macs=ip_host.macs,
+        vlans={**l2_host.vlans, **ip_host.vlans},
+        served={**l2_host.served, **ip_host.served},
+        used={**l2_host.used, **ip_host.used},
+        clients=ip_host.clients,
+        servers=ip_host.servers,
+        ops_sent={**l2_host.ops_sent, **ip_host.ops_sent},
+        ops_received={**l2_host.ops_received, **ip_host.ops_received},
+        bytes_sent=ip_host.bytes_sent + l2_host.bytes_sent,
+        bytes_received=ip_host.bytes_received + l2_host.bytes_received,
+        flows=ip_host.flows + l2_host.flows,
+        identity={**l2_host.identity, **ip_host.identity},
+        identity_from=ip_host.identity_from or l2_host.identity_from,
+        identity_packet=ip_host.identity_packet if ip_host.identity else l2_host.identity_packet,
+        changes=ip_host.changes + l2_host.changes,
+        truncated=ip_host.truncated + l2_host.truncated,
+        identity_lists=ip_host.identity_lists,
+    )
+    return merged
+
+
 def _unread_identity(host: Host) -> str:
     if not host.identity_lists:
         return ""
@@ -524,17 +551,28 @@ def records(
     sources: list[str],
     policy: CompiledPolicy | None = None,
 ) -> list[AssetRecord]:
-    """The inventory sorted by address (IPv4, MAC-only, IPv6), with vendors, zones and roles."""
+    """The inventory sorted by address (IPv4, MAC-only, IPv6), with vendors, zones and roles.
+
+    A device seen both on IP and on the link layer (PROFINET DCP, LLDP) is one row: its link-layer
+    record is folded into the IP host owning that MAC.
+    """
     out = []
-    for addr in sorted(inventory.hosts, key=_sort_key):
-        if is_group(addr):
-            continue
-        host = inventory.hosts[addr]
-        if len(addr) == 6:
-            mac = address_text(addr)
-        else:
+    macs: dict[bytes, str] = {}
+    for addr, host in inventory.hosts.items():
+        if len(addr) != 6:
             own = [m for m in host.macs if len(inventory.mac_ips.get(m, ())) < MAC_SHARED_BY]
-            mac = max(own, key=lambda m: (host.macs[m], m)) if own else ""
+            macs[addr] = max(own, key=lambda m: (host.macs[m], m)) if own else ""
+    owner = {mac: addr for addr, mac in sorted(macs.items(), key=lambda kv: _sort_key(kv[0])) if mac}
+    folded: dict[bytes, Host] = {}
+    for addr, host in inventory.hosts.items():
+        ip = owner.get(address_text(addr)) if len(addr) == 6 else None
+        if ip is not None and ip not in folded:
+            folded[ip] = _fold(inventory.hosts[ip], host)
+    for addr in sorted(inventory.hosts, key=_sort_key):
+        if is_group(addr) or (len(addr) == 6 and address_text(addr) in owner):
+            continue
+        host = folded.get(addr) or inventory.hosts[addr]
+        mac = address_text(addr) if len(addr) == 6 else macs[addr]
         vlans = sorted(int(v) for v in host.vlans)
         zone = ""
         if policy is not None and len(addr) != 6:

@@ -141,3 +141,30 @@ def test_s7_identity_lists_are_noted_until_decoded(tmp_path: Path) -> None:
         plc_record.identity_from
         == "answered s7comm SZL 0x0011 (identity lists; their contents are not decoded yet)"
     )
+
+
+def test_a_link_layer_identity_joins_the_ip_host_with_that_mac() -> None:
+    from agent.assets.inventory import Host
+
+    inventory = AssetInventory()
+    ip, mac = bytes([10, 0, 0, 7]), bytes.fromhex("00800f0a0b0c")
+    inventory.hosts[ip] = Host(ip, 5.0, 9.0, macs={"00:80:0f:0a:0b:0c": 3}, served={"modbus": 2}, flows=2)
+    inventory.mac_ips["00:80:0f:0a:0b:0c"] = {ip}
+    inventory.hosts[mac] = Host(
+        mac,
+        1.0,
+        6.0,
+        served={"profinet": 1},
+        flows=1,
+        identity_from="profinet identity",
+        identity={"name": "plc-cell-3", "vendor_id": 42},
+    )
+    inventory.hosts[bytes.fromhex("020000000001")] = Host(bytes.fromhex("020000000001"), 2.0, 2.0, flows=1)
+    rows = {r.address: r for r in records(inventory, None, [])}
+    assert set(rows) == {"10.0.0.7", "02:00:00:00:00:01"}  # the lone L2 device keeps its own row
+    merged = rows["10.0.0.7"]
+    assert (
+        merged.identity == {"name": "plc-cell-3", "vendor_id": 42}
+        and merged.identity_from == "profinet identity"
+    )
+    assert merged.served == {"profinet": 1, "modbus": 2} and merged.flows == 3 and merged.first_seen == 1.0
