@@ -299,6 +299,26 @@ def findings(
     return alerts, audits, _incidents(incident_events)
 
 
+_NOT_DETECTOR_DATA = frozenset({"alert", "policy", "asset", "tcp", "flow"})
+MAX_DETAILS = 48  # flattened values per incident in the tables; "data" keeps them all
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if len(out) >= MAX_DETAILS:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, out)
+    elif isinstance(value, list):
+        if value and all(isinstance(v, str | int | float) for v in value):
+            out[prefix] = ", ".join(str(v) for v in value)
+        else:
+            for i, item in enumerate(value[:5]):
+                _flatten(f"{prefix}[{i}]", item, out)
+    elif isinstance(value, str | int | float | bool) or value is None:
+        out[prefix] = value
+
+
 def _incidents(grouped: dict[str, list[tuple[float, dict[str, Any]]]]) -> list[dict[str, Any]]:
     out = []
     for ident, items in grouped.items():
@@ -323,13 +343,20 @@ def _incidents(grouped: dict[str, list[tuple[float, dict[str, Any]]]]) -> list[d
             for k, v in sorted(incident.items())
             if k not in ("id", "state") and isinstance(v, str | int | float | bool)
         }
+        # The detector's own object beside ``alert`` (e.g. ``floods``: link, peak utilisation,
+        # transfers, control flows with latency before/during): kept whole, and flattened for tables.
+        data = {k: v for k, v in last_fields.items() if isinstance(v, dict) and k not in _NOT_DETECTOR_DATA}
+        for name, value in data.items():
+            _flatten(name, value, details)
         out.append(
             {
                 "incident": ident,
                 "kind": str(incident.get("kind") or body.get("rule") or body.get("category") or ""),
                 "signature_id": body.get("signature_id"),
                 "severity": body.get("severity"),
-                "signature": body.get("signature", ""),
+                # The raise says what happened; the later events' sentences say how it went on.
+                "signature": first_fields.get("alert", {}).get("signature", "") or body.get("signature", ""),
+                "last_signature": body.get("signature", ""),
                 "started": str(incident.get("started") or _ts(items[0][0])),
                 "ended": cleared,
                 "state": str(incident.get("state", "")),
@@ -337,6 +364,7 @@ def _incidents(grouped: dict[str, list[tuple[float, dict[str, Any]]]]) -> list[d
                 "pcap_filename": first_fields.get("pcap_filename", ""),
                 "pcap_cnt": first_fields.get("pcap_cnt", 0),
                 "details": details,
+                "data": data,
                 "iec62443_sr": _refs(metadata, "iec62443_sr"),
                 "iso27001": _refs(metadata, "iso27001_annex_a", "iso27001"),
             }

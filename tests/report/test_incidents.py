@@ -77,6 +77,23 @@ def test_raise_update_clear_make_one_incident() -> None:
     assert incident["iec62443_sr"] == ["SR 7.1 RE1", "SR 7.2"]
 
 
+def test_the_detectors_own_object_is_kept_and_flattened() -> None:
+    event = incident_alert(T0 + 5, "raised", 100)
+    event.fields["floods"] = {
+        "link": {"name": "uplink-cr", "capacity_bps": 100_000_000},
+        "peak_utilisation": 0.97,
+        "transfers": [{"app_proto": "smb", "rate_bps": 94_000_000}],
+        "control_flows": [{"protocol": "modbus", "latency_during_ms": {"p99": 41.0}}],
+    }
+    [incident] = findings(collect(event))[2]
+    assert incident["data"]["floods"]["peak_utilisation"] == 0.97
+    details = incident["details"]
+    assert (
+        details["floods.link.name"] == "uplink-cr" and details["floods.transfers[0].rate_bps"] == 94_000_000
+    )
+    assert details["floods.control_flows[0].latency_during_ms.p99"] == 41.0
+
+
 def test_an_incident_still_open_has_no_end_and_separate_ids_stay_apart() -> None:
     _a, _b, incidents = findings(
         collect(
