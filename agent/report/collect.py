@@ -28,6 +28,7 @@ MAX_PER_PAIR = 64  # protocols / operation classes per pair
 MAX_EVENTS = 50_000  # alert and audit events kept for findings
 NO_ZONE = "(no zone)"
 _OT = CATEGORIES["ot"]
+_BULK = CATEGORIES["backup"] | CATEGORIES["file_transfer"]
 
 
 @dataclass(slots=True)
@@ -138,6 +139,29 @@ class ReportCollector:
         self.remote_access = 0  # flows of remote-access protocols (SR 1.13 evidence)
         self.time_sync = 0  # NTP/PTP flows (SR 2.11 evidence)
         self.backup_flows = 0
+        # second -> bytes of backup and file-transfer flows, spread evenly over each flow's life
+        # (the flow table knows their totals only at the end; the chart needs their shape in time).
+        self.bulk: dict[int, float] = {}
+
+    def _spread(self, flow: Flow) -> None:
+        total = flow.bytes_toserver + flow.bytes_toclient
+        first, last = flow.first_ts, flow.last_ts
+        if last <= first:
+            self._bulk_add(int(first), float(total))
+            return
+        rate = total / (last - first)
+        second = int(first)
+        while second <= last:
+            overlap = min(last, second + 1.0) - max(first, float(second))
+            if overlap > 0:
+                self._bulk_add(second, rate * overlap)
+            second += 1
+
+    def _bulk_add(self, second: int, nbytes: float) -> None:
+        if second in self.bulk:
+            self.bulk[second] += nbytes
+        elif len(self.bulk) < MAX_BINS:
+            self.bulk[second] = nbytes
 
     def _pair(self, flow: Flow) -> PairStats | None:
         verdict = flow.verdict
@@ -164,6 +188,8 @@ class ReportCollector:
             self.time_sync += 1
         if protocol in CATEGORIES["backup"]:
             self.backup_flows += 1
+        if protocol in _BULK:
+            self._spread(flow)
         pair = self._pair(flow)
         if pair is None:
             return

@@ -304,7 +304,7 @@ def chart_svg(
     plot_w, plot_h = width - left - right, height - top - bottom
     span: float = max(points[-1][0] + chart["bin_seconds"], 1)
     max_load = max(p[1] for p in points) or 1.0
-    max_lat = max(p[2] for p in points) or 1.0
+    max_lat = max(p[3] for p in points) or 1.0
 
     def x(offset: float) -> float:
         return left + plot_w * offset / span
@@ -325,15 +325,17 @@ def chart_svg(
             f'fill="#f5c6cb" opacity="0.6"><title>{_e(inc["id"])} {_e(inc["kind"])}</title></rect>'
         )
     bar_w = max(plot_w * chart["bin_seconds"] / span, 0.5)
-    for offset, load, _lat in points:
-        h = plot_h * load / max_load
-        out.append(
-            f'<rect x="{x(offset):.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-            f'fill="#7a9cc6"/>'
-        )
+    for offset, load, bulk, _lat in points:
+        for value, colour in ((load, "#b9cde5"), (min(bulk, load) if load else bulk, "#2f5f98")):
+            h = plot_h * value / max_load
+            if h > 0:
+                out.append(
+                    f'<rect x="{x(offset):.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" '
+                    f'height="{h:.1f}" fill="{colour}"/>'
+                )
     line = [
         f"{x(o + chart['bin_seconds'] / 2):.1f},{top + plot_h - plot_h * lat / max_lat:.1f}"
-        for o, _l, lat in points
+        for o, _l, _b, lat in points
         if lat > 0
     ]
     if line:
@@ -349,8 +351,8 @@ def chart_svg(
     )
     out.append(
         f'<text x="{left + plot_w / 2}" y="{height - 4}" font-size="10" text-anchor="middle">'
-        f"packet time from {_e(start)}; bars: load Mbit/s (left), line: max control latency ms (right), "
-        f"bins of {chart['bin_seconds']} s</text>"
+        f"packet time from {_e(start)}; bars: wire load, dark: backup and file transfers, Mbit/s (left); "
+        f"line: max control latency ms (right); bins of {chart['bin_seconds']} s</text>"
     )
     out.append("</svg>")
     return "".join(out)

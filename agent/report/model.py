@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 INCIDENT_SIDS = range(9100200, 9100300)  # backup floods and control health (CONTRACTS.md)
 MAX_OCCURRENCES = 20  # packets listed per finding; the count covers them all
-CHART_POINTS = 600  # the chart downsamples longer captures to this many bins
+CHART_POINTS = 600
+CHART_COLUMNS = [
+    "offset_s",
+    "load_mbit_s",
+    "bulk_mbit_s",
+    "max_control_latency_ms",
+]  # the chart downsamples longer captures to this many bins
 
 
 def sha256_file(path: str) -> str:
@@ -411,28 +417,26 @@ def integrity_findings(collector: ReportCollector, policy: CompiledPolicy | None
 
 
 def load_chart(tap: EvidenceTap, collector: ReportCollector) -> dict[str, Any]:
-    """Wire load and control latency per bin (one second, wider for long captures)."""
-    seconds = sorted(set(tap.load) | set(collector.latency))
+    """Wire load, bulk (backup and file-transfer) load and control latency per bin (one second,
+    wider for long captures)."""
+    seconds = sorted(set(tap.load) | set(collector.latency) | set(collector.bulk))
     if not seconds:
-        return {"bin_seconds": 1, "start": None, "points": []}
+        return {"bin_seconds": 1, "start": None, "points": [], "columns": CHART_COLUMNS}
     start, end = seconds[0], seconds[-1]
     width = max(1, -(-(end - start + 1) // CHART_POINTS))
     bins: dict[int, list[float]] = {}
     for second, nbytes in tap.load.items():
-        b = bins.setdefault((second - start) // width, [0.0, 0.0])
-        b[0] += nbytes
+        bins.setdefault((second - start) // width, [0.0, 0.0, 0.0])[0] += nbytes
+    for second, bulk in collector.bulk.items():
+        bins.setdefault((second - start) // width, [0.0, 0.0, 0.0])[1] += bulk
     for second, (peak, _total, _count) in collector.latency.items():
-        b = bins.setdefault((second - start) // width, [0.0, 0.0])
-        b[1] = max(b[1], peak)
+        b = bins.setdefault((second - start) // width, [0.0, 0.0, 0.0])
+        b[2] = max(b[2], peak)
     points = [
-        [i * width, round(b[0] * 8 / width / 1e6, 6), round(b[1] * 1000, 3)] for i, b in sorted(bins.items())
+        [i * width, round(b[0] * 8 / width / 1e6, 6), round(b[1] * 8 / width / 1e6, 6), round(b[2] * 1000, 3)]
+        for i, b in sorted(bins.items())
     ]
-    return {
-        "bin_seconds": width,
-        "start": _ts(start),
-        "points": points,
-        "columns": ["offset_s", "load_mbit_s", "max_control_latency_ms"],
-    }
+    return {"bin_seconds": width, "start": _ts(start), "points": points, "columns": CHART_COLUMNS}
 
 
 def build(

@@ -144,10 +144,28 @@ def test_chart_shades_incidents_over_load_and_latency() -> None:
     chart = load_chart(tap, collector)
     assert chart["bin_seconds"] == 1 and len(chart["points"]) == 20
     peak = max(chart["points"], key=lambda p: p[1])
-    assert peak[0] == 10 and peak[2] == 41.0
+    assert peak[0] == 10 and peak[3] == 41.0
     _a, _b, incidents = findings(
         collect(incident_alert(T0 + 5, "raised", 100), incident_alert(T0 + 12, "cleared", 9))
     )
     svg = chart_svg(chart, incidents)
     assert svg.startswith("<svg") and "I-0001" in svg and "<polyline" in svg
     assert svg.count('fill="#f5c6cb"') == 1
+
+
+def test_bulk_flows_are_spread_over_their_life_in_the_chart() -> None:
+    from agent.flows import Flow
+
+    flow = Flow((b"\n\x00\x00\x01", b"\n\x00\x00\x02", 50000, 445, 6, ()), 1, 4, T0 + 2.5, 1, 0, 600.0)
+    flow.last_ts = T0 + 4.5
+    flow.bytes_toserver, flow.bytes_toclient = 1_900_000, 100_000
+    flow.app_proto = "smb"
+    collector = ReportCollector()
+    collector.on_flow_end(flow, "shutdown")
+    assert collector.bulk == {int(T0) + 2: 500_000.0, int(T0) + 3: 1_000_000.0, int(T0) + 4: 500_000.0}
+    tap = EvidenceTap(1)
+    list(tap(iter([(T0 + 2.6, b"", 1000, 0, 1, 1, 0), (T0 + 4.4, b"", 1000, 0, 1, 2, 0)])))
+    chart = load_chart(tap, collector)
+    assert [p[2] for p in chart["points"]] == [4.0, 8.0, 4.0]  # Mbit/s
+    assert chart["columns"] == ["offset_s", "load_mbit_s", "bulk_mbit_s", "max_control_latency_ms"]
+    assert 'fill="#2f5f98"' in chart_svg(chart, [])
