@@ -33,6 +33,7 @@ th { background: #e8edf2; }
 tr { page-break-inside: avoid; }
 thead { display: table-header-group; }
 .num { text-align: right; white-space: nowrap; }
+td:first-child { white-space: nowrap; }
 .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; }
 .muted { color: #555; }
 .status-conformity { background: #dff0d8; }
