@@ -33,7 +33,7 @@ th { background: #e8edf2; }
 tr { page-break-inside: avoid; }
 thead { display: table-header-group; }
 .num { text-align: right; white-space: nowrap; }
-td:first-child { white-space: nowrap; }
+.id { white-space: nowrap; }
 .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; }
 .muted { color: #555; }
 .status-conformity { background: #dff0d8; }
@@ -244,7 +244,7 @@ def _finding_rows(items: list[dict[str, Any]]) -> tuple[list[list[str]], list[st
         refs = _e(", ".join(f["iec62443_sr"] + f["iso27001"]))
         rows.append(
             [
-                f'<a id="{_e(f["id"])}"></a>{_e(f["id"])}',
+                f'<a id="{_e(f["id"])}"></a><span class="id">{_e(f["id"])}</span>',
                 _e(f["signature_id"]),
                 _e(f["category"]),
                 _e(f["signature"]),
@@ -281,7 +281,11 @@ def _findings(doc: dict[str, Any]) -> str:
             _table(
                 ["id", "what", "SL-T FR3"],
                 [
-                    [f'<a id="{_e(r["id"])}"></a>{_e(r["id"])}', _e(r["signature"]), _e(r["sl_t_fr3"])]
+                    [
+                        f'<a id="{_e(r["id"])}"></a><span class="id">{_e(r["id"])}</span>',
+                        _e(r["signature"]),
+                        _e(r["sl_t_fr3"]),
+                    ]
                     for r in doc["integrity_findings"]
                 ],
             )
@@ -377,7 +381,7 @@ def _incidents(doc: dict[str, Any]) -> str:
         details = ", ".join(f"{_e(k)}={_e(v)}" for k, v in i["details"].items())
         rows.append(
             [
-                f'<a id="{_e(i["id"])}"></a>{_e(i["id"])}',
+                f'<a id="{_e(i["id"])}"></a><span class="id">{_e(i["id"])}</span>',
                 _e(i["kind"]),
                 _e(i["signature"]),
                 _e(i["started"]),
