@@ -129,7 +129,7 @@ def inventory_json(assets: list[AssetRecord], inventory: AssetInventory, oui: Ou
 @click.option(
     "--max-assets",
     type=click.IntRange(min=1),
-    default=50_000,
+    default=10_000,
     show_default=True,
     help="Inventory size; the host seen least recently is evicted (and counted) beyond it.",
 )

@@ -132,7 +132,7 @@ class AssetInventory:
 
     def __init__(
         self,
-        max_assets: int = 50_000,
+        max_assets: int = 10_000,
         emit: EmitFn | None = None,
         baseline: frozenset[str] | None = None,
         announce: bool = True,
