@@ -413,6 +413,7 @@ def run(
     from agent.capture.live import LiveCaptureError, LiveSource
 
     compiled = _policy(policy_path)
+    inventories = _asset_consumers(asset_events, asset_baseline)
     try:
         source = LiveSource(interface, bpf=bpf, promisc=promisc, snaplen=snaplen)
     except LiveCaptureError as e:
@@ -425,7 +426,6 @@ def run(
         replay=False,
     )
     summary = TrafficSummary()
-    inventories = _asset_consumers(asset_events, asset_baseline)
     sinks = _sinks(eve, line_buffered=True)
     pipeline = Pipeline(config, sinks=sinks, consumers=[summary, *inventories], policy=compiled)
     if inventories:

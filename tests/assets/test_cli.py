@@ -54,3 +54,25 @@ def test_policy_names_zones_on_the_demo() -> None:
 def test_bad_capture_is_one_line() -> None:
     done = assets("missing.pcap")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing.pcap" in done.stderr
+
+
+def test_run_refuses_a_baseline_that_is_not_an_inventory(tmp_path: Path) -> None:
+    bad = tmp_path / "baseline.json"
+    bad.write_text('{"flows": []}')
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--interface", "lo", "--asset-baseline", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "not an inventory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_baseline_reads_an_assets_json(tmp_path: Path) -> None:
+    from agent.assets.inventory import load_baseline
+
+    pcap = write(tmp_path / "ident.pcap", traffic.modbus_identification())
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(assets(str(pcap), "--format", "json").stdout)
+    assert load_baseline(str(inventory)) == {traffic.PLC, traffic.HMI}
