@@ -28,6 +28,7 @@ from agent.outputs.syslog import FACILITIES as SYSLOG_FACILITIES
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
 
 if TYPE_CHECKING:
+    from agent.assets.inventory import AssetInventory
     from agent.policy.engine import CompiledPolicy
     from agent.policy.reload import PolicyReloader
 from agent.records import CaptureProblem
@@ -284,6 +285,21 @@ def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None
     return reloader
 
 
+def _asset_consumers(enabled: bool, baseline_path: str | None) -> list[AssetInventory]:
+    """The live asset inventory (agent.assets), when asset events are wanted."""
+    if not enabled and baseline_path is None:
+        return []
+    from agent.assets.inventory import AssetInventory, load_baseline
+
+    baseline = None
+    if baseline_path is not None:
+        try:
+            baseline = load_baseline(baseline_path)
+        except (OSError, ValueError, KeyError) as e:
+            _fail(f"--asset-baseline {baseline_path}: {getattr(e, 'strerror', None) or e}", EXIT_INVALID)
+    return [AssetInventory(baseline=baseline, announce=enabled)]
+
+
 class _Progress:
     """A one-line progress display on stderr, refreshed at most twice a second."""
 
@@ -435,6 +451,9 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
 @click.option(
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
+@click.option(
+    "--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR."
+)
 @_common_options
 @_web_options(None)
 @click.option("--web.linger", "web_linger", type=click.FloatRange(min=0), metavar="SECONDS",
@@ -443,6 +462,7 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
 def replay(
     captures: tuple[str, ...],
     realtime: bool,
+    report_dir: str | None,
     eve: str | None,
     syslog_url: str | None,
     syslog_format: str,
@@ -465,6 +485,14 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    if report_dir is not None:  # the report's own run, with the same settings and EVE output
+        from agent.report.cli import run_report
+
+        flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
+        settings = PipelineConfig(
+            flows=flows, ports=ports, decoder_names=decoders, events=events, replay=True
+        )
+        sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
     try:
@@ -512,6 +540,18 @@ def replay(
 @click.option("--bpf", help="Capture filter in tcpdump syntax, compiled and applied in the kernel.")
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
+@click.option(
+    "--asset-events/--no-asset-events",
+    default=True,
+    show_default=True,
+    help="EVE 'asset' events for new hosts and identity/firmware changes (alerts for changes).",
+)
+@click.option(
+    "--asset-baseline",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Inventory from 'conduitwatch assets --format json': any other host is a new-device alert.",
+)
 @_common_options
 @_web_options(":10620")  # agent.exporter.server.DEFAULT_PORT; not imported here to keep start-up lean
 def run(
@@ -519,6 +559,8 @@ def run(
     bpf: str | None,
     promisc: bool,
     snaplen: int,
+    asset_events: bool,
+    asset_baseline: str | None,
     eve: str | None,
     syslog_url: str | None,
     syslog_format: str,
@@ -542,6 +584,7 @@ def run(
 
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
+    inventories = _asset_consumers(asset_events, asset_baseline)
     try:
         source = LiveSource(interface, bpf=bpf, promisc=promisc, snaplen=snaplen)
     except LiveCaptureError as e:
@@ -556,8 +599,12 @@ def run(
     summary = TrafficSummary()
     syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)
     sinks = _sinks(eve, True, syslog, monitored=(interface,))
-    consumers = [summary, *(exporter.consumers() if exporter is not None else ())]
+    consumers = [summary, *inventories, *(exporter.consumers() if exporter is not None else ())]
     pipeline = Pipeline(config, sinks=sinks, consumers=consumers, policy=compiled)
+    if inventories:
+        from agent.assets.inventory import pipeline_emitter
+
+        inventories[0].emit = pipeline_emitter(pipeline)
 
     def stop() -> None:
         pipeline.stop()
@@ -606,6 +653,12 @@ def version() -> None:
 from agent.policy.cli import policy  # noqa: E402 - the group is defined above; subcommands register here
 
 cli.add_command(policy)
+from agent.assets.cli import assets  # noqa: E402
+
+cli.add_command(assets)
+from agent.report.cli import report  # noqa: E402
+
+cli.add_command(report)
 
 
 def main() -> None:

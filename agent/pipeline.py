@@ -56,7 +56,8 @@ class FlowConsumer(Protocol):
     """A stage that learns from finished flows (summaries, detectors).
 
     A consumer that also wants every application message defines ``on_message(msg: OtMessage)``;
-    the pipeline only routes messages to consumers that have it.
+    the pipeline only routes messages to consumers that have it. One that needs the packet opening
+    a flow (its MAC addresses, say) defines ``on_flow_start(flow: Flow, pkt: Packet)``.
     """
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
@@ -128,6 +129,8 @@ class Pipeline:
 
             self.policy = PolicyDetector(policy, self._emit_detection)
             self.consumers.insert(0, self.policy)
+        starters = (getattr(c, "on_flow_start", None) for c in self.consumers if c is not self.policy)
+        self._flow_start_consumers = tuple(h for h in starters if callable(h))
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
         self._log_messages = config.events == EVENTS_ALL
         handlers = (getattr(c, "on_message", None) for c in self.consumers)
@@ -150,19 +153,26 @@ class Pipeline:
 
     def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:
         """The FlowTable hook for new flows: attach a decoder, judge the flow against the policy."""
-        attach = self.registry.attach
-        policy = self.policy
-        if policy is None:
-            return attach if decoding else None
-        judge = policy.on_flow_start
-        if not decoding:
-            return judge
+        hooks: list[Callable[[Flow, Packet], None]] = [self.registry.attach] if decoding else []
+        if self.policy is not None:
+            hooks.append(self.policy.on_flow_start)
+        hooks.extend(self._flow_start_consumers)  # after the policy: they may read its verdict
+        if len(hooks) <= 1:
+            return hooks[0] if hooks else None
+        if len(hooks) == 2:
+            first, second = hooks
 
-        def start(flow: Flow, pkt: Packet) -> None:
-            attach(flow, pkt)
-            judge(flow, pkt)
+            def start(flow: Flow, pkt: Packet) -> None:
+                first(flow, pkt)
+                second(flow, pkt)
 
-        return start
+            return start
+
+        def start_all(flow: Flow, pkt: Packet) -> None:
+            for hook in hooks:
+                hook(flow, pkt)
+
+        return start_all
 
     def _emit_detection(self, event_type: str, ts: float, flow: Flow, cnt: int, source: int,
                         fields: dict[str, Any]) -> None:  # fmt: skip

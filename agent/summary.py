@@ -26,7 +26,7 @@ class Tally:
         self.bytes += flow.bytes_toserver + flow.bytes_toclient
 
 
-def _network(flow_vlan: tuple[int, ...], addr: bytes) -> str:
+def network_label(flow_vlan: tuple[int, ...], addr: bytes) -> str:
     """Until a policy names zones, a network is its VLAN, else its /24 (IPv4) or /64 (IPv6)."""
     if flow_vlan:
         return "vlan " + ".".join(str(v) for v in flow_vlan)
@@ -55,7 +55,7 @@ class TrafficSummary:
             # With a policy, the pair is the zones' (or "no zone" for hosts the policy does not know).
             pair = (verdict.src_zone or "(no zone)", verdict.dest_zone or "(no zone)")
         else:
-            pair = (_network(flow.vlan, flow.src), _network(flow.vlan, flow.dst))
+            pair = (network_label(flow.vlan, flow.src), network_label(flow.vlan, flow.dst))
         tally = self.by_network_pair.get(pair)
         if tally is None:
             tally = self.by_network_pair[pair] = Tally()

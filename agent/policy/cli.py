@@ -274,3 +274,79 @@ def _grid_line(label: str, cells: list[str], widths: list[int], label_width: int
         + label.ljust(label_width)
         + "".join(_GAP + c.ljust(w) for c, w in zip(cells, widths, strict=True))
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# learn and diff (agent.policy.learn)
+
+
+@policy.command()
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+@click.option(
+    "-o", "--output", "output", required=True, metavar="FILE", help="Where to write the draft ('-': stdout)."
+)
+@click.option(
+    "--hosts-only",
+    is_flag=True,
+    help="Zones list the hosts seen instead of their subnets: a device not seen while learning is then "
+    "a host in no zone.",
+)
+def learn(captures: tuple[str, ...], output: str, hosts_only: bool) -> None:
+    """Draft a policy from observed traffic: zones by subnet, conduits with what was seen."""
+    from agent.analysis import AnalysisError
+    from agent.policy.learn import draft, learn_result
+    from agent.report.model import sha256_file
+
+    try:
+        model, inventory, result = learn_result(captures)
+    except AnalysisError as e:
+        click.echo(f"conduitwatch: error: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+    names = [s.name for s in result.sources]
+    text = draft(model, inventory, names, [sha256_file(n) for n in names], hosts_only)
+    if output == STDIN:
+        click.echo(text, nl=False)
+    else:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            click.echo(f"conduitwatch: error: cannot write {output}: {e.strerror}", err=True)
+            sys.exit(EXIT_INVALID)
+        rules = sum(1 for k in model.rules if k[0] != k[1])
+        click.echo(
+            f"{output}: {len(model.zones)} zones, {rules} conduit flow rules learned from "
+            f"{result.stats.packets:,} packets; review it, then 'conduitwatch policy validate {output}'"
+        )
+    for problem in result.problems:
+        click.echo(f"conduitwatch: error: {problem}", err=True)
+    sys.exit(1 if result.problems else EXIT_OK)
+
+
+@policy.command()
+@click.argument("policy_file", metavar="POLICY")
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+def diff(policy_file: str, captures: tuple[str, ...]) -> None:
+    """Drift between a declared policy and the traffic of captures; exit 0 same, 1 differs, 2 trouble."""
+    from agent.analysis import AnalysisError, analyse
+    from agent.policy.engine import CompiledPolicy
+    from agent.policy.learn import DriftModel, diff_text
+
+    loaded, problems = _load(policy_file)
+    if loaded is None:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        click.echo(verdict(policy_file, loaded, problems, strict=False)[1], err=True)
+        sys.exit(EXIT_INVALID)
+    compiled = CompiledPolicy(loaded)
+    drift = DriftModel(compiled)
+    try:
+        result = analyse(captures, [drift], policy=compiled)
+    except AnalysisError as e:
+        click.echo(f"conduitwatch: error: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+    text, differs = diff_text(drift)
+    click.echo(text)
+    for damage in result.problems:
+        click.echo(f"conduitwatch: error: {damage}", err=True)
+    sys.exit(EXIT_INVALID if result.problems else 1 if differs else EXIT_OK)

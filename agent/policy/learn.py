@@ -1,0 +1,381 @@
+"""Policies from observed traffic: ``policy learn`` drafts one, ``policy diff`` compares one with it.
+
+Learning groups hosts into zones by subnet (/24 for IPv4, /64 for IPv6; multicast and broadcast get
+zones of their own), names each zone after the roles of its hosts and the VLANs it was seen on, and
+writes one conduit per pair of zones that talked, with a flow rule per (initiator zone, responder
+zone, protocol, port set) listing the operation classes seen and, as YAML comments, the counts. The
+draft allows exactly what the captures show, so replaying them against it raises no alert; an
+engineer then narrows it (schedules, asset-level initiators) and removes what should not be there.
+
+The rules are written the way the engine matches flows: a flow is judged when it starts, by the
+protocol its port suggests, and again once a decoder has named the payload. A protocol that only a
+payload probe recognised (on a port that suggests nothing, or something else) is therefore allowed
+by port with ``category: any``, which both judgements accept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.decoders.base import REQUEST, OtMessage
+from agent.flows import Flow
+from agent.ports import guess_app_proto
+
+if TYPE_CHECKING:
+    from agent.assets.inventory import AssetInventory
+    from agent.policy.engine import CompiledPolicy
+
+_GROUP_ZONES = frozenset({"broadcast", "multicast", "multicast-v6"})
+MAX_PORTS = 16  # responder ports listed in one rule; more and the rule allows any port
+MAX_RULES = 20_000  # distinct (zones, protocol) combinations kept; more are counted
+ANY = "any"
+ANY_IP = "any-ip"  # IP protocols without ports (ICMP, IGMP, ...): a rule that cannot list ports
+
+
+def zone_for(addr: bytes) -> tuple[str, str]:
+    """(zone id, network) of an address for a learned policy."""
+    if len(addr) == 4:
+        if addr == b"\xff\xff\xff\xff":
+            return "broadcast", "255.255.255.255/32"
+        if 224 <= addr[0] <= 239:
+            return "multicast", "224.0.0.0/4"
+        net = ipaddress.IPv4Network((addr[:3] + b"\x00", 24))
+        return f"net-{net.network_address}-24", str(net)
+    if len(addr) == 16:
+        if addr[0] == 0xFF:
+            return "multicast-v6", "ff00::/8"
+        net6 = ipaddress.IPv6Network((addr[:8] + bytes(8), 64))
+        return f"net-{str(net6.network_address).rstrip(':').replace(':', '.')}-64", str(net6)
+    return "", ""
+
+
+@dataclass(slots=True)
+class RuleStats:
+    flows: int = 0
+    bytes: int = 0
+    ports: set[int] = field(default_factory=set)
+    operations: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ZoneStats:
+    network: str
+    hosts: set[bytes] = field(default_factory=set)
+    vlans: set[int] = field(default_factory=set)
+
+
+# (initiator zone, responder zone, protocol name or "any", guessed protocol) -> stats
+RuleKey = tuple[str, str, str]
+
+
+class TrafficModel:
+    """Flow consumer recording who opened what to whom, by learned zone, with operation classes."""
+
+    def __init__(self) -> None:
+        self.zones: dict[str, ZoneStats] = {}
+        self.rules: dict[RuleKey, RuleStats] = {}
+        self.dropped = 0
+
+    def _zone(self, addr: bytes, vlan: tuple[int, ...]) -> str:
+        zone_id, network = zone_for(addr)
+        zone = self.zones.get(zone_id)
+        if zone is None:
+            zone = self.zones[zone_id] = ZoneStats(network)
+        if len(zone.hosts) < 4096:
+            zone.hosts.add(addr)
+        if vlan:
+            zone.vlans.add(vlan[-1])
+        return zone_id
+
+    @staticmethod
+    def rule_protocol(flow: Flow) -> str:
+        """The protocol a learned rule names for ``flow`` (``any`` when only the port can say)."""
+        from agent.policy.loader import KNOWN_PROTOCOLS
+
+        if flow.proto != 6 and flow.proto != 17:
+            return ANY_IP
+        final = flow.app_proto
+        guess = guess_app_proto(flow.proto, flow.sport, flow.dport)
+        if final and final in KNOWN_PROTOCOLS and (guess == final or guess == "iso-tsap"):
+            return final
+        return ANY
+
+    def _rule(self, flow: Flow) -> RuleStats | None:
+        if flow.ip_version == 0:
+            return None  # link-layer flows are not judged by address zones
+        key = (self._zone(flow.src, flow.vlan), self._zone(flow.dst, flow.vlan), self.rule_protocol(flow))
+        stats = self.rules.get(key)
+        if stats is None:
+            if len(self.rules) >= MAX_RULES:
+                self.dropped += 1
+                return None
+            stats = self.rules[key] = RuleStats()
+        return stats
+
+    def on_flow_end(self, flow: Flow, reason: str) -> None:
+        stats = self._rule(flow)
+        if stats is None:
+            return
+        stats.flows += 1
+        stats.bytes += flow.bytes_toserver + flow.bytes_toclient
+        if flow.proto in (6, 17) and len(stats.ports) <= MAX_PORTS:
+            stats.ports.add(flow.dport)
+
+    def on_message(self, msg: OtMessage) -> None:
+        if msg.direction != REQUEST:
+            return
+        stats = self._rule(msg.flow)
+        if stats is not None:
+            stats.operations[msg.operation] = stats.operations.get(msg.operation, 0) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the draft
+
+
+def _q(text: str) -> str:
+    """A YAML double-quoted scalar (JSON's string syntax is a subset of it)."""
+    return json.dumps(text)
+
+
+def _zone_name(zone_id: str, zone: ZoneStats, roles: dict[str, int]) -> tuple[str, str]:
+    vlans = sorted(zone.vlans)
+    where = zone.network + (f", VLAN {','.join(map(str, vlans))}" if vlans else "")
+    if roles:
+        top = ", ".join(f"{r} x{n}" for r, n in sorted(roles.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"{where}", f"{len(zone.hosts)} hosts seen; roles: {top}"
+    return where, f"{len(zone.hosts)} hosts seen"
+
+
+def _rule_lines(index: int, key: RuleKey, stats: RuleStats) -> list[str]:
+    initiator, responder, protocol = key
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(stats.operations.items(), key=lambda kv: (-kv[1], kv[0])))
+    lines = [f"      # {stats.flows} flows, {stats.bytes:,} bytes" + (f"; requests: {ops}" if ops else "")]
+    name = {ANY: "port", ANY_IP: "ip"}.get(protocol, protocol)
+    lines.append(f"      - id: r{index}-{name}")
+    lines.append(f"        initiator: {initiator}")
+    lines.append(f"        responder: {responder}")
+    is_any = protocol == ANY or protocol == ANY_IP
+    lines.append(f"        category: {ANY}" if is_any else f"        protocol: {protocol}")
+    if protocol == ANY_IP:
+        lines.append("        # IP protocols without ports (ICMP, IGMP, ...)")
+    elif stats.ports and len(stats.ports) <= MAX_PORTS:
+        lines.append(f"        ports: [{', '.join(map(str, sorted(stats.ports)))}]")
+    elif protocol == ANY:
+        lines.append("        # more than 16 responder ports: any port allowed; narrow this rule")
+    if stats.operations:
+        lines.append(f"        operations: [{', '.join(sorted(stats.operations))}]")
+    return lines
+
+
+MAX_ZONE_HOSTS = 4096  # hosts kept per learned zone; a zone with more is written by network
+
+
+def draft(
+    model: TrafficModel,
+    inventory: AssetInventory | None,
+    captures: Sequence[str],
+    digests: Sequence[str],
+    hosts_only: bool = False,
+) -> str:
+    """The learned policy as YAML text (deterministic for the same traffic).
+
+    ``hosts_only``: zones list the hosts seen (as assets) instead of their subnets, so that a device
+    that was not there while learning is a host in no zone (an ``unknown_host`` alert).
+    """
+    from agent import __version__
+    from agent.assets.inventory import address_text, infer_roles
+
+    roles_by_zone: dict[str, dict[str, int]] = {}
+    assets_by_zone: dict[str, list[tuple[bytes, str]]] = {}
+    if inventory is not None:
+        for addr, host in sorted(inventory.hosts.items(), key=lambda kv: (len(kv[0]), kv[0])):
+            zone_id, _net = zone_for(addr)
+            if zone_id not in model.zones or zone_id in _GROUP_ZONES:
+                continue
+            roles = infer_roles(host)
+            if roles:
+                role = roles[0].role
+                counts = roles_by_zone.setdefault(zone_id, {})
+                counts[role] = counts.get(role, 0) + 1
+                assets_by_zone.setdefault(zone_id, []).append((addr, role))
+    lines = [f"# Draft zone/conduit policy learned by conduitwatch {__version__} from:"]
+    lines += [f"#   {name} (sha256 {digest})" for name, digest in zip(captures, digests, strict=True)]
+    lines += [
+        "# It allows exactly the traffic those captures show. Review it: rename zones, set purdue_level,",
+        "# sl_t and owners, restrict initiators to named assets, add schedules to program/mode/firmware",
+        "# rules, and delete whatever should not happen. Counts are in the comments.",
+        "version: 1",
+        "system:",
+        f"  name: {_q('learned from ' + ', '.join(captures))[:200]}",
+        f"  description: {_q('draft drawn from observed traffic; not yet reviewed')}",
+        "defaults:",
+        "  intra_zone: allow",
+        "  unknown_hosts: alert",
+        "zones:",
+    ]
+    for zone_id in sorted(
+        model.zones,
+        key=lambda z: (
+            ipaddress.ip_network(model.zones[z].network).version,
+            ipaddress.ip_network(model.zones[z].network),
+        ),
+    ):
+        zone = model.zones[zone_id]
+        name, description = _zone_name(zone_id, zone, roles_by_zone.get(zone_id, {}))
+        lines += [f"  - id: {zone_id}", f"    name: {_q(name)}", f"    description: {_q(description)}"]
+        by_hosts = hosts_only and len(zone.hosts) < MAX_ZONE_HOSTS and zone_id not in _GROUP_ZONES
+        if not by_hosts:
+            lines.append(f"    networks: [{_q(zone.network)}]")
+        role_of = dict(assets_by_zone.get(zone_id, ()))
+        listed = sorted(zone.hosts if by_hosts else role_of, key=lambda a: (len(a), a))
+        if listed:
+            lines.append("    assets:")
+            for addr in listed:
+                ip = address_text(addr)
+                role = role_of.get(addr, "")
+                name = f"{role or 'host'}-{ip.replace(':', '.')}"
+                lines.append(f"      - {{name: {name}, ip: {_q(ip)}" + (f", role: {role}}}" if role else "}"))
+    conduits: dict[tuple[str, str], list[tuple[RuleKey, RuleStats]]] = {}
+    for key, stats in model.rules.items():
+        if key[0] != key[1]:
+            pair = tuple(sorted((key[0], key[1])))
+            conduits.setdefault((pair[0], pair[1]), []).append((key, stats))
+    lines.append("conduits:" if conduits else "conduits: []")
+    for (a, b), rules in sorted(conduits.items()):
+        lines += [f"  - id: {a}--{b}", f"    zones: [{a}, {b}]", "    flows:"]
+        for index, (key, stats) in enumerate(sorted(rules, key=lambda kr: kr[0]), 1):
+            lines += _rule_lines(index, key, stats)
+    if model.dropped:
+        lines.append(f"# {model.dropped} flows were not learned: more than {MAX_RULES} distinct rules")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# drift
+
+
+@dataclass(slots=True)
+class Observed:
+    flows: int = 0
+    protocols: dict[str, int] = field(default_factory=dict)
+    operations: dict[str, int] = field(default_factory=dict)
+
+
+class DriftModel:
+    """Flow consumer comparing traffic with a declared policy, grouped by its zones."""
+
+    def __init__(self, policy: CompiledPolicy) -> None:
+        self.policy = policy
+        self.pairs: dict[tuple[str, str], Observed] = {}
+        self.rules_used: dict[str, int] = {}  # "conduit/rule" -> flows
+        self.uncovered: dict[tuple[str, str, str], int] = {}  # (src zone, dst zone, protocol) -> flows
+        self.not_allowed_ops: dict[tuple[str, str, str, str], int] = {}
+        self.unknown_hosts: dict[str, int] = {}
+
+    def on_flow_end(self, flow: Flow, reason: str) -> None:
+        from agent.assets.inventory import address_text
+
+        verdict = flow.verdict
+        if verdict is None or not hasattr(verdict, "rules"):
+            return
+        src = verdict.src_zone or "(no zone)"
+        dst = verdict.dest_zone or "(no zone)"
+        protocol = flow.app_proto or f"{ {6: 'tcp', 17: 'udp'}.get(flow.proto, 'ip') }/{flow.dport}"
+        observed = self.pairs.setdefault((src, dst), Observed())
+        observed.flows += 1
+        observed.protocols[protocol] = observed.protocols.get(protocol, 0) + 1
+        for side, zone in ((verdict.client, verdict.src_zone), (verdict.server, verdict.dest_zone)):
+            if zone is None and len(self.unknown_hosts) < 10_000:
+                text = address_text(side)
+                self.unknown_hosts[text] = self.unknown_hosts.get(text, 0) + 1
+        if verdict.rules:
+            owner = verdict.conduit.id if verdict.conduit is not None else src
+            for rule in verdict.rules:
+                name = f"{owner}/{rule.id}"
+                self.rules_used[name] = self.rules_used.get(name, 0) + 1
+        elif not (src == dst and self.policy.defaults.intra_zone == "allow"):
+            key = (src, dst, protocol)
+            self.uncovered[key] = self.uncovered.get(key, 0) + 1
+
+    def on_message(self, msg: OtMessage) -> None:
+        if msg.direction != REQUEST:
+            return
+        verdict = msg.flow.verdict
+        if verdict is None or not hasattr(verdict, "rules"):
+            return
+        src, dst = verdict.src_zone or "(no zone)", verdict.dest_zone or "(no zone)"
+        observed = self.pairs.setdefault((src, dst), Observed())
+        observed.operations[msg.operation] = observed.operations.get(msg.operation, 0) + 1
+        if verdict.rules and not any(
+            r.operations is None or msg.operation in r.operations for r in verdict.rules
+        ):
+            key = (src, dst, msg.protocol, msg.operation)
+            self.not_allowed_ops[key] = self.not_allowed_ops.get(key, 0) + 1
+
+
+def diff_text(drift: DriftModel) -> tuple[str, bool]:
+    """(a readable diff, whether the model and the traffic differ). '+' observed but not declared,
+    '-' declared but not observed, ' ' both."""
+    p = drift.policy.policy
+    lines = [
+        f"--- declared: {p.path} ({len(p.zones)} zones, {len(p.conduits)} conduits)",
+        "+++ observed: the captures",
+    ]
+    differs = False
+    if drift.unknown_hosts:
+        differs = True
+        lines.append("")
+        lines.append("hosts in no zone:")
+        for host, n in sorted(drift.unknown_hosts.items()):
+            lines.append(f"+ {host} ({n} flows)")
+    lines.append("")
+    lines.append("conduit flow rules:")
+    for conduit in p.conduits:
+        for rule in conduit.flows:
+            name = f"{conduit.id}/{rule.id}"
+            used = drift.rules_used.get(name, 0)
+            what = f"{rule.initiator.text()} -> {rule.responder.text()} {rule.label}"
+            if rule.operations is not None:
+                what += f" [{', '.join(sorted(rule.operations))}]"
+            if used:
+                lines.append(f"  {name}: {what} ({used} flows)")
+            else:
+                differs = True
+                lines.append(f"- {name}: {what} (never used)")
+    if drift.uncovered:
+        differs = True
+        lines.append("")
+        lines.append("traffic no rule allows:")
+        for (src, dst, protocol), n in sorted(drift.uncovered.items()):
+            lines.append(f"+ {src} -> {dst} {protocol} ({n} flows)")
+    if drift.not_allowed_ops:
+        differs = True
+        lines.append("")
+        lines.append("operations no rule allows:")
+        for (src, dst, protocol, op), n in sorted(drift.not_allowed_ops.items()):
+            lines.append(f"+ {src} -> {dst} {protocol} {op} ({n} requests)")
+    lines.append("")
+    lines.append("observed zone pairs (initiator -> responder):")
+    for (src, dst), obs in sorted(drift.pairs.items()):
+        protos = ", ".join(f"{k} {v}" for k, v in sorted(obs.protocols.items()))
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(obs.operations.items()))
+        lines.append(
+            f"  {src} -> {dst}: {obs.flows} flows; {protos}" + (f"; operations: {ops}" if ops else "")
+        )
+    return "\n".join(lines), differs
+
+
+def learn_result(captures: Sequence[str]) -> Any:
+    """Run the captures and return (TrafficModel, AssetInventory, Analysis) for a draft."""
+    from agent.analysis import analyse
+    from agent.assets.inventory import AssetInventory
+
+    model = TrafficModel()
+    inventory = AssetInventory()
+    result = analyse(captures, [model, inventory])
+    return model, inventory, result
