@@ -75,18 +75,14 @@ def test_mms_codes_match_tshark() -> None:
     assert_agreement(result)
 
 
+ICCP = "ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap"  # TASE.2 over MMS, both ways
 # Operation classes at frames whose tshark decode confirms the service.
 CLASS_FRAMES = [
-    ("ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap", 20, "mms.confirmedServiceRequest == 4",
-     "read"),
-    ("ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap", 59, "mms.confirmedServiceRequest == 5",
-     "write"),
-    ("ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap", 35, "mms.confirmedServiceRequest == 1",
-     "discovery"),
-    ("ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap", 68, "mms.unconfirmedService == 0",
-     "read"),
-    ("ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap", 11, "mms.initiate_RequestPDU_element",
-     "session"),
+    (ICCP, 20, "mms.confirmedServiceRequest == 4", "read"),
+    (ICCP, 59, "mms.confirmedServiceRequest == 5", "write"),
+    (ICCP, 35, "mms.confirmedServiceRequest == 1", "discovery"),
+    (ICCP, 68, "mms.unconfirmedService == 0", "read"),
+    (ICCP, 11, "mms.initiate_RequestPDU_element", "session"),
     ("ICS-Security-Tools/IEC61850/piccolo.pcap", 5, "mms.confirmedServiceRequest == 0", "diagnostic"),
     ("ICS-Security-Tools/IEC61850/MMS_-_Specific_Commands/mms-stopRequest.pcap", 16,
      "mms.confirmedServiceRequest == 41", "mode"),
@@ -116,7 +112,7 @@ def test_operation_classes_on_real_captures(
 
 
 def test_identify_response_gives_the_device_identity() -> None:
-    path = CORPUS / "pcaps" / "ICS-Security-Tools/IEC61850/8d7c7db0-9804-012b-b2a6-0016cb8cea27.pcap"
+    path = CORPUS / "pcaps" / ICCP
     if not path.exists():
         pytest.skip("corpus not available")
     theirs = tshark_fields(path, "frame.number == 26", ["mms.vendorName", "mms.modelName", "mms.revision"])
