@@ -190,8 +190,9 @@ def test_disconnect_request_and_confirm() -> None:
     assert dc.request_cnt == dr.pcap_cnt and all(m.operation == "session" for m in (dr, dc))
 
 
-def test_mms_on_port_102_is_left_alone() -> None:
-    # IEC 61850 MMS: the same CR/CC, then an ISO session CONNECT SPDU (0x0d) in the first DT.
+def test_other_data_on_port_102_is_left_alone() -> None:
+    # The same CR/CC, then an ISO session CONNECT SPDU (0x0d) too short for its length: neither S7 nor
+    # MMS (tests/decoders/test_mms.py has the real thing), so no decoder and the port's name.
     session_connect = dt(b"\x0d\xb2\x05\x06\x13\x01\x00\x16\x01\x02\x14\x02\x00\x02")
     packets = factory.tcp_stream([(True, CR), (False, CC), (True, session_connect), (False, dt(b"\x0e\x86"))],
                                  dport=102)  # fmt: skip
