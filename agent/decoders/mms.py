@@ -83,6 +83,7 @@ APPLICATION_CONSTRUCTED = 0x60
 CONTEXT, CONTEXT_CONSTRUCTED = 0x80, 0xA0
 INTEGER, OCTETS_OID, SEQUENCE, SET, EXTERNAL = 2, 6, 16, 17, 8
 VISIBLE_STRING, GRAPHIC_STRING = 26, 25
+FAILURE = 0x80  # [0] IMPLICIT DataAccessError: a failed item in read and write results
 
 # -- ACSE (X.227) --------------------------------------------------------------------------------
 AARQ, AARE, RLRQ, RLRE, ABRT = 0, 1, 2, 3, 4
@@ -184,6 +185,11 @@ def _tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     if pos + 2 > end:
         raise _Malformed("bad_length", "a BER element is cut short")
     first = buf[pos]
+    length = buf[pos + 1]
+    if first & 0x1F != 0x1F and length < 0x80:  # the common case: one tag octet, short length
+        if pos + 2 + length > end:
+            raise _Malformed("bad_length", f"a BER element of {length} bytes runs past its container")
+        return first & 0xE0, first & 0x1F, pos + 2, pos + 2 + length
     pos += 1
     number = first & 0x1F
     if number == 0x1F:  # high tag number form: base-128 digits (MMS needs two at most)
@@ -223,6 +229,17 @@ def _children(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]
         out.append(element)
         pos = element[3]
     return out
+
+
+def _count(buf: bytes, pos: int, end: int, first: int = -1) -> tuple[int, int]:
+    """How many elements a constructed value holds, and how many of them have identifier ``first``."""
+    total = tagged = 0
+    while pos < end:
+        if buf[pos] == first:
+            tagged += 1
+        pos = _tlv(buf, pos, end)[3]
+        total += 1
+    return total, tagged
 
 
 def _int(buf: bytes, start: int, end: int) -> int:
@@ -598,7 +615,7 @@ class MmsDecoder(CotpDecoder):
             fields["variable_list_name"] = _reference(name)
             if service == 11:
                 for _, _, es, ee in _children(data, s, e)[1:2]:
-                    fields["variable_count"] = len(_children(data, es, ee))
+                    fields["variable_count"] = _count(data, es, ee)[0]
         elif service == 13 and constructed:
             for ecls, enumber, es, ee in _children(data, s, e):
                 if enumber == 1 and ecls == CONTEXT_CONSTRUCTED:
@@ -650,17 +667,13 @@ class MmsDecoder(CotpDecoder):
         elif service == 4:  # read: [1] listOfAccessResult, a failure is [0] DataAccessError
             for ecls, enumber, es, ee in _children(data, s, e):
                 if enumber == 1 and ecls == CONTEXT_CONSTRUCTED:
-                    results = _children(data, es, ee)
-                    fields["result_count"] = len(results)
-                    fields["failure_count"] = sum(1 for r in results if r[1] == 0 and r[0] == CONTEXT)
+                    fields["result_count"], fields["failure_count"] = _count(data, es, ee, FAILURE)
         elif service == 5:  # write: failure [0] or success [1] per variable
-            results = _children(data, s, e)
-            fields["result_count"] = len(results)
-            fields["failure_count"] = sum(1 for r in results if r[1] == 0)
+            fields["result_count"], fields["failure_count"] = _count(data, s, e, FAILURE)
         elif service == 1:  # getNameList: [0] listOfIdentifier, [1] moreFollows
             for ecls, enumber, es, ee in _children(data, s, e):
                 if enumber == 0 and ecls == CONTEXT_CONSTRUCTED:
-                    fields["name_count"] = len(_children(data, es, ee))
+                    fields["name_count"] = _count(data, es, ee)[0]
                 elif enumber == 1 and ecls == CONTEXT and ee > es:
                     fields["more_follows"] = data[es] != 0
 
@@ -674,11 +687,10 @@ class MmsDecoder(CotpDecoder):
             _object_name(data, _tlv(data, s, e), name)
             fields["variable_list_name"] = _reference(name)
             return
-        variables = _children(data, s, e)
-        fields["variable_count"] = len(variables)
-        if variables:
-            vs, ve = variables[0][2], variables[0][3]
-            specification = _tlv(data, vs, ve)
+        fields["variable_count"] = _count(data, s, e)[0]
+        if s < e:
+            first = _tlv(data, s, e)
+            specification = _tlv(data, first[2], first[3])
             if specification[1] == 0 and specification[0] == CONTEXT_CONSTRUCTED:  # name [0] ObjectName
                 _object_name(data, _tlv(data, specification[2], specification[3]), fields)
 
@@ -699,7 +711,7 @@ class MmsDecoder(CotpDecoder):
             if elements:
                 self._variable_access(data, elements[0], fields)
             if len(elements) > 1:
-                fields["result_count"] = len(_children(data, elements[1][2], elements[1][3]))
+                fields["result_count"] = _count(data, elements[1][2], elements[1][3])[0]
         operation = UNCONFIRMED_OPERATION.get(service, "unknown")
         self.response(None, UNCONFIRMED_FUNCTION_BASE | service, operation, fields, from_client=from_client)
 
