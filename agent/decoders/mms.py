@@ -82,7 +82,6 @@ UNIVERSAL, UNIVERSAL_CONSTRUCTED = 0x00, 0x20
 APPLICATION_CONSTRUCTED = 0x60
 CONTEXT, CONTEXT_CONSTRUCTED = 0x80, 0xA0
 INTEGER, OCTETS_OID, SEQUENCE, SET, EXTERNAL = 2, 6, 16, 17, 8
-VISIBLE_STRING, GRAPHIC_STRING = 26, 25
 FAILURE = 0x80  # [0] IMPLICIT DataAccessError: a failed item in read and write results
 
 # -- ACSE (X.227) --------------------------------------------------------------------------------
@@ -408,7 +407,7 @@ class MmsDecoder(CotpDecoder):
     def _user_data(
         self, data: bytes, start: int, end: int, from_client: bool, fields: dict[str, Any]
     ) -> None:
-        """User-data: fully-encoded [APPLICATION 1] (a list of PDVs) or simply-encoded [APPLICATION 0]."""
+        """User-data: fully-encoded [APPLICATION 1], a list of PDVs (simply-encoded names no context)."""
         cls, number, s, e = _tlv(data, start, end)
         if cls == APPLICATION_CONSTRUCTED and number == 1:
             self._pdvs(data, s, e, from_client, fields)
