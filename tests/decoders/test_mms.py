@@ -467,6 +467,15 @@ def test_connection_starting_with_cr_is_named_by_its_first_data(split_headers: b
         assert {m.protocol for m in collector.messages} == {name}
 
 
+def test_connection_with_no_data_keeps_the_port_name() -> None:
+    # CR and CC alone cannot tell S7comm from MMS: no decoder claims the connection (a refusal, DR,
+    # is S7's: tests/decoders/test_s7comm.py).
+    collector = factory.Collector()
+    packets = factory.tcp_stream([(True, cr()), (False, cc())], dport=102)
+    Pipeline(PipelineConfig(), consumers=[collector]).run(factory.ListSource(packets))
+    assert collector.flows[0].app_proto == "iso-tsap" and not collector.messages
+
+
 # -- EVE -------------------------------------------------------------------------------------------
 
 
