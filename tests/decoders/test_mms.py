@@ -569,6 +569,16 @@ def test_random_tsdus_never_raise(tsdu: bytes) -> None:
     assert mms.probe(dt(tsdu), True) in (True, False)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\x03\x00", b"\x03\x00\x00\x20\x02\xf0\x80"]))
+def test_probes_never_raise_on_any_first_payload(tail: bytes, head: bytes) -> None:
+    # The registry runs both port-102 probes on whatever a new connection sends first.
+    for sample in (head + tail, cr() + head + tail):
+        assert mms.probe(sample, True) in (True, False)
+        assert s7comm.probe(sample, True) in (True, False)
+        assert cotp.first_data_tpdu(sample) < len(sample)
+
+
 def test_the_valid_stream_decodes_without_anomalies() -> None:
     # The mutation test's starting point is itself clean (so mutations are what it exercises).
     anomalies: list[object] = []
