@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import bacnet, dnp3, enip, iec104, modbus, mqtt, opcua, s7comm
+from agent.decoders import bacnet, dnp3, enip, iec104, mms, modbus, mqtt, opcua, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -33,9 +33,13 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     mqtt.SPEC,
     mqtt.SPEC_ANY_PORT,
     opcua.SPEC,
+    mms.SPEC,
 )
 
-_PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
+# Payload packets probed on a protocol's own port before giving up. Six, because on TCP 102 the
+# protocol shows only in the first DT, after CR and CC, and each TPKT header may come in a segment
+# of its own.
+_PORT_TRIES = 6
 _ANY_PORT_TRIES = 2  # ... and on other ports
 _PROBE_BYTES = 4096  # per direction, kept while probing
 _SEQ = struct.Struct("!I")

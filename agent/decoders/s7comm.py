@@ -4,16 +4,16 @@ Checked against RFC 1006, ISO 8073 (X.224) for the COTP TPDUs, and Wireshark's p
 packet-cotp.c and packet-s7comm.c (``cotp.*`` / ``s7comm.*`` fields) for S7comm; S7comm-plus against
 Thomas Wiens' s7comm_plus dissector and cisagov's ICSNPP s7comm analyzer.
 
-Framing: every TPKT packet is one COTP TPDU. Data TPDUs (DT) without the last-data-unit bit are
-buffered per direction and joined with the following DT into one TSDU, which carries one S7comm
-(0x32) or S7comm-plus (0x72) PDU.
+Framing (agent.decoders.cotp): every TPKT packet is one COTP TPDU; data TPDUs are joined into one
+TSDU, which carries one S7comm (0x32) or S7comm-plus (0x72) PDU.
 
-TCP 102 is shared with IEC 61850 MMS, which uses the same TPKT/COTP connection. The probe on port
-102 accepts a COTP CR/CC so that S7 connections keep their connection TPDUs (the TSAPs say which
-rack, slot and connection resource the client asked for); those are held back until the first DT
-payload shows the protocol: S7comm or S7comm-plus emits them, anything else (MMS's session layer)
-makes the decoder detach itself and leave the flow to ``iso-tsap``. On other ports the probe
-(``SPEC_ANY_PORT``) requires a DT carrying an S7comm or S7comm-plus header.
+TCP 102 is shared with IEC 61850 MMS (agent.decoders.mms), which uses the same TPKT/COTP connection.
+The probe on port 102 looks past the CR/CC at the first DT (see agent.decoders.cotp): the registry
+holds the connection TPDUs meanwhile and replays them once S7 data shows, so S7 connections keep
+them (the TSAPs say which rack, slot and connection resource the client asked for). Should the
+data later turn out not to be S7 (the decoder was forced onto a port), the decoder detaches itself
+and leaves the flow to ``iso-tsap``. On other ports the probe (``SPEC_ANY_PORT``) requires a DT
+carrying an S7comm or S7comm-plus header.
 
 Message model and ``function`` (ranges chosen so the codes of the different message kinds never
 collide within a protocol):
@@ -42,8 +42,17 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
+from agent.decoders.cotp import (
+    DC,
+    DR,
+    DT,
+    ER,
+    MIN_TPKT,
+    CotpDecoder,
+    first_data_tpdu,
+    message_length,
+)
 from agent.decoders.message import MessageDecoder
-from agent.decoders.stream import INVALID, NEED_MORE
 
 if TYPE_CHECKING:
     from agent.flows import Flow
@@ -54,25 +63,15 @@ _HHH = struct.Struct("!HHH")
 _S7 = struct.Struct("!BBHHHH")  # protocol id, ROSCTR, redundancy id, PDU reference, param length, data length
 _SEQ = struct.Struct("!I")
 
-TPKT_VERSION = 3
-MIN_TPKT = 7  # RFC 1006: header (4) + the smallest TPDU (class 0 DT: LI, code, TPDU-NR/EOT)
-MAX_TSDU = 1 << 16  # a COTP TSDU reassembled from DTs; S7 PDUs are at most a few KiB
 MAX_DEFERRED = 8  # COTP connection TPDUs held back while the protocol is not yet known
 MAX_ITEMS = 20  # items listed in EVE (the count is always given)
 MAX_BLOCKS = 16  # blocks of a PI service listed in EVE
 
 S7COMM_ID = 0x32
 S7COMM_PLUS_ID = 0x72
-_SEQ_MOD = 1 << 32
+_SEQ_MOD = 1 << 32  # S7comm-plus sequence numbers
 _SEQ_HALF = 1 << 31
 
-# COTP TPDU codes (high nibble of the second octet; CR/CC carry the credit in the low nibble).
-CR, CC, DR, DC, DT, ER = 0xE0, 0xD0, 0x80, 0xC0, 0xF0, 0x70
-COTP_NAMES = {CR: "CR", CC: "CC", DR: "DR", DC: "DC", DT: "DT", ER: "ER", 0x10: "ED", 0x20: "EA", 0x50: "RJ",
-              0x60: "AK"}  # fmt: skip
-# The S7 convention for a 2-byte called TSAP: connection resource, then rack * 32 + slot.
-TSAP_CONNECTION_TYPES = {1: "PG", 2: "OP", 3: "S7 basic"}
-COTP_FUNCTION_BASE = 0x100
 USERDATA_FUNCTION_BASE = 0x10000
 PLUS_OPCODE_FUNCTION_BASE = 0x100
 
@@ -208,20 +207,6 @@ PLUS_DIGEST = 32
 PLUS_OPERATION = "opaque"
 
 
-def message_length(buf: bytes, off: int, avail: int) -> int:
-    """One TPKT packet: version 3, reserved 0, length covering a COTP TPDU with a sane LI."""
-    if avail < 6:
-        header_ok = buf[off] == TPKT_VERSION and (avail < 2 or buf[off + 1] == 0)
-        return NEED_MORE if header_ok else INVALID
-    if buf[off] != TPKT_VERSION or buf[off + 1] != 0:
-        return INVALID
-    length = _H.unpack_from(buf, off + 2)[0]
-    li = buf[off + 4]
-    if length < MIN_TPKT or li < 2 or 5 + li > length or buf[off + 5] & 0xF0 not in COTP_NAMES:
-        return INVALID
-    return int(length)
-
-
 def _dt_carries_s7(payload: bytes) -> bool:
     """A class 0 DT at the start of ``payload`` whose user data begins with an S7comm/S7comm-plus header."""
     n = len(payload)
@@ -251,13 +236,18 @@ def _dt_carries_s7(payload: bytes) -> bool:
 
 
 def probe(payload: bytes, to_server: bool) -> bool:
-    """On port 102: a COTP CR/CC (held back until the data shows S7), or a DT carrying S7."""
-    if len(payload) < MIN_TPKT or message_length(payload, 0, len(payload)) <= 0:
+    """On port 102: the first DT after the connection request carries S7comm or S7comm-plus.
+
+    A CR/CC alone does not tell S7 from MMS: the registry holds it until the first DT. A connection
+    refused or disconnected before any data (a TSAP scan) is the port's main protocol's, S7's.
+    """
+    off = first_data_tpdu(payload)
+    if off < 0:
         return False
-    code = payload[5] & 0xF0
-    if code == CR or code == CC:
-        return payload[4] >= 6  # dst-ref, src-ref, class
-    return _dt_carries_s7(payload)
+    code = payload[off + 5] & 0xF0
+    if code == DT:
+        return _dt_carries_s7(payload[off:] if off else payload)
+    return code == DR or code == DC or code == ER
 
 
 def probe_any_port(payload: bytes, to_server: bool) -> bool:
@@ -265,13 +255,6 @@ def probe_any_port(payload: bytes, to_server: bool) -> bool:
     return (
         len(payload) >= MIN_TPKT and message_length(payload, 0, len(payload)) > 0 and _dt_carries_s7(payload)
     )
-
-
-def _tsap(value: bytes) -> str:
-    """Wireshark shows a TSAP as text when it is printable (S7comm-plus's "SIMATIC-ROOT-ES"), else hex."""
-    if len(value) > 2 and all(0x20 <= b < 0x7F for b in value):
-        return value.decode("ascii")
-    return value.hex()
 
 
 def _ascii(value: bytes) -> str:
@@ -356,88 +339,29 @@ class _Deferred(NamedTuple):
 _UNDECIDED, _S7COMM, _S7COMM_PLUS, _DETACHED = 0, 1, 2, 3
 
 
-class S7commDecoder(MessageDecoder):
+class S7commDecoder(CotpDecoder):
     """One ISO-on-TCP connection: COTP, then S7comm or S7comm-plus (see the module docstring)."""
 
     protocol = "s7comm"
-    __slots__ = ("_deferred", "_frags", "_kind", "_plus", "_plus_first", "dst_tsap", "src_tsap")
-
-    message_length = staticmethod(message_length)
+    __slots__ = ("_deferred", "_kind", "_plus", "_plus_first")
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
-        # Per direction, indexed by from_client: DT user data waiting for the last data unit
-        # (None: an oversized TSDU is being skipped up to its last DT).
-        self._frags: list[bytes | None] = [b"", b""]
         # Per direction: the header of an S7comm-plus PDU whose fragments have not all arrived.
         self._plus_first: list[tuple[int, dict[str, Any], int | None] | None] = [None, None]
         self._deferred: list[_Deferred] = []
         self._kind = _UNDECIDED
         self._plus: _PlusMessages | None = None
-        # The TSAPs of the connection request: calling (client) and called (server) TSAP.
-        self.src_tsap: str | None = None
-        self.dst_tsap: str | None = None
 
     # -- framing ---------------------------------------------------------------------------------
 
-    def feed_segment(
-        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
-    ) -> None:
-        from_client = to_server == self.initiator_is_client
-        framer = self._c2s if from_client else self._s2c
-        if framer is not None and framer.next_seq is not None:
-            # A segment after a hole that starts with a TPKT header: the missing bytes are lost
-            # (captures filtered to S7 packets drop the rest), so decode from here at once instead
-            # of holding it for a retransmission that will not come.
-            ahead = (seq - framer.next_seq) % _SEQ_MOD
-            if 0 < ahead < _SEQ_MOD >> 1 and message_length(payload, 0, len(payload)) > 0:
-                self._ts = ts
-                self._cnt = cnt
-                self._source = source
-                self._on_gap(
-                    "stream_gap", f"{ahead} bytes missing from the TCP stream; resuming at a TPKT header"
-                )
-                framer.gap()
-                framer.next_seq = seq
-        super().feed_segment(to_server, seq, payload, ts, cnt, source)
-
     def _on_gap(self, kind: str, detail: str) -> None:
-        # A half-reassembled TSDU cannot be completed across lost bytes.
-        self._frags = [b"", b""]
         self._plus_first = [None, None]
         super()._on_gap(kind, detail)
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
-        if self._kind == _DETACHED:
-            return
-        li = buf[off + 4]  # message_length checked 2 <= li <= length - 5
-        code = buf[off + 5] & 0xF0
-        if code == DT:
-            self._dt(buf[off + 5 + li : off + length], buf[off + 6] & 0x80 != 0, from_client)
-        elif code == CR or code == CC or code == DR or code == DC or code == ER:
-            self._connection_tpdu(buf, off + 5, off + 5 + li, code, from_client)
-        else:
-            self.anomaly("unexpected_tpdu", f"COTP {COTP_NAMES[code]} TPDU is not used in class 0 over TCP")
-
-    def _dt(self, data: bytes, eot: bool, from_client: bool) -> None:
-        held = self._frags[from_client]
-        if not eot:
-            if held is None:
-                return
-            if len(held) + len(data) > MAX_TSDU:
-                self.stats.buffer_overflows += 1
-                self.anomaly("oversize", f"COTP data units exceed {MAX_TSDU} bytes without a last data unit")
-                self._frags[from_client] = None
-                return
-            self._frags[from_client] = held + data
-            return
-        self._frags[from_client] = b""
-        if held is None:
-            return  # the last DT of a skipped oversized TSDU
-        if held:
-            data = held + data
-        if data:
-            self._tsdu(data, from_client)
+        if self._kind != _DETACHED:
+            super().parse(buf, off, length, from_client)
 
     def _tsdu(self, data: bytes, from_client: bool) -> None:
         first = data[0]
@@ -497,79 +421,16 @@ class S7commDecoder(MessageDecoder):
 
     # -- COTP connection TPDUs -------------------------------------------------------------------
 
-    def _connection_tpdu(self, buf: bytes, pos: int, end: int, code: int, from_client: bool) -> None:
-        cotp: dict[str, Any] = {"type": COTP_NAMES[code]}
-        fields: dict[str, Any] = {"cotp": cotp}
-        # The length indicator counts the code, the references and class, reason or cause.
-        fixed = 6 if code == CR or code == CC or code == DR else 5 if code == DC else 4
-        if end - pos < fixed:
-            self.anomaly("bad_length", f"COTP {COTP_NAMES[code]} TPDU has a length indicator of {end - pos}")
-            return
-        cotp["dst_ref"] = _H.unpack_from(buf, pos + 1)[0]
-        if code == ER:
-            cotp["cause"] = buf[pos + 3]
-        else:
-            cotp["src_ref"] = _H.unpack_from(buf, pos + 3)[0]
-        if code == CR or code == CC:
-            cotp["class"] = buf[pos + 5] >> 4
-            self._cotp_parameters(buf, pos + 6, end, cotp, fields)
-        elif code == DR:
-            cotp["reason"] = buf[pos + 5]
-        if self._kind == _UNDECIDED:
-            if len(self._deferred) >= MAX_DEFERRED:
-                self.anomaly(
-                    "unexpected_tpdu", f"more than {MAX_DEFERRED} COTP connection TPDUs before any data"
-                )
-                return
-            self._deferred.append(_Deferred(self._ts, self._cnt, self._source, from_client, code, fields))
-        else:
+    def _connection(self, from_client: bool, code: int, fields: dict[str, Any]) -> None:
+        if self._kind != _UNDECIDED:
             self._emit_connection(from_client, code, fields)
-
-    def _cotp_parameters(self, buf: bytes, pos: int, end: int, cotp: dict[str, Any],
-                         fields: dict[str, Any]) -> None:  # fmt: skip
-        tsap: dict[str, Any] = {}
-        while pos + 2 <= end:
-            code, length = buf[pos], buf[pos + 1]
-            value = buf[pos + 2 : pos + 2 + length]
-            if len(value) < length:
-                self.anomaly("bad_length", f"COTP parameter 0x{code:02x} runs past the TPDU")
-                break
-            if code == 0xC0 and length == 1 and value[0] < 32:
-                cotp["tpdu_size"] = 1 << value[0]
-            elif code == 0xC1:
-                tsap["src_tsap"] = _tsap(value)
-            elif code == 0xC2:
-                tsap["dst_tsap"] = _tsap(value)
-                if length == 2:
-                    tsap["connection_type"] = TSAP_CONNECTION_TYPES.get(value[0], value[0])
-                    tsap["rack"] = value[1] >> 5
-                    tsap["slot"] = value[1] & 0x1F
-            pos += 2 + length
-        if tsap:
-            fields["tsap"] = tsap
-
-    def _emit_connection(self, from_client: bool, code: int, fields: dict[str, Any]) -> None:
-        tsap = fields.get("tsap")
-        if tsap is not None and (code == CR or self.src_tsap is None):
-            self.src_tsap = tsap.get("src_tsap", self.src_tsap)
-            self.dst_tsap = tsap.get("dst_tsap", self.dst_tsap)
-        emitter = self._emitter(False)
-        function = COTP_FUNCTION_BASE | code
-        # Keys name the side that sent the request: the connection and its disconnection.
-        if code == CR:
-            emitter.request(("cr", from_client), function, "session", fields, from_client=from_client)
-        elif code == CC:
-            emitter.response(("cr", not from_client), function, "session", fields, from_client=from_client)
-        elif code == DR and emitter.pending.peek(("cr", not from_client)) is not None:
-            # Refusing a connection request (wrong TSAP, no resources): an error response to the CR.
-            emitter.response(("cr", not from_client), function, "session", fields, from_client=from_client,
-                             exception=True)  # fmt: skip
-        elif code == DR:
-            emitter.request(("dr", from_client), function, "session", fields, from_client=from_client)
-        elif code == DC:
-            emitter.response(("dr", not from_client), function, "session", fields, from_client=from_client)
+        elif len(self._deferred) >= MAX_DEFERRED:
+            self.anomaly("unexpected_tpdu", f"more than {MAX_DEFERRED} COTP connection TPDUs before any data")
         else:
-            emitter.response(None, function, "session", fields, from_client=from_client, exception=True)
+            self._deferred.append(_Deferred(self._ts, self._cnt, self._source, from_client, code, fields))
+
+    def _connection_emitter(self) -> MessageDecoder:
+        return self._emitter(False)
 
     # -- S7comm ----------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.decoders import Registry
+from agent.decoders import _PORT_TRIES, Registry
 from agent.decoders.base import DecoderConfig, DecoderContext, ProtocolSpec
 from agent.flows import Flow
 
@@ -68,7 +68,7 @@ def test_nothing_matching_drops_the_decoder_and_the_port_name() -> None:
     reg = registry(spec("s7", b"S7"), spec("mms", b"MMS"))
     f = flow(102)
     f.app_proto = "s7"
-    probe(reg, f, *[b"junk"] * 4)
+    probe(reg, f, *[b"junk"] * _PORT_TRIES)
     assert f.app is None and f.app_proto == "unknown"
 
 

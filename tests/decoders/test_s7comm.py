@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.decoders import s7comm
+from agent.decoders import cotp, s7comm
 from agent.decoders.base import DecoderConfig, DecoderContext, OtMessage
 from agent.dissect import Packet
 from agent.flows import Flow
@@ -190,8 +190,9 @@ def test_disconnect_request_and_confirm() -> None:
     assert dc.request_cnt == dr.pcap_cnt and all(m.operation == "session" for m in (dr, dc))
 
 
-def test_mms_on_port_102_is_left_alone() -> None:
-    # IEC 61850 MMS: the same CR/CC, then an ISO session CONNECT SPDU (0x0d) in the first DT.
+def test_other_data_on_port_102_is_left_alone() -> None:
+    # The same CR/CC, then an ISO session CONNECT SPDU (0x0d) too short for its length: neither S7 nor
+    # MMS (tests/decoders/test_mms.py has the real thing), so no decoder and the port's name.
     session_connect = dt(b"\x0d\xb2\x05\x06\x13\x01\x00\x16\x01\x02\x14\x02\x00\x02")
     packets = factory.tcp_stream([(True, CR), (False, CC), (True, session_connect), (False, dt(b"\x0e\x86"))],
                                  dport=102)  # fmt: skip
@@ -534,7 +535,10 @@ def test_s7comm_plus_flow_is_named_so() -> None:
 
 
 def test_probes() -> None:
-    assert s7comm.probe(CR, True) and s7comm.probe(CC, False)
+    # CR/CC alone do not tell S7 from MMS: undecided (the registry holds them) until the first DT.
+    assert not s7comm.probe(CR, True) and not s7comm.probe(CC, False)
+    assert s7comm.probe(CR + job(SETUP), True) and not s7comm.probe(CR + dt(b"\x0d\xb2\x05\x06"), True)
+    assert s7comm.probe(connection_tpdu(0x80), False)  # refused before any data: the port's main protocol
     assert s7comm.probe(job(SETUP), True) and s7comm.probe(dt(plus(3, 0x33)), False)
     assert not s7comm.probe_any_port(CR, True)  # RDP starts with a CR too
     assert s7comm.probe_any_port(job(SETUP), True) and s7comm.probe_any_port(dt(plus(1, 0x31, 0x04CA)), True)
@@ -544,7 +548,7 @@ def test_probes() -> None:
     assert not s7comm.probe(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01", True)  # Modbus
     assert not s7comm.probe(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", True)  # TLS client hello
     rdp_cr = tpkt(b"\x0e\xe0\x00\x00\x00\x00\x00" + b"Cookie: mstshash=a\r\n")
-    assert s7comm.probe(rdp_cr, True) and not s7comm.probe_any_port(rdp_cr, True)
+    assert not s7comm.probe(rdp_cr, True) and not s7comm.probe_any_port(rdp_cr, True)
 
 
 def test_s7_on_another_port_is_found_but_a_bare_cr_is_not() -> None:
@@ -603,7 +607,7 @@ class Harness:
         decoder = self.decoder
         for framer in (decoder._c2s, decoder._s2c):
             assert framer is not None and len(framer._buf) <= self.config.max_stream_buffer
-        assert all(f is None or len(f) <= s7comm.MAX_TSDU for f in decoder._frags)
+        assert all(f is None or len(f) <= cotp.MAX_TSDU for f in decoder._frags)
         assert len(decoder._deferred) <= s7comm.MAX_DEFERRED
 
 
