@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, iec104, modbus, s7comm
+from agent.decoders import dnp3, enip, goose, iec104, modbus, s7comm, sv
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     enip.SPEC,
     s7comm.SPEC,
     s7comm.SPEC_ANY_PORT,
+    goose.SPEC,
+    sv.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
