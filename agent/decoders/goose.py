@@ -30,8 +30,10 @@ _SIMULATED = 0x8000  # reserved 1, bit 15: the simulation bit of IEC 61850-8-1 E
 _MAX_BLOCKS = 64  # control blocks tracked per publisher flow; more are counted, not tracked
 _HALF = 1 << 31  # sqNum/stNum are 32-bit counters: a "step" beyond half the range is a regression
 
-# goosePdu [APPLICATION 1] context tags -> field name.
-GOCB_REF, TAL, DAT_SET, GO_ID, T, ST_NUM, SQ_NUM, SIMULATION, CONF_REV, NDS_COM, NUM_ENTRIES = range(0x80, 0x8B)
+# goosePdu [APPLICATION 1] context tags, [0] to [10] in order, then allData [11] (constructed).
+GOCB_REF, TAL, DAT_SET, GO_ID, T, ST_NUM, SQ_NUM, SIMULATION, CONF_REV, NDS_COM, NUM_ENTRIES = range(
+    0x80, 0x8B
+)
 ALL_DATA = 0xAB
 MANDATORY = {GOCB_REF: "gocb_ref", TAL: "time_allowed_to_live", DAT_SET: "dat_set", T: "t", ST_NUM: "st_num",
              SQ_NUM: "sq_num", CONF_REV: "conf_rev", NUM_ENTRIES: "num_dat_set_entries"}  # fmt: skip
