@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, goose, iec104, modbus, s7comm, sv
+from agent.decoders import dnp3, enip, goose, iec104, modbus, profinet, s7comm, sv
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     s7comm.SPEC_ANY_PORT,
     goose.SPEC,
     sv.SPEC,
+    profinet.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
