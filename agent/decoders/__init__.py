@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, goose, iec104, modbus, profinet, s7comm, sv
+from agent.decoders import dnp3, enip, goose, iec104, modbus, pn_cm, profinet, s7comm, sv
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     goose.SPEC,
     sv.SPEC,
     profinet.SPEC,
+    pn_cm.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
