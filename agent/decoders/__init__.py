@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, goose, iec104, modbus, pn_cm, profinet, s7comm, sv
+from agent.decoders import dnp3, enip, goose, iec104, lldp, modbus, pn_cm, profinet, ptp, s7comm, stp, sv
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     sv.SPEC,
     profinet.SPEC,
     pn_cm.SPEC,
+    lldp.SPEC,
+    stp.SPEC,
+    ptp.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
