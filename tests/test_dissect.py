@@ -96,7 +96,11 @@ def test_non_ip_ethertypes_are_l2_flows_keyed_by_macs_and_ethertype() -> None:
                   / Raw(b"\x00\x01\x00\x10" + bytes(12)))  # fmt: skip
     status, pkt, _ = run(goose)
     assert status == d.L2_FLOW and pkt.ethertype == 0x88B8 and pkt.l3_off == 14 and pkt.ip_version == 0
-    assert (pkt.src, pkt.dst, pkt.proto) == (bytes.fromhex("020000000001"), bytes.fromhex("010ccd010001"), 0x88B8)
+    assert (pkt.src, pkt.dst, pkt.proto) == (
+        bytes.fromhex("020000000001"),
+        bytes.fromhex("010ccd010001"),
+        0x88B8,
+    )
     assert (pkt.payload_off, pkt.payload_len) == (14, 16)
     tagged = bytes(Ether(src="02:00:00:00:00:01", dst="01:0c:cd:04:00:01") / Dot1Q(vlan=7, type=0x88BA)
                    / Raw(bytes(20)))  # fmt: skip
@@ -111,9 +115,11 @@ def test_8023_llc_frames_are_keyed_by_dsap_and_payload_follows_llc() -> None:
     status, pkt, dissector = run(llc)
     assert status == d.L2_FLOW and pkt.proto == llc_key(0x42) and dissector.counts["llc"] == 1
     assert (pkt.payload_off, pkt.payload_len) == (17, 35)  # padding excluded by the length field
-    snap = bytes(Ether(dst="01:00:0c:cc:cc:cc", type=8 + 4) / Raw(b"\xaa\xaa\x03\x00\x00\x00\x88\xcc" + bytes(4)))
+    snap = bytes(
+        Ether(dst="01:00:0c:cc:cc:cc", type=8 + 4) / Raw(b"\xaa\xaa\x03\x00\x00\x00\x88\xcc" + bytes(4))
+    )
     status, pkt, _ = run(snap)
-    assert status == d.L2_FLOW and pkt.proto == 0x88CC and pkt.payload_off == 22  # SNAP, zero OUI
+    assert status == d.L2_FLOW and pkt.proto == 0x88CC and pkt.payload_off == 22
     assert run(bytes(Ether(type=2) / Raw(b"\x42")))[0] == d.MALFORMED  # no room for the LLC header
 
 

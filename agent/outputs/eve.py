@@ -71,6 +71,7 @@ def _l2_addresses(header: dict[str, Any], flow: Flow) -> None:
         header["ether_type"] = key
     header["proto"] = "ETH"
     header["app_proto"] = flow.app_proto or "unknown"
+    header["community_id"] = ""  # Community ID is defined for IP flows only
 
 
 def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:

@@ -30,9 +30,16 @@ def uint(value: int, size: int = 0) -> bytes:
     return value.to_bytes(size, "big")
 
 
-def goose_pdu(st_num: int = 1, sq_num: int = 0, tal: int = 2000, gocb: str = "IED1LD0/LLN0$GO$gcb1",
-              entries: int = 2, simulation: bool = False, go_id: str | None = "IED1_GOOSE1",
-              drop: tuple[int, ...] = ()) -> bytes:  # fmt: skip
+def goose_pdu(
+    st_num: int = 1,
+    sq_num: int = 0,
+    tal: int = 2000,
+    gocb: str = "IED1LD0/LLN0$GO$gcb1",
+    entries: int = 2,
+    simulation: bool = False,
+    go_id: str | None = "IED1_GOOSE1",
+    drop: tuple[int, ...] = (),
+) -> bytes:
     parts = [
         (0x80, gocb.encode()),
         (0x81, uint(tal)),
@@ -56,8 +63,9 @@ def apdu(appid: int, pdu: bytes, reserved1: int = 0) -> bytes:
     return struct.pack("!HHHH", appid, 8 + len(pdu), reserved1, 0) + pdu
 
 
-def goose(appid: int = 0x0001, vlan: int | None = None, reserved1: int = 0, src: str = PUBLISHER,
-          **pdu: object) -> Packet:  # fmt: skip
+def goose(
+    appid: int = 0x0001, vlan: int | None = None, reserved1: int = 0, src: str = PUBLISHER, **pdu: object
+) -> Packet:
     frame = Ether(src=src, dst=GOOSE_GROUP)
     payload = apdu(appid, goose_pdu(**pdu), reserved1)  # type: ignore[arg-type]
     if vlan is not None:
@@ -67,13 +75,19 @@ def goose(appid: int = 0x0001, vlan: int | None = None, reserved1: int = 0, src:
 
 
 def sv_asdu(sv_id: str, smp_cnt: int, conf_rev: int = 1, synch: int = 2) -> bytes:
-    body = (tlv(0x80, sv_id.encode()) + tlv(0x82, struct.pack("!H", smp_cnt)) + tlv(0x83, uint(conf_rev, 4))
-            + tlv(0x85, bytes([synch])) + tlv(0x87, bytes(64)))  # fmt: skip
+    body = (
+        tlv(0x80, sv_id.encode())
+        + tlv(0x82, struct.pack("!H", smp_cnt))
+        + tlv(0x83, uint(conf_rev, 4))
+        + tlv(0x85, bytes([synch]))
+        + tlv(0x87, bytes(64))
+    )
     return tlv(0x30, body)
 
 
-def sv(smp_cnts: list[int], sv_id: str = "MU01", appid: int = 0x4000, vlan: int = 1,
-       no_asdu: int | None = None) -> Packet:  # fmt: skip
+def sv(
+    smp_cnts: list[int], sv_id: str = "MU01", appid: int = 0x4000, vlan: int = 1, no_asdu: int | None = None
+) -> Packet:
     asdus = b"".join(sv_asdu(sv_id, c) for c in smp_cnts)
     pdu = tlv(0x60, tlv(0x80, uint(len(smp_cnts) if no_asdu is None else no_asdu)) + tlv(0xA2, asdus))
     return Ether(src=PUBLISHER, dst=SV_GROUP) / Dot1Q(vlan=vlan, prio=4, type=0x88BA) / Raw(apdu(appid, pdu))

@@ -23,7 +23,13 @@ def test_goose_fields_and_io_class() -> None:
     f = msg.fields
     assert f["gocb_ref"] == "IED1LD0/LLN0$GO$gcb1" and f["dat_set"] == "IED1LD0/LLN0$DataSet1"
     assert f["go_id"] == "IED1_GOOSE1" and f["time_allowed_to_live"] == 4000
-    assert (f["st_num"], f["sq_num"], f["conf_rev"], f["num_dat_set_entries"], f["all_data_count"]) == (7, 3, 1, 2, 2)
+    assert (f["st_num"], f["sq_num"], f["conf_rev"], f["num_dat_set_entries"], f["all_data_count"]) == (
+        7,
+        3,
+        1,
+        2,
+        2,
+    )
     assert f["simulation"] is False and f["nds_com"] is False and f["simulated"] is False
     assert f["t"] == "2023-11-14T22:13:20.500000Z"
     assert msg.flow.ip_version == 0 and msg.flow.app_proto == "goose"
@@ -36,9 +42,13 @@ def test_goose_inside_a_vlan_tag_and_the_simulation_bit() -> None:
 
 
 def test_retransmissions_events_gaps_and_time_allowed_to_live() -> None:
-    frames = [goose(st_num=1, sq_num=5, tal=1000), goose(st_num=1, sq_num=6, tal=1000),
-              goose(st_num=1, sq_num=9, tal=1000), goose(st_num=2, sq_num=0, tal=20),
-              goose(st_num=5, sq_num=0, tal=20)]  # fmt: skip
+    frames = [
+        goose(st_num=1, sq_num=5, tal=1000),
+        goose(st_num=1, sq_num=6, tal=1000),
+        goose(st_num=1, sq_num=9, tal=1000),
+        goose(st_num=2, sq_num=0, tal=20),
+        goose(st_num=5, sq_num=0, tal=20),
+    ]
     messages, anomalies, _ = factory.decode(frames, step=0.5)
     assert not anomalies
     first, retrans, gap, event, st_jump = (m.fields for m in messages)

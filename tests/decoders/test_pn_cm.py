@@ -17,8 +17,16 @@ EPM_IF = uuid.UUID("e1af8308-5d1f-11c9-91a4-08002b14a0fa")
 ACTIVITY = uuid.UUID("13142f90-0000-1000-a994-d2106890ca5a")
 
 
-def rpc(ptype: int, opnum: int, stub: bytes, seq: int = 0, little: bool = False, interface: uuid.UUID = DEVICE_IF,
-        frag_num: int = 0, flags1: int = 0x20) -> bytes:  # fmt: skip
+def rpc(
+    ptype: int,
+    opnum: int,
+    stub: bytes,
+    seq: int = 0,
+    little: bool = False,
+    interface: uuid.UUID = DEVICE_IF,
+    frag_num: int = 0,
+    flags1: int = 0x20,
+) -> bytes:
     order = "<" if little else ">"
     as_bytes = (lambda u: u.bytes_le) if little else (lambda u: u.bytes)
     header = struct.pack("!BBBB3sB", 4, ptype, flags1, 0, b"\x10\0\0" if little else b"\0\0\0", 0)
@@ -43,8 +51,12 @@ def control(command: int) -> bytes:
 
 
 def connect(station: bytes) -> bytes:
-    body = (struct.pack("!H16sH6s16sIHHH", 1, ACTIVITY.bytes, 1, b"\x02" * 6, bytes(16), 0x11, 600, 0x8892,
-                        len(station)) + station)  # fmt: skip
+    body = (
+        struct.pack(
+            "!H16sH6s16sIHHH", 1, ACTIVITY.bytes, 1, b"\x02" * 6, bytes(16), 0x11, 600, 0x8892, len(station)
+        )
+        + station
+    )
     return struct.pack("!HHBB", 0x0101, len(body) + 2, 1, 0) + body
 
 
@@ -62,15 +74,29 @@ def test_connect_write_control_read_release_with_pairing_across_port_pairs() -> 
         udp(CONTROLLER, DEVICE, 50000, 49152, rpc(0, 3, ndr_request(record_header(8, 0x0010)), seq=2)),
         udp(CONTROLLER, DEVICE, 50000, 49152, rpc(0, 4, ndr_request(control(0x0001)), seq=3)),
         udp(CONTROLLER, DEVICE, 50000, 49152, rpc(0, 2, ndr_request(record_header(9, 0xAFF0)), seq=4)),
-        udp(DEVICE, CONTROLLER, 49152, 50000, rpc(2, 2, bytes.fromhex("de810000") + bytes(16), seq=4, little=True)),
+        udp(
+            DEVICE,
+            CONTROLLER,
+            49152,
+            50000,
+            rpc(2, 2, bytes.fromhex("de810000") + bytes(16), seq=4, little=True),
+        ),
         udp(CONTROLLER, DEVICE, 50000, 34964, rpc(0, 1, ndr_request(b""), seq=5)),
     ]
     messages, anomalies, _ = factory.decode(frames)
     assert not anomalies
     ops = [(m.direction[:3], m.fields["operation_name"], m.operation) for m in messages]
-    assert ops == [("req", "connect", "session"), ("res", "connect", "session"), ("req", "write", "config"),
-                   ("res", "write", "config"), ("req", "write", "write"), ("req", "control", "session"),
-                   ("req", "read", "read"), ("res", "read", "read"), ("req", "release", "session")]  # fmt: skip
+    assert ops == [
+        ("req", "connect", "session"),
+        ("res", "connect", "session"),
+        ("req", "write", "config"),
+        ("res", "write", "config"),
+        ("req", "write", "write"),
+        ("req", "control", "session"),
+        ("req", "read", "read"),
+        ("res", "read", "read"),
+        ("req", "release", "session"),
+    ]
     connect_req, connect_resp = messages[0], messages[1]
     assert connect_resp.request_cnt == 1 and connect_resp.flow is not connect_req.flow
     assert connect_req.fields["identity"] == {"name": "plc-1", "role_hint": "io-controller"}
@@ -82,9 +108,16 @@ def test_connect_write_control_read_release_with_pairing_across_port_pairs() -> 
 
 
 def test_epm_lookup_is_discovery_and_fault_is_an_exception() -> None:
-    frames = [udp(CONTROLLER, DEVICE, 50001, 34964, rpc(0, 2, bytes(40), seq=9, interface=EPM_IF)),
-              udp(DEVICE, CONTROLLER, 34964, 50001, rpc(3, 2, struct.pack(">I", 0x1C010003), seq=9,
-                                                         interface=EPM_IF))]  # fmt: skip
+    frames = [
+        udp(CONTROLLER, DEVICE, 50001, 34964, rpc(0, 2, bytes(40), seq=9, interface=EPM_IF)),
+        udp(
+            DEVICE,
+            CONTROLLER,
+            34964,
+            50001,
+            rpc(3, 2, struct.pack(">I", 0x1C010003), seq=9, interface=EPM_IF),
+        ),
+    ]
     messages, _, _ = factory.decode(frames)
     lookup, fault = messages
     assert (lookup.operation, lookup.fields["operation_name"]) == ("discovery", "lookup")
@@ -92,9 +125,11 @@ def test_epm_lookup_is_discovery_and_fault_is_an_exception() -> None:
 
 
 def test_later_fragments_and_housekeeping_packets_are_not_messages() -> None:
-    frames = [udp(CONTROLLER, DEVICE, 50002, 34964, rpc(0, 3, bytes(100), seq=1, flags1=0x24)),
-              udp(CONTROLLER, DEVICE, 50002, 34964, rpc(0, 3, bytes(100), seq=1, flags1=0x26, frag_num=1)),
-              udp(DEVICE, CONTROLLER, 34964, 50002, rpc(9, 3, bytes(8), seq=1))]  # fmt: skip
+    frames = [
+        udp(CONTROLLER, DEVICE, 50002, 34964, rpc(0, 3, bytes(100), seq=1, flags1=0x24)),
+        udp(CONTROLLER, DEVICE, 50002, 34964, rpc(0, 3, bytes(100), seq=1, flags1=0x26, frag_num=1)),
+        udp(DEVICE, CONTROLLER, 34964, 50002, rpc(9, 3, bytes(8), seq=1)),
+    ]
     messages, _, _ = factory.decode(frames)
     assert len(messages) == 1 and messages[0].fields["fragmented"]
 
@@ -111,4 +146,6 @@ def test_mutated_datagrams_never_raise(data: st.DataObject) -> None:
     good = bytearray(rpc(0, 3, ndr_request(record_header(8, 0x8071))))
     for _ in range(data.draw(st.integers(1, 6))):
         good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
-    factory.decode([udp(CONTROLLER, DEVICE, 50003, 34964, bytes(good[: data.draw(st.integers(1, len(good)))]))])
+    factory.decode(
+        [udp(CONTROLLER, DEVICE, 50003, 34964, bytes(good[: data.draw(st.integers(1, len(good)))]))]
+    )

@@ -30,10 +30,13 @@ def dcp(frame_id: int, service: int, stype: int, xid: int, blocks: bytes, delay:
     return struct.pack("!HBBIHH", frame_id, service, stype, xid, delay, len(blocks)) + blocks
 
 
-IDENTITY_BLOCKS = (block(2, 2, b"plc-line-1", b"\0\0") + block(2, 1, b"S7-1500", b"\0\0")
-                   + block(2, 3, struct.pack("!HH", 0x002A, 0x010E), b"\0\0")
-                   + block(2, 4, b"\x02\x00", b"\0\0")
-                   + block(1, 2, bytes([192, 168, 0, 10, 255, 255, 255, 0, 192, 168, 0, 1]), b"\0\1"))  # fmt: skip
+IDENTITY_BLOCKS = (
+    block(2, 2, b"plc-line-1", b"\0\0")
+    + block(2, 1, b"S7-1500", b"\0\0")
+    + block(2, 3, struct.pack("!HH", 0x002A, 0x010E), b"\0\0")
+    + block(2, 4, b"\x02\x00", b"\0\0")
+    + block(1, 2, bytes([192, 168, 0, 10, 255, 255, 255, 0, 192, 168, 0, 1]), b"\0\1")
+)
 
 
 def test_identify_request_and_response_with_identity() -> None:
@@ -43,11 +46,20 @@ def test_identify_request_and_response_with_identity() -> None:
     assert not anomalies
     req, resp = messages
     assert (req.operation, req.direction, req.function, req.fields["service"]) == (
-        "discovery", "request", 0xFEFE, "identify")  # fmt: skip
+        "discovery",
+        "request",
+        0xFEFE,
+        "identify",
+    )
     assert req.fields["options"] == [[0xFF, 0xFF]] and req.fields["response_delay"] == 1
     assert (resp.operation, resp.direction) == ("discovery", "response")
-    assert resp.fields["identity"] == {"name": "plc-line-1", "product": "S7-1500", "vendor_id": 0x2A,
-                                       "product_code": 0x010E, "role_hint": "io-controller"}  # fmt: skip
+    assert resp.fields["identity"] == {
+        "name": "plc-line-1",
+        "product": "S7-1500",
+        "vendor_id": 0x2A,
+        "product_code": 0x010E,
+        "role_hint": "io-controller",
+    }
     assert resp.fields["ip"] == "192.168.0.10" and resp.fields["gateway"] == "192.168.0.1"
     assert req.flow is not resp.flow  # the answer travels on the responder's own L2 flow
 
@@ -57,10 +69,18 @@ def test_set_name_of_station_is_config_and_pairs_with_its_response() -> None:
     set_resp = pn(DEVICE, CONTROLLER, dcp(0xFEFD, 4, 1, 7, block(5, 4, b"\x02\x02\x00")))
     messages, _, _ = factory.decode([set_req, set_resp])
     req, resp = messages
-    assert (req.operation, req.fields["name_of_station"], req.fields["options"]) == ("config", "new-name", [[2, 2]])
+    assert (req.operation, req.fields["name_of_station"], req.fields["options"]) == (
+        "config",
+        "new-name",
+        [[2, 2]],
+    )
     assert "identity" not in req.fields  # the value set describes the target, not the sender
     assert (resp.direction, resp.request_cnt, resp.operation, resp.fields["results"]) == (
-        "response", 1, "config", [[2, 2, 0]])  # fmt: skip
+        "response",
+        1,
+        "config",
+        [[2, 2, 0]],
+    )
 
 
 def test_factory_reset_and_signal() -> None:
@@ -108,7 +128,11 @@ def test_alarm_notification_and_abort() -> None:
     messages, anomalies, _ = factory.decode([pn(DEVICE, CONTROLLER, data), pn(DEVICE, CONTROLLER, err)])
     alarm, abort = messages
     assert (alarm.operation, alarm.fields["alarm"], alarm.fields["slot"], alarm.fields["priority"]) == (
-        "diagnostic", "plug", 1, "high")  # fmt: skip
+        "diagnostic",
+        "plug",
+        1,
+        "high",
+    )
     assert abort.fields["pdu_type"] == "err" and abort.fields["pnio_status"] == "cf81fd0f"
     assert [a.fields["anomaly"]["event"] for a in anomalies] == ["alarm_abort"]
 
@@ -129,7 +153,9 @@ def test_malformed_frames_are_anomalies(body: bytes, kind: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([0xFEFD, 0xFEFE, 0xFEFF, 0xFEFC, 0xFC01, 0xFE01, 0xC000, 0x0100, 0xFF40, 0xFF80]),
-       st.binary(max_size=120))  # fmt: skip
+@given(
+    st.sampled_from([0xFEFD, 0xFEFE, 0xFEFF, 0xFEFC, 0xFC01, 0xFE01, 0xC000, 0x0100, 0xFF40, 0xFF80]),
+    st.binary(max_size=120),
+)
 def test_random_bodies_never_raise(frame_id: int, body: bytes) -> None:
     factory.decode([pn(CONTROLLER, DEVICE, struct.pack("!H", frame_id) + body)])
