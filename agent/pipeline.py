@@ -68,6 +68,7 @@ class RunStats:
     ip_packets: int = 0
     fragments: int = 0
     l2_packets: int = 0
+    l2_flow_packets: int = 0  # of the l2_packets, those accounted to L2 flows (non-IP Ethernet, not ARP)
     malformed: int = 0
     unsupported_link: int = 0
     unsupported_linktypes: dict[int, int] = field(default_factory=dict)
@@ -276,6 +277,7 @@ class Pipeline:
             table.fast_packets = packets - dissected
             stats.fragments = status_counts[FRAGMENT]
             stats.l2_packets = status_counts[L2] + status_counts[L2_FLOW]
+            stats.l2_flow_packets = status_counts[L2_FLOW]
             stats.malformed = status_counts[MALFORMED]
             stats.unsupported_link = status_counts[UNSUPPORTED_LINK]
             stats.wall_seconds = time.perf_counter() - started
@@ -332,6 +334,7 @@ class Pipeline:
                 "ip": s.ip_packets,
                 "fragments": s.fragments,
                 "non_ip": s.l2_packets,
+                "link_layer_flows": s.l2_flow_packets,
                 "malformed": s.malformed,
                 "layers": dict(sorted(self._layer_counts().items())),
                 "anomalies": dict(sorted(self.dissector.anomalies.items())),
