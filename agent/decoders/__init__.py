@@ -15,7 +15,21 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, goose, iec104, lldp, modbus, pn_cm, profinet, ptp, s7comm, stp, sv
+from agent.decoders import (
+    dnp3,
+    enip,
+    goose,
+    iec104,
+    lldp,
+    modbus,
+    pn_cm,
+    profinet,
+    ptp,
+    rgoose,
+    s7comm,
+    stp,
+    sv,
+)
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -36,6 +50,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     lldp.SPEC,
     stp.SPEC,
     ptp.SPEC,
+    rgoose.SPEC,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up

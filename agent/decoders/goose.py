@@ -87,7 +87,7 @@ class GooseDecoder(MessageDecoder):
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
         try:
             fields, end = parse_header(buf, off, length)
-            self._pdu(buf, off + 8, end, fields)
+            self.parse_pdu(buf, off + 8, end, fields)
         except BerError as err:
             self.anomaly(err.kind, f"GOOSE: {err}")
             return
@@ -99,7 +99,8 @@ class GooseDecoder(MessageDecoder):
         self.request(None, fields["appid"], "io", fields, from_client)
 
     @staticmethod
-    def _pdu(buf: bytes, off: int, end: int, fields: dict[str, Any]) -> None:
+    def parse_pdu(buf: bytes, off: int, end: int, fields: dict[str, Any]) -> None:
+        """The goosePdu at ``off`` into ``fields`` (raises BerError; shared with R-GOOSE)."""
         tag, off, end = read_tlv(buf, off, end)
         if tag != 0x61:
             raise BerError("bad_pdu", f"tag 0x{tag:02x} where a goosePdu (0x61) was expected")

@@ -1,5 +1,7 @@
 """GOOSE decoder: header and goosePdu fields, cyclic bookkeeping, strict BER, random input."""
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +123,35 @@ def test_mutated_goose_never_raises(data: st.DataObject) -> None:
     frame = Ether(src=PUBLISHER, dst=GOOSE_GROUP, type=0x88B8) / Raw(bytes(good[:cut]))
     messages, anomalies, _ = factory.decode([frame])
     assert len(messages) + len(anomalies) >= 1 or cut == 0
+
+
+def test_routable_goose_over_udp_is_identified_and_its_pdu_decoded() -> None:
+    from scapy.layers.inet import IP, UDP
+
+    pdu = goose_pdu(st_num=3, sq_num=9)
+    payload_tail = b"\x81\x00" + struct.pack("!HH", 0x1001, len(pdu)) + pdu  # payload type, simulation, APPID
+    security = bytes(10)
+    common = struct.pack("!BBIIH", 0x80, 10, 0, 42, 2)
+    body = common + security + struct.pack("!I", len(payload_tail)) + payload_tail
+    spdu = bytes([0xA1, len(common) + len(security)]) + body
+    spdu = spdu[:4] + struct.pack("!I", len(spdu)) + spdu[8:]
+    frame = factory.eth() / IP(src="192.0.2.1", dst="239.0.0.1") / UDP(sport=102, dport=102) / Raw(spdu)
+    messages, anomalies, _ = factory.decode([frame])
+    (msg,) = messages
+    assert not anomalies and (msg.protocol, msg.operation, msg.flow.app_proto) == ("rgoose", "io", "rgoose")
+    assert (msg.fields["kind"], msg.fields["spdu_number"], msg.fields["st_num"], msg.fields["sq_num"]) == (
+        "goose",
+        42,
+        3,
+        9,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_routable_goose_datagrams_never_raise(tail: bytes) -> None:
+    from scapy.layers.inet import IP, UDP
+
+    spdu = b"\xa1\x14\x80\x0a" + struct.pack("!I", 20 + len(tail)) + tail  # a header the probe accepts
+    frame = factory.eth() / IP(src="192.0.2.1", dst="239.0.0.1") / UDP(sport=102, dport=102) / Raw(spdu)
+    factory.decode([frame])
