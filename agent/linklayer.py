@@ -63,10 +63,3 @@ def format_mac(raw: bytes) -> str:
 def is_group_mac(raw: bytes) -> bool:
     """Multicast or broadcast destination: the I/G bit of the first octet."""
     return bool(raw) and bool(raw[0] & 0x01)
-
-
-def ether_type_text(key_proto: int) -> str:
-    """The EVE ``ether_type``: "0x88b8", or "llc-0x42" for an 802.3/LLC frame."""
-    if key_proto & LLC_KEY:
-        return f"llc-0x{key_proto & 0xFF:02x}"
-    return f"0x{key_proto:04x}"
