@@ -13,7 +13,8 @@ The frame id (first two octets) says what a frame is:
 * 0xFEFC-0xFEFF DCP (agent.decoders.pn_dcp); responses pair with requests by (service, Xid).
 * 0x0000-0x00FF and 0xFF00-0xFF7F precision time control (PTCP sync, announce, delay): ``time``.
 
-Anything else (reserved ranges, fragments) is recorded as ``unknown`` with its frame id.
+Anything else (reserved ranges, fragments 0xFF80-0xFF8F, which are not reassembled) is recorded as
+``unknown`` with its frame id.
 """
 
 from __future__ import annotations
@@ -103,7 +104,11 @@ class ProfinetDecoder(MessageDecoder):
         elif frame_id < 0x0100 or 0xFF00 <= frame_id < 0xFF80:
             self.request(None, frame_id, "time", {"frame_id": frame_id, "ptcp": True}, from_client)
         else:
-            self.request(None, frame_id, "unknown", {"frame_id": frame_id}, from_client)
+            fields: dict[str, Any] = {"frame_id": frame_id}
+            if 0xFF80 <= frame_id < 0xFF90:
+                # A fragment of a large acyclic frame: what it carries is only known once reassembled.
+                fields["fragment"] = True
+            self.request(None, frame_id, "unknown", fields, from_client)
 
     def _cyclic(self, buf: bytes, off: int, end: int, frame_id: int, from_client: bool) -> None:
         if end - off < 4:
