@@ -46,6 +46,7 @@ INTERFACES = {
     "dea00004-6c97-11d1-8271-00a02442df7d": "pnio_parameter_server",
     "e1af8308-5d1f-11c9-91a4-08002b14a0fa": "epm",
 }
+PNIO_OBJECT_PREFIX = "dea00000-6c97-11d1-8271"  # PNIO object UUIDs end in instance, device and vendor ids
 PNIO_OPS = {0: ("connect", "session"), 1: ("release", "session"), 2: ("read", "read"), 3: ("write", "write"),
             4: ("control", "session"), 5: ("read_implicit", "read")}  # fmt: skip
 CONTROL_COMMANDS = ((0x0001, "prm_end"), (0x0002, "application_ready"), (0x0004, "release"), (0x0008, "done"))
@@ -62,10 +63,15 @@ def _uuid(raw: bytes, little: bool) -> str:
 
 
 def probe(payload: bytes, from_initiator: bool) -> bool:
-    """A connectionless DCE/RPC v4 header naming a PNIO or endpoint-mapper interface."""
+    """A connectionless DCE/RPC v4 header naming a PNIO interface, or the endpoint mapper asked
+    about a PNIO object (Windows uses the endpoint mapper over UDP too: that is not PROFINET)."""
     if len(payload) < HEADER_LEN or payload[0] != 4 or payload[1] > 10:
         return False
-    return _uuid(payload[24:40], bool(payload[4] & 0x10)) in INTERFACES
+    little = bool(payload[4] & 0x10)
+    interface = INTERFACES.get(_uuid(payload[24:40], little))
+    if interface is None:
+        return False
+    return interface != "epm" or _uuid(payload[8:24], little).startswith(PNIO_OBJECT_PREFIX)
 
 
 # Pending requests per decoder context: see the module docstring.

@@ -14,6 +14,7 @@ from tests import factory
 CONTROLLER, DEVICE = "192.0.2.1", "192.0.2.2"
 DEVICE_IF = uuid.UUID("dea00001-6c97-11d1-8271-00a02442df7d")
 EPM_IF = uuid.UUID("e1af8308-5d1f-11c9-91a4-08002b14a0fa")
+PNIO_OBJECT = uuid.UUID("dea00000-6c97-11d1-8271-000100030159")  # instance 1, device 3, vendor 0x159
 ACTIVITY = uuid.UUID("13142f90-0000-1000-a994-d2106890ca5a")
 
 
@@ -26,11 +27,12 @@ def rpc(
     interface: uuid.UUID = DEVICE_IF,
     frag_num: int = 0,
     flags1: int = 0x20,
+    obj: uuid.UUID = PNIO_OBJECT,
 ) -> bytes:
     order = "<" if little else ">"
     as_bytes = (lambda u: u.bytes_le) if little else (lambda u: u.bytes)
     header = struct.pack("!BBBB3sB", 4, ptype, flags1, 0, b"\x10\0\0" if little else b"\0\0\0", 0)
-    header += as_bytes(uuid.UUID(int=1)) + as_bytes(interface) + as_bytes(ACTIVITY)
+    header += as_bytes(obj) + as_bytes(interface) + as_bytes(ACTIVITY)
     header += struct.pack(order + "IIIHHHHHBB", 0, 1, seq, opnum, 0xFFFF, 0xFFFF, len(stub), frag_num, 0, 0)
     assert len(header) == 80
     return header + stub
@@ -138,6 +140,9 @@ def test_probe_needs_a_pnio_or_epm_interface() -> None:
     assert pn_cm.probe(rpc(0, 0, b""), True) and pn_cm.probe(rpc(2, 0, b"", little=True), False)
     assert not pn_cm.probe(rpc(0, 0, b"", interface=uuid.UUID(int=5)), True)
     assert not pn_cm.probe(b"\x05" + rpc(0, 0, b"")[1:], True)
+    assert pn_cm.probe(rpc(0, 2, b"", interface=EPM_IF), True)
+    windows = uuid.UUID(int=0)  # a Windows endpoint-mapper lookup names no PNIO object
+    assert not pn_cm.probe(rpc(0, 2, b"", interface=EPM_IF, obj=windows), True)
 
 
 @settings(max_examples=300, deadline=None)
