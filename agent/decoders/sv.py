@@ -20,31 +20,37 @@ from agent.linklayer import ETH_SV
 
 _MAX_STREAMS = 64  # svIDs tracked per flow
 
+_UNSIGNED = {0x83: "conf_rev", 0x85: "smp_synch", 0x86: "smp_rate", 0x88: "smp_mod"}
 SMP_SYNCH = {0: "none", 1: "local", 2: "global"}  # values above 2 name a PTP grandmaster (Ed.2.1)
 
 
 def _asdu(buf: bytes, off: int, end: int) -> dict[str, Any]:
+    """One ASDU. A merging unit sends thousands a second, so the usual encoding (one-octet tags,
+    short-form lengths) is read inline here; any other goes through the general ``read_tlv``."""
     asdu: dict[str, Any] = {}
     while off < end:
-        tag, value, off = read_tlv(buf, off, end)
-        if tag == 0x80:
-            asdu["sv_id"] = text(buf, value, off)
-        elif tag == 0x81:
-            asdu["dat_set"] = text(buf, value, off)
+        tag = buf[off]
+        if off + 2 <= end and buf[off + 1] < 0x80 and tag & 0x1F != 0x1F:
+            value = off + 2
+            off = value + buf[off + 1]
+            if off > end:
+                raise BerError("bad_length", f"ASDU element 0x{tag:02x} runs past its ASDU")
+        else:
+            tag, value, off = read_tlv(buf, off, end)
+        if tag == 0x87:
+            asdu["seq_data_len"] = off - value
+        elif tag == 0x80:
+            asdu["sv_id"] = buf[value:off].decode("latin-1")
         elif tag == 0x82:
             if off - value != 2:
                 raise BerError("bad_length", f"smpCnt of {off - value} octets (2 expected)")
-            asdu["smp_cnt"] = unsigned(buf, value, off)
-        elif tag == 0x83:
-            asdu["conf_rev"] = unsigned(buf, value, off)
-        elif tag == 0x85:
-            asdu["smp_synch"] = unsigned(buf, value, off)
-        elif tag == 0x86:
-            asdu["smp_rate"] = unsigned(buf, value, off)
-        elif tag == 0x87:
-            asdu["seq_data_len"] = off - value
-        elif tag == 0x88:
-            asdu["smp_mod"] = unsigned(buf, value, off)
+            asdu["smp_cnt"] = (buf[value] << 8) | buf[value + 1]
+        elif tag in _UNSIGNED:
+            if not 0 < off - value <= 8:
+                raise BerError("bad_integer", f"ASDU element 0x{tag:02x} of {off - value} octets")
+            asdu[_UNSIGNED[tag]] = int.from_bytes(buf[value:off], "big")
+        elif tag == 0x81:
+            asdu["dat_set"] = text(buf, value, off)
     if "sv_id" not in asdu or "smp_cnt" not in asdu:
         raise BerError("missing_field", "ASDU without svID or smpCnt")
     return asdu

@@ -6,7 +6,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from tests import factory
-from tests.decoders.l2frames import PUBLISHER, SV_GROUP, sv
+from tests.decoders.l2frames import PUBLISHER, SV_GROUP, sv, sv_asdu
 
 
 def test_sv_fields_of_a_tagged_stream() -> None:
@@ -43,3 +43,16 @@ def test_mutated_sv_never_raises(data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(good)))
     frame = Ether(src=PUBLISHER, dst=SV_GROUP) / Dot1Q(vlan=1, type=0x88BA) / Raw(bytes(good[:cut]))
     factory.decode([frame])
+
+
+def test_long_form_lengths_decode_like_short_ones() -> None:
+    from agent.decoders.sv import _asdu
+
+    short = bytes(sv_asdu("MU07", 513))
+    elements, pos, long_form = short[2:], 0, b""
+    while pos < len(elements):  # re-encode every element's length in the long form (0x81 n)
+        tag, size = elements[pos], elements[pos + 1]
+        long_form += bytes([tag, 0x81, size]) + elements[pos + 2 : pos + 2 + size]
+        pos += 2 + size
+    assert _asdu(long_form, 0, len(long_form)) == _asdu(short, 2, len(short))
+    assert _asdu(long_form, 0, len(long_form))["smp_cnt"] == 513
