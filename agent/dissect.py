@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from struct import Struct
 
+from agent.linklayer import LLC_KEY, format_mac
 from agent.records import (
     LINKTYPE_DLT_RAW_12,
     LINKTYPE_DLT_RAW_14,
@@ -29,9 +30,10 @@ from agent.records import (
 # Dissection results.
 IP = 0  # IPv4/IPv6 with a transport header parsed (TCP, UDP, ICMP) or another IP protocol: flowable
 FRAGMENT = 1  # a non-first IPv4/IPv6 fragment: counted, not reassembled, not attributed to a flow
-L2 = 2  # not IP (ARP, LLDP, GOOSE, PROFINET, ...): ``ethertype`` and ``l3_off`` say what and where
+L2 = 2  # not IP and no L2 flow (ARP; non-IP frames on links without an Ethernet header)
 MALFORMED = 3  # a header was cut short or inconsistent; ``Dissector.anomalies`` says which
 UNSUPPORTED_LINK = 4  # a link type we do not dissect
+L2_FLOW = 5  # a non-IP Ethernet frame (not ARP) with the L2 flow fields filled (agent.linklayer)
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
@@ -80,17 +82,17 @@ class Packet:
     __slots__ = (
         "data",  # the frame bytes
         "dport",  # destination port; ICMP code
-        "dst",  # destination address, 4 or 16 raw bytes
-        "ethertype",  # innermost EtherType (0x0800/0x86DD for IP whatever the link type)
+        "dst",  # destination address, 4 or 16 raw bytes; the destination MAC of an L2 flow
+        "ethertype",  # innermost EtherType (0x0800/0x86DD for IP whatever the link type; < 0x600: 802.3)
         "ip_version",  # 4 or 6; 0 for non-IP
         "l2_off",  # offset of the Ethernet header, -1 when the link has none
         "l3_off",  # offset of the network header (IP, ARP, GOOSE PDU, ...)
         "l4_off",  # offset of the transport header (TCP sequence numbers etc. are read from here)
         "payload_len",  # transport payload bytes present in the frame (excludes Ethernet padding)
         "payload_off",  # offset of the transport payload
-        "proto",  # IP protocol number of the transport (after IPv6 extension headers)
+        "proto",  # IP protocol of the transport (after IPv6 extension headers); L2 flow: key EtherType
         "sport",  # source port; ICMP type
-        "src",  # source address, 4 or 16 raw bytes
+        "src",  # source address, 4 or 16 raw bytes; the source MAC of an L2 flow
         "tcp_flags",  # TCP flags byte (FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20)
         "vlan",  # VLAN ids, outermost first; () when untagged
     )
@@ -155,7 +157,7 @@ class Dissector:
         self._rare[layer] = self._rare.get(layer, 0) + 1
 
     def dissect(self, pkt: Packet, data: bytes, linktype: int) -> int:
-        """Fill ``pkt`` from ``data`` and return IP, FRAGMENT, L2, MALFORMED or UNSUPPORTED_LINK.
+        """Fill ``pkt`` from ``data``; return IP, FRAGMENT, L2, L2_FLOW, MALFORMED or UNSUPPORTED_LINK.
 
         Numbers are literals on the common path (0x0800 IPv4, 0x8100/0x88A8/0x9100 VLAN, 6 TCP,
         0 for IP): a module-global lookup per packet is measurable.
@@ -186,13 +188,6 @@ class Dissector:
                 else:
                     vlan = (tci & 0x0FFF,)
                 self.n_vlan += 1
-            elif ethertype < 0x0600:
-                # 802.3 length field (LLC/SNAP: STP, some PROFINET/CDP): not IP.
-                pkt.vlan = vlan
-                pkt.ethertype = 0
-                pkt.l3_off = off
-                pkt.ip_version = 0
-                return L2
         elif linktype == LINKTYPE_LINUX_SLL:
             if n < 16:
                 return self._anomaly("sll.truncated")
@@ -281,6 +276,8 @@ class Dissector:
             pkt.ip_version = 0
             if ethertype == ETH_ARP:
                 self._count("arp")
+            elif pkt.l2_off >= 0:
+                return self._link_flow(pkt, data, ethertype, off, n)
             return L2
 
         # Transport. ``off`` is the transport header; ``ip_end`` bounds it (excludes padding).
@@ -334,6 +331,42 @@ class Dissector:
         pkt.payload_len = end - off if end > off else 0
         return IP
 
+    def _link_flow(self, pkt: Packet, data: bytes, ethertype: int, off: int, n: int) -> int:
+        """Fill the L2 flow fields of a non-IP Ethernet frame (see agent.linklayer).
+
+        ``src``/``dst`` become the MACs, ``proto`` the flow key's EtherType (``LLC_KEY | DSAP``
+        for 802.3/LLC frames) and the payload the bytes after the EtherType (after the LLC/SNAP
+        header for 802.3), so that decoders read it as they read a UDP payload.
+        """
+        pkt.src = data[6:12]
+        pkt.dst = data[0:6]
+        pkt.sport = 0
+        pkt.dport = 0
+        pkt.tcp_flags = 0
+        pkt.l4_off = off
+        end = n
+        if ethertype < 0x0600:
+            # 802.3: a length field, then LLC (DSAP, SSAP, control of 1 or 2 octets).
+            self._count("llc")
+            end = off + ethertype if off + ethertype < n else n
+            if end < off + 3:
+                return self._anomaly("llc.truncated")
+            dsap = data[off]
+            control_len = 1 if data[off + 2] & 0x03 == 0x03 else 2
+            snap_type = (data[off + 6] << 8) | data[off + 7] if end >= off + 8 else 0
+            if dsap == 0xAA and snap_type >= 0x0600 and data[off + 1 : off + 6] == b"\xaa\x03\0\0\0":
+                # SNAP with a zero OUI: the protocol id is an EtherType (never an IP protocol number).
+                pkt.proto = snap_type
+                off += 8
+            else:
+                pkt.proto = LLC_KEY | dsap
+                off += 2 + control_len
+        else:
+            pkt.proto = ethertype
+        pkt.payload_off = off
+        pkt.payload_len = end - off if end > off else 0
+        return L2_FLOW
+
     def _ipv6_extensions(self, data: bytes, proto: int, off: int) -> tuple[int, int, int]:
         """Walk IPv6 extension headers; return (status, transport protocol, transport offset)."""
         n = len(data)
@@ -366,6 +399,8 @@ def format_ip(addr: bytes) -> str:
     """Text form of a raw 4- or 16-byte address (called per flow or event, never per packet)."""
     if len(addr) == 4:
         return f"{addr[0]}.{addr[1]}.{addr[2]}.{addr[3]}"
+    if len(addr) == 6:  # the MAC "address" of an L2 flow (agent.linklayer)
+        return format_mac(addr)
     return str(ipaddress.IPv6Address(addr))
 
 

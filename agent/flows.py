@@ -28,6 +28,7 @@ from agent.dissect import (
     U16X3,
     Packet,
 )
+from agent.linklayer import guess_l2_proto
 from agent.ports import guess_app_proto
 
 # The fast path also needs the TCP sequence number, which the dissector reads only on demand.
@@ -154,7 +155,10 @@ FlowNewHandler = Callable[[Flow, Packet], None]  # called with the packet that c
 
 
 class FlowTable:
-    """Flows keyed by 5-tuple plus VLAN ids. ``update`` is the per-packet entry point."""
+    """Flows keyed by 5-tuple plus VLAN ids (L2 flows: MACs, EtherType, VLAN ids).
+
+    ``update`` (IP) and ``update_l2`` (non-IP Ethernet) are the per-packet entry points.
+    """
 
     __slots__ = (
         "_end",
@@ -329,6 +333,36 @@ class FlowTable:
         flow.last_source = source
         return flow, to_server
 
+    def update_l2(self, pkt: Packet, ts: float, wirelen: int, cnt: int, source: int) -> tuple[Flow, bool]:
+        """Account one non-IP Ethernet frame to its L2 flow (see agent.linklayer).
+
+        The key has the IP key's shape, with MACs for addresses, ports 0 and the EtherType as
+        protocol; a frame to a group (multicast/broadcast) MAC is keyed by that group address, so
+        a publisher's GOOSE or RT stream is one flow. A separate method keeps the IP path as it was.
+        """
+        src = pkt.src
+        key = (src, pkt.dst, 0, 0, pkt.proto, pkt.vlan)
+        flow = self._lookup.get(key)
+        if flow is None:
+            flow = self._create(pkt, key, ts, cnt, source)
+        elif ts > flow.deadline:
+            flow = self._restart(flow, pkt, ts, cnt, source, "active_timeout")
+        else:
+            self._flows.move_to_end(flow.key)
+            flow.lru_ts = ts
+        if src == flow.src:
+            flow.pkts_toserver += 1
+            flow.bytes_toserver += wirelen
+            to_server = True
+        else:
+            flow.pkts_toclient += 1
+            flow.bytes_toclient += wirelen
+            to_server = False
+        flow.last_ts = ts
+        flow.last_cnt = cnt
+        flow.last_source = source
+        return flow, to_server
+
     def _tcp_transition(
         self, flow: Flow, flags: int, to_server: bool, pkt: Packet, ts: float, cnt: int, source: int
     ) -> Flow:
@@ -405,8 +439,11 @@ class FlowTable:
         if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             flow.icmp_type = pkt.sport
             flow.icmp_code = pkt.dport
-        flow.community_id = self._community_id(flow, pkt)
-        flow.app_proto = guess_app_proto(proto, flow.sport, flow.dport)
+        if flow.ip_version:
+            flow.community_id = self._community_id(flow, pkt)
+            flow.app_proto = guess_app_proto(proto, flow.sport, flow.dport)
+        else:  # an L2 flow: community_id is defined for IP only
+            flow.app_proto = guess_l2_proto(proto)
         self._insert(flow)
         if self._on_new is not None:
             self._on_new(flow, pkt)
@@ -485,7 +522,10 @@ class FlowTable:
         # Deterministic (same capture, same ids), unique in practice, and below 2**53 so that
         # JSON consumers that parse numbers as doubles (JavaScript, jq) keep it exact.
         src, dst, sp, dp, proto, vlan = key
-        material = b"".join((src, dst, struct.pack("!HHBd", sp, dp, proto, ts), bytes(str(vlan), "ascii")))
+        # An L2 flow's "protocol" is its EtherType (agent.linklayer): wider than the IP byte.
+        layout = "!HHBd" if proto < 256 else "!HHId"
+        packed = struct.pack(layout, sp, dp, proto, ts)
+        material = b"".join((src, dst, packed, bytes(str(vlan), "ascii")))
         digest = hashlib.blake2b(material + self.created.to_bytes(8, "big"), digest_size=8).digest()
         return int.from_bytes(digest, "big") & ((1 << 53) - 1)
 

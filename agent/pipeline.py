@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.decoders import PROTOCOLS, Registry
 from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
-from agent.dissect import FRAGMENT, IP, L2, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
+from agent.dissect import FRAGMENT, IP, L2, L2_FLOW, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
 from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, flow_header, ot_event
 from agent.records import CaptureProblem, Event, Frame, SourceInfo
@@ -72,6 +72,7 @@ class RunStats:
     ip_packets: int = 0
     fragments: int = 0
     l2_packets: int = 0
+    l2_flow_packets: int = 0  # of the l2_packets, those accounted to L2 flows (non-IP Ethernet, not ARP)
     malformed: int = 0
     unsupported_link: int = 0
     unsupported_linktypes: dict[int, int] = field(default_factory=dict)
@@ -229,7 +230,8 @@ class Pipeline:
         update = table.update
         fast_path = table.fast_path
         unsupported = stats.unsupported_linktypes
-        status_counts = [0, 0, 0, 0, 0]  # IP is derived at the end: one less increment per packet
+        status_counts = [0, 0, 0, 0, 0, 0]  # IP is derived at the end: one less increment per packet
+        update_l2 = table.update_l2
         packets = 0
         nbytes = 0
         dissected = 0  # packets that took the full path; the others were counted by the fast path
@@ -271,7 +273,19 @@ class Pipeline:
                         app.feed(pkt, to_server, ts, cnt, src)
                     continue
                 status_counts[status] += 1
-                if status == MALFORMED:
+                if status == L2_FLOW:
+                    # GOOSE, SV, PROFINET, LLDP, STP, ...: the same flow/decoder contract as IP.
+                    if ts >= table.next_sweep:
+                        if not stats.first_ts:
+                            stats.first_ts = ts
+                        table.expire(ts)
+                        if self.policy is not None:
+                            self.policy.tick(ts)
+                    flow, to_server = update_l2(pkt, ts, wirelen, cnt, src)
+                    app = flow.app
+                    if app is not None and pkt.payload_len:
+                        app.feed(pkt, to_server, ts, cnt, src)
+                elif status == MALFORMED:
                     if self.sinks:
                         self._decode_anomaly(ts, cnt, src)
                 elif status == UNSUPPORTED_LINK:
@@ -288,7 +302,8 @@ class Pipeline:
             stats.ip_packets = packets - sum(status_counts)
             table.fast_packets = packets - dissected
             stats.fragments = status_counts[FRAGMENT]
-            stats.l2_packets = status_counts[L2]
+            stats.l2_packets = status_counts[L2] + status_counts[L2_FLOW]
+            stats.l2_flow_packets = status_counts[L2_FLOW]
             stats.malformed = status_counts[MALFORMED]
             stats.unsupported_link = status_counts[UNSUPPORTED_LINK]
             stats.wall_seconds = time.perf_counter() - started
@@ -346,6 +361,7 @@ class Pipeline:
                 "ip": s.ip_packets,
                 "fragments": s.fragments,
                 "non_ip": s.l2_packets,
+                "link_layer_flows": s.l2_flow_packets,
                 "malformed": s.malformed,
                 "layers": dict(sorted(self._layer_counts().items())),
                 "anomalies": dict(sorted(self.dissector.anomalies.items())),

@@ -32,6 +32,8 @@ def network_label(flow_vlan: tuple[int, ...], addr: bytes) -> str:
         return "vlan " + ".".join(str(v) for v in flow_vlan)
     if len(addr) == 4:
         return format_ip(addr[:3] + b"\x00") + "/24"
+    if len(addr) == 6:  # an untagged L2 flow (agent.linklayer): the segment it was captured on
+        return "ethernet"
     return format_ip(addr[:8] + bytes(8)) + "/64"
 
 
@@ -44,7 +46,7 @@ class TrafficSummary:
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
         proto = flow.app_proto or {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(
-            flow.proto, f"ip-{flow.proto}"
+            flow.proto, f"ip-{flow.proto}" if flow.ip_version else f"ether-0x{flow.proto:04x}"
         )
         tally = self.by_protocol.get(proto)
         if tally is None:

@@ -9,6 +9,7 @@ from scapy.layers.l2 import ARP, CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from agent import dissect as d
+from agent.linklayer import llc_key
 from agent.records import SUPPORTED_LINKTYPES
 from tests import factory
 
@@ -90,12 +91,36 @@ def test_arp_is_l2_and_parsed() -> None:
     assert op == 1 and sha == bytes.fromhex("020000000001") and spa == bytes([192, 0, 2, 1]) and tpa[-1] == 2
 
 
-def test_non_ip_ethertypes_are_l2() -> None:
-    goose = bytes(Ether(type=0x88B8) / Raw(b"\x00\x01\x00\x10" + bytes(12)))
+def test_non_ip_ethertypes_are_l2_flows_keyed_by_macs_and_ethertype() -> None:
+    goose = bytes(Ether(src="02:00:00:00:00:01", dst="01:0c:cd:01:00:01", type=0x88B8)
+                  / Raw(b"\x00\x01\x00\x10" + bytes(12)))  # fmt: skip
     status, pkt, _ = run(goose)
-    assert status == d.L2 and pkt.ethertype == 0x88B8 and pkt.l3_off == 14
-    llc = bytes(Ether(dst="01:80:c2:00:00:00", type=38) / Raw(bytes(38)))  # 802.3 length: STP
-    assert run(llc)[0] == d.L2
+    assert status == d.L2_FLOW and pkt.ethertype == 0x88B8 and pkt.l3_off == 14 and pkt.ip_version == 0
+    assert (pkt.src, pkt.dst, pkt.proto) == (
+        bytes.fromhex("020000000001"),
+        bytes.fromhex("010ccd010001"),
+        0x88B8,
+    )
+    assert (pkt.payload_off, pkt.payload_len) == (14, 16)
+    tagged = bytes(Ether(src="02:00:00:00:00:01", dst="01:0c:cd:04:00:01") / Dot1Q(vlan=7, type=0x88BA)
+                   / Raw(bytes(20)))  # fmt: skip
+    status, pkt, _ = run(tagged)
+    assert status == d.L2_FLOW and pkt.vlan == (7,) and pkt.proto == 0x88BA and pkt.payload_off == 18
+
+
+def test_8023_llc_frames_are_keyed_by_dsap_and_payload_follows_llc() -> None:
+    bpdu = bytes(35)
+    llc = bytes(Ether(src="02:00:00:00:00:09", dst="01:80:c2:00:00:00", type=3 + len(bpdu))
+                / Raw(b"\x42\x42\x03" + bpdu + bytes(7)))  # STP, with Ethernet padding  # fmt: skip
+    status, pkt, dissector = run(llc)
+    assert status == d.L2_FLOW and pkt.proto == llc_key(0x42) and dissector.counts["llc"] == 1
+    assert (pkt.payload_off, pkt.payload_len) == (17, 35)  # padding excluded by the length field
+    snap = bytes(
+        Ether(dst="01:00:0c:cc:cc:cc", type=8 + 4) / Raw(b"\xaa\xaa\x03\x00\x00\x00\x88\xcc" + bytes(4))
+    )
+    status, pkt, _ = run(snap)
+    assert status == d.L2_FLOW and pkt.proto == 0x88CC and pkt.payload_off == 22
+    assert run(bytes(Ether(type=2) / Raw(b"\x42")))[0] == d.MALFORMED  # no room for the LLC header
 
 
 @pytest.mark.parametrize(
@@ -154,7 +179,7 @@ def test_icmp_type_and_code() -> None:
 @given(st.binary(max_size=200), st.sampled_from(sorted(SUPPORTED_LINKTYPES)))
 def test_random_bytes_never_raise(data: bytes, linktype: int) -> None:
     status, _, _ = run(data, linktype)
-    assert status in (d.IP, d.FRAGMENT, d.L2, d.MALFORMED)
+    assert status in (d.IP, d.FRAGMENT, d.L2, d.L2_FLOW, d.MALFORMED)
 
 
 @settings(max_examples=300, deadline=None)

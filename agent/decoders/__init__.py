@@ -15,7 +15,25 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import bacnet, dnp3, enip, iec104, mms, modbus, mqtt, opcua, s7comm
+from agent.decoders import (
+    bacnet,
+    dnp3,
+    enip,
+    goose,
+    iec104,
+    lldp,
+    mms,
+    modbus,
+    mqtt,
+    opcua,
+    pn_cm,
+    profinet,
+    ptp,
+    rgoose,
+    s7comm,
+    stp,
+    sv,
+)
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -34,6 +52,14 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     mqtt.SPEC_ANY_PORT,
     opcua.SPEC,
     mms.SPEC,
+    goose.SPEC,
+    sv.SPEC,
+    profinet.SPEC,
+    pn_cm.SPEC,
+    lldp.SPEC,
+    stp.SPEC,
+    ptp.SPEC,
+    rgoose.SPEC,
 )
 
 # Payload packets probed on a protocol's own port before giving up. Six, because on TCP 102 the
@@ -73,16 +99,28 @@ class Registry:
                 # An override is the operator's word: it is probed first, before the defaults.
                 self._add_port((6, port), override, first=True)
                 self._add_port((17, port), override, first=True)
-        self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
+        self._any_port = tuple(p for p in self.protocols if p.probe_any_port and not p.ethertypes)
+        # L2 flows (agent.linklayer): the flow key's EtherType chooses the decoder, no probing.
+        self._by_ethertype: dict[int, ProtocolSpec] = {}
+        for spec in self.protocols:
+            for ethertype in spec.ethertypes:
+                if ethertype in self._by_ethertype:
+                    raise ValueError(f"EtherType 0x{ethertype:04x} registered twice ({spec.name})")
+                self._by_ethertype[ethertype] = spec
 
     def _add_port(self, key: tuple[int, int], spec: ProtocolSpec, first: bool = False) -> None:
         others = tuple(s for s in self._by_port.get(key, ()) if s is not spec)
         self._by_port[key] = (spec, *others) if first else (*others, spec)
 
     def attach(self, flow: Flow, pkt: Packet | None = None) -> None:
-        """FlowTable ``on_new`` hook: give a TCP/UDP flow a probing decoder."""
+        """FlowTable ``on_new`` hook: a TCP/UDP flow gets a probing decoder, an L2 flow its EtherType's."""
         proto = flow.proto
         if proto != 6 and proto != 17:
+            if not flow.ip_version:
+                spec = self._by_ethertype.get(proto)
+                if spec is not None:
+                    flow.app = spec.factory(flow, self.ctx, True)
+                    flow.app_proto = spec.name
             return
         by_port = self._by_port
         specs = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport)) or ()

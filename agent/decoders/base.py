@@ -8,7 +8,8 @@ state: stream buffers and pending-request tables have limits and count what they
 How a protocol plugs in (see ``agent/decoders/__init__.py`` for the explicit list):
 
 * a ``ProtocolSpec`` names the protocol, its default TCP/UDP ports, a cheap ``probe`` on the first
-  payload of a flow, and a factory building the per-flow decoder;
+  payload of a flow, and a factory building the per-flow decoder; a link-layer protocol (GOOSE,
+  PROFINET, LLDP, ...) names EtherTypes instead (``link_layer_spec``) and is chosen by them alone;
 * the per-flow decoder implements ``FlowDecoder``: ``feed`` for each packet with payload, ``close``
   when the flow ends.
 """
@@ -182,3 +183,19 @@ class ProtocolSpec:
     factory: Callable[[Flow, DecoderContext, bool], FlowDecoder]
     # Whether a flow on none of the ports is probed for this protocol (false for weak probes).
     probe_any_port: bool = True
+    # Link-layer protocols: the EtherTypes (agent.linklayer keys, e.g. ``llc_key(0x42)`` for STP)
+    # whose L2 flows get this decoder. The EtherType decides: there is no probe, no port.
+    ethertypes: frozenset[int] = frozenset()
+
+
+def ethertype_decides(payload: bytes, from_initiator: bool) -> bool:
+    """The ``probe`` of a link-layer ProtocolSpec: never chosen by payload on an IP flow."""
+    return False
+
+
+def link_layer_spec(
+    name: str, ethertypes: frozenset[int], factory: Callable[[Flow, DecoderContext, bool], FlowDecoder]
+) -> ProtocolSpec:
+    """A ProtocolSpec for a protocol carried directly in Ethernet frames (no ports, no probe)."""
+    return ProtocolSpec(name, frozenset(), frozenset(), ethertype_decides, factory, probe_any_port=False,
+                        ethertypes=ethertypes)  # fmt: skip

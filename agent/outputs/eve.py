@@ -17,6 +17,7 @@ from typing import Any
 from agent.decoders.base import RESPONSE, Anomaly, OtMessage
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, format_ip
 from agent.flows import TCP_NONE, TCP_STATE_NAMES, Flow
+from agent.linklayer import LLC_KEY, format_mac
 from agent.outputs.backlog import DEFAULT_LIMIT, Backlog
 from agent.records import Event
 
@@ -47,6 +48,9 @@ def flow_header(flow: Flow, sources: list[str] | None, cnt: int = 0, source: int
         header["pcap_cnt"] = cnt or flow.last_cnt
         header["pcap_filename"] = sources[source if source >= 0 else flow.last_source]
     header["vlan"] = list(flow.vlan)
+    if not flow.ip_version:
+        _l2_addresses(header, flow)
+        return header
     header["src_ip"] = format_ip(flow.src)
     proto = flow.proto
     has_ports = proto in (IPPROTO_TCP, IPPROTO_UDP, 132)
@@ -59,6 +63,20 @@ def flow_header(flow: Flow, sources: list[str] | None, cnt: int = 0, source: int
     header["app_proto"] = flow.app_proto or "unknown"
     header["community_id"] = flow.community_id
     return header
+
+
+def _l2_addresses(header: dict[str, Any], flow: Flow) -> None:
+    """An L2 flow (agent.linklayer) is named by MACs and EtherType (or LLC DSAP), not IPs and ports."""
+    header["src_mac"] = format_mac(flow.src)
+    header["dest_mac"] = format_mac(flow.dst)
+    key = flow.proto
+    if key & LLC_KEY:
+        header["llc_dsap"] = key & 0xFF
+    else:
+        header["ether_type"] = key
+    header["proto"] = "ETH"
+    header["app_proto"] = flow.app_proto or "unknown"
+    header["community_id"] = ""  # Community ID is defined for IP flows only
 
 
 def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:

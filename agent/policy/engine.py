@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from agent.decoders.base import REQUEST, OtMessage
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
+from agent.linklayer import is_group_mac
 from agent.outputs.eve import format_timestamp
 from agent.policy.model import Asset, Conduit, FlowRule, Policy, Schedule, Zone, sl_text
 
@@ -60,6 +61,7 @@ class CompiledPolicy:
         self.assets_by_ip: dict[bytes, Asset] = {}
         self.assets_by_name: dict[str, Asset] = {}
         self.by_mac: dict[str, str] = {}
+        self.assets_by_mac: dict[str, Asset] = {}
         self.by_vlan: dict[int, str] = {}
         # prefix length -> {network address as int: zone id}, separately for IPv4 and IPv6
         self.nets: dict[int, list[tuple[int, dict[int, str]]]] = {4: [], 6: []}
@@ -77,6 +79,7 @@ class CompiledPolicy:
                     self.assets_by_ip[ipaddress.ip_address(asset.ip).packed] = asset
                 if asset.mac:
                     self.by_mac[asset.mac] = zone.id
+                    self.assets_by_mac[asset.mac] = asset
         for (version, plen), table in sorted(tables.items(), key=lambda kv: -kv[0][1]):
             self.nets[version].append((plen, table))
         # (initiator zone, responder zone) -> [(conduit or None for intra-zone, rule)]
@@ -109,6 +112,21 @@ class CompiledPolicy:
                 return zone, None
         if mac is not None:
             zone = self.by_mac.get(mac)
+            if zone is not None:
+                return zone, None
+        return None, None
+
+    def zone_of_l2(self, mac: str | None, vlan: tuple[int, ...]) -> tuple[str | None, Asset | None]:
+        """(zone id, asset) of a MAC on an L2 flow: asset MAC, zone MAC list, then VLAN."""
+        if mac is not None:
+            asset = self.assets_by_mac.get(mac)
+            if asset is not None:
+                return asset.zone, asset
+            zone = self.by_mac.get(mac)
+            if zone is not None:
+                return zone, None
+        if vlan:
+            zone = self.by_vlan.get(vlan[-1])
             if zone is not None:
                 return zone, None
         return None, None
@@ -222,7 +240,9 @@ class PolicyDetector:
 
     def on_flow_start(self, flow: Flow, pkt: Packet) -> None:
         macs: tuple[str | None, str | None] = (None, None)
-        if pkt.l2_off >= 0:
+        if not flow.ip_version:  # an L2 flow is keyed by its MACs (agent.linklayer)
+            macs = (_mac_text(flow.src), _mac_text(flow.dst))
+        elif pkt.l2_off >= 0:
             data, off = pkt.data, pkt.l2_off
             dst_mac, src_mac = _mac_text(data[off : off + 6]), _mac_text(data[off + 6 : off + 12])
             macs = (src_mac, dst_mac) if pkt.src == flow.src else (dst_mac, src_mac)
@@ -231,8 +251,17 @@ class PolicyDetector:
     def _judge(self, flow: Flow, macs: tuple[str | None, str | None], ts: float) -> Verdict:
         self.flows_checked += 1
         cp = self.compiled
-        src_zone, src_asset = cp.zone_of(flow.src, flow.vlan, macs[0])
-        dest_zone, dest_asset = cp.zone_of(flow.dst, flow.vlan, macs[1])
+        if flow.ip_version:
+            src_zone, src_asset = cp.zone_of(flow.src, flow.vlan, macs[0])
+            dest_zone, dest_asset = cp.zone_of(flow.dst, flow.vlan, macs[1])
+        else:
+            src_zone, src_asset = cp.zone_of_l2(macs[0], flow.vlan)
+            if is_group_mac(flow.dst):
+                # A multicast/broadcast frame stays on its segment: it is judged as intra-zone traffic
+                # of its sender's zone (docs/policy.md, "Link-layer flows").
+                dest_zone, dest_asset = src_zone, None
+            else:
+                dest_zone, dest_asset = cp.zone_of_l2(macs[1], flow.vlan)
         verdict = Verdict(self.generation, src_zone, dest_zone, src_asset, dest_asset, None, [], False,
                           flow.app_proto, macs, flow.src, flow.dst, flow.dport)  # fmt: skip
         flow.verdict = verdict

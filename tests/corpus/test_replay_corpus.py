@@ -119,8 +119,9 @@ def test_pipeline_counts_every_frame(corpus_capture: Capture) -> None:
     table = pipeline.flows
     assert len(table) == 0, "flows left in the table after the run"
     assert table.created == table.ended == totals.flows
-    # Every dissected IP packet is accounted to exactly one flow record.
-    assert totals.packets == stats.ip_packets
+    # Every dissected IP packet, and every non-IP Ethernet frame but ARP, is accounted to exactly one
+    # flow record (IP or L2).
+    assert totals.packets == stats.ip_packets + stats.l2_flow_packets
     if corpus_capture.supported:
         assert stats.unsupported_link == 0, f"{path}: {stats.unsupported_linktypes}"
         expected_malformed = KNOWN_MALFORMED.get(path, (0, ""))[0]
@@ -228,7 +229,8 @@ def test_cli_replays_source_directory(source: str, replay_source: Callable[[str]
     assert len(flows) == stats["flow"]["created"] == stats["flow"]["ended"]
     assert stats["flow"]["active"] == 0
     assert (
-        sum(e["flow"]["pkts_toserver"] + e["flow"]["pkts_toclient"] for e in flows) == stats["decoder"]["ip"]
+        sum(e["flow"]["pkts_toserver"] + e["flow"]["pkts_toclient"] for e in flows)
+        == stats["decoder"]["ip"] + stats["decoder"]["link_layer_flows"]
     )
     files = {str(c.file) for c in run.captures}
     assert {e["pcap_filename"] for e in flows} <= files
