@@ -23,6 +23,7 @@ from agent.records import CaptureProblem, Event, Frame, SourceInfo
 
 if TYPE_CHECKING:
     # Imported when a policy is given: the engine is not needed (nor loaded) without one.
+    from agent.detectors.floods import FloodDetector
     from agent.policy.engine import CompiledPolicy, PolicyDetector
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class PipelineConfig:
     events: str = EVENTS_DEFAULT
     # Replay: name files in events (pcap_filename, pcap_cnt). Live: off.
     replay: bool = True
+    # Backup-flood and control-health detector (runs with a policy): load bin width in seconds.
+    flood_bin_seconds: float = 0.1
 
 
 def _ignore(_msg: OtMessage) -> None:
@@ -125,6 +128,15 @@ class Pipeline:
 
             self.policy = PolicyDetector(policy, self._emit_detection)
             self.consumers.insert(0, self.policy)
+        # Backup floods and control health (agent.detectors.floods): needs the policy's zones and links.
+        self.floods: FloodDetector | None = None
+        if self.policy is not None:
+            from agent.detectors.floods import FloodConfig, FloodDetector
+
+            self.floods = FloodDetector(
+                self.policy, self._emit_detection, FloodConfig(bin_seconds=config.flood_bin_seconds)
+            )
+            self.consumers.insert(1, self.floods)
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
         self._log_messages = config.events == EVENTS_ALL
         handlers = (getattr(c, "on_message", None) for c in self.consumers)
@@ -147,12 +159,15 @@ class Pipeline:
         if policy is None:
             return attach if decoding else None
         judge = policy.on_flow_start
-        if not decoding:
-            return judge
+        floods = self.floods
+        track = floods.on_flow_start if floods is not None else None
 
         def start(flow: Flow, pkt: Packet) -> None:
-            attach(flow, pkt)
+            if decoding:
+                attach(flow, pkt)
             judge(flow, pkt)
+            if track is not None:
+                track(flow, pkt)  # after the verdict: it reads the flow's zones
 
         return start
 
@@ -215,6 +230,7 @@ class Pipeline:
         dissected = 0  # packets that took the full path; the others were counted by the fast path
         ts = 0.0
         progress = self.progress
+        floods = self.floods
         started = time.perf_counter()
         try:
             for ts, data, wirelen, _iface, linktype, cnt, src in source if frames is None else frames:
@@ -239,6 +255,9 @@ class Pipeline:
                         table.expire(ts)
                         if self.policy is not None:
                             self.policy.tick(ts)
+                        if floods is not None:
+                            # Load bins close on packet time: the next boundary ends the fast path too.
+                            table.next_sweep = min(table.next_sweep, floods.tick(ts))
                     flow, to_server = update(pkt, ts, wirelen, cnt, src)
                     app = flow.app
                     if app is not None and pkt.payload_len:
@@ -284,6 +303,8 @@ class Pipeline:
         self.flows.flush("shutdown")
         if self.policy is not None:
             self.policy.finish()
+        if self.floods is not None:
+            self.floods.finish()
         self.kernel = kernel
         if self.sinks:
             stats = self.stats_dict(problems)
@@ -325,6 +346,7 @@ class Pipeline:
             },
             "app_layer": {name: st.as_dict() for name, st in sorted(self.decoders.stats.items())},
             **({"policy": self.policy.stats()} if self.policy is not None else {}),
+            **({"floods": self.floods.stats()} if self.floods is not None else {}),
             "flow": {
                 "created": table.created,
                 "ended": table.ended,

@@ -1321,7 +1321,7 @@ def _links(r: _Report, zones: list[_ZoneSrc], conduits: list[_ConduitSrc], tz: s
 def _child(node: Node, key: str) -> Node | None:
     if isinstance(node, MappingNode):
         for k, v in node.value:
-            if isinstance(k, ScalarNode) and k.value == key and not _is_null(v):
+            if isinstance(k, ScalarNode) and k.value == key and isinstance(v, Node) and not _is_null(v):
                 return v
     return None
 

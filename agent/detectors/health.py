@@ -1,0 +1,162 @@
+"""Control-loop health: request/response latency and polling jitter per device pair, with a baseline.
+
+A *loop* is one client polling one server over one protocol (an HMI reading a PLC). Its responses
+give latency samples (the decoders pair them with their requests); its requests give the polling
+interval. The baseline is learned from windows judged healthy, so a slow drift is caught once it
+leaves the band it was learned in, and a degraded period never teaches the baseline that it is
+normal. Everything is in packet time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from agent.flows import Flow
+
+WINDOW_S = 1.0  # latency and jitter are judged over the last second ...
+JUDGE_EVERY_S = 0.5  # ... twice a second
+MIN_WINDOW_SAMPLES = 3
+MIN_BASELINE_SAMPLES = 20
+BASELINE_SAMPLES = 600
+SUMMARY_SAMPLES = 10_000
+MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
+LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
+LATE_MIN_S = 1.0
+MAX_PENDING = 256
+
+# Histogram buckets of conduitwatch_request_latency_seconds (CONTRACTS.md: 1 ms .. 5 s).
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted ``values``; 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+
+@dataclass(slots=True)
+class Loop:
+    """One client -> server control conversation over one protocol (may span several flows)."""
+
+    client: bytes
+    server: bytes
+    protocol: str
+    zone: str  # the server's zone ("none" outside the policy)
+    client_zone: str
+    conduit: str | None
+    flow: Flow
+    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, latency) in the window
+    baseline: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
+    summary: deque[float] = field(default_factory=lambda: deque(maxlen=SUMMARY_SAMPLES))
+    last_request: float = -1.0
+    intervals: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, interval) in the window
+    base_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
+    pending: dict[int, float] = field(default_factory=dict)  # request pcap_cnt -> ts
+    late: deque[float] = field(default_factory=deque)  # when requests went unanswered too long
+    unanswered: int = 0
+    unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
+    exceptions: int = 0
+    learned_upto: float = 0.0  # samples up to here have been judged (and taught the baseline if healthy)
+    degraded: bool = False
+    healthy_judgements: int = 0
+    during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
+    during_intervals: list[float] = field(default_factory=list)
+
+    def label(self) -> str:
+        return f"{self.protocol} {self.zone}"
+
+    def on_request(self, ts: float, cnt: int) -> None:
+        if self.last_request >= 0:
+            interval = ts - self.last_request
+            self.intervals.append((ts, interval))
+            if self.degraded and len(self.during_intervals) < SUMMARY_SAMPLES:
+                self.during_intervals.append(interval)
+        self.last_request = ts
+        if len(self.pending) < MAX_PENDING:
+            self.pending[cnt] = ts
+
+    def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
+        self.pending.pop(request_cnt, None)
+        self.samples.append((ts, latency))
+        self.summary.append(latency)
+        if self.degraded and len(self.during) < SUMMARY_SAMPLES:
+            self.during.append(latency)
+
+    def baseline_stats(self) -> tuple[float, float, float] | None:
+        """(p50, p99, standard deviation) of the learned latency baseline, once it has enough samples."""
+        if len(self.baseline) < MIN_BASELINE_SAMPLES:
+            return None
+        values = list(self.baseline)
+        return percentile(values, 50), percentile(values, 99), statistics.pstdev(values)
+
+    def threshold(self) -> float | None:
+        stats = self.baseline_stats()
+        if stats is None:
+            return None
+        p50, p99, sigma = stats
+        return max(2 * p99, p99 + MIN_EXCESS_S, p50 + 4 * sigma)
+
+    def jitter(self, intervals: list[float]) -> float:
+        """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
+        if not intervals or len(self.base_intervals) < MIN_BASELINE_SAMPLES:
+            return 0.0
+        usual = statistics.median(self.base_intervals)
+        return percentile([abs(i - usual) for i in intervals], 99)
+
+    def judge(self, now: float) -> bool | None:
+        """Whether the last second looks degraded; None when there is not enough to say."""
+        horizon = now - WINDOW_S
+        samples = self.samples
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
+        intervals = self.intervals
+        while intervals and intervals[0][0] < horizon:
+            intervals.popleft()
+        self._expire_pending(now)
+        late = self.late
+        while late and late[0] < horizon:
+            late.popleft()
+        threshold = self.threshold()
+        window = [lat for _, lat in samples]
+        verdict: bool | None = None
+        if threshold is not None:
+            if len(late) >= 2:
+                verdict = True
+            elif len(window) >= MIN_WINDOW_SAMPLES:
+                verdict = percentile(window, 50) > threshold
+        if verdict is not True and not self.degraded:
+            # Healthy (or not yet judged): what arrived since the last judgement teaches the baseline.
+            upto = self.learned_upto
+            self.baseline.extend(lat for ts, lat in samples if ts > upto)
+            self.base_intervals.extend(i for ts, i in intervals if ts > upto)
+        self.learned_upto = now
+        return verdict
+
+    def _expire_pending(self, now: float) -> None:
+        stats = self.baseline_stats()
+        limit = max(LATE_MIN_S, LATE_FACTOR * stats[1]) if stats is not None else LATE_MIN_S
+        expired = [cnt for cnt, ts in self.pending.items() if now - ts > limit]
+        for cnt in expired:
+            del self.pending[cnt]
+            self.unanswered += 1
+            self.late.append(now)
+
+    def window_latencies(self) -> list[float]:
+        return [lat for _, lat in self.samples]
