@@ -365,27 +365,39 @@ class FloodDetector:
     def _check_links(self, now: float, scopes: list[Scope]) -> None:
         per_second = self.bins_per_second
         min_bulk = self.config.bulk_min_bps
-        outside: dict[tuple[str, str], Scope] = {}
-        into: dict[str, Scope] = {}
+        # Per link (both directions): the direction carrying the most bulk speaks for it.
+        outside: dict[tuple[str, str], tuple[float, Scope]] = {}
+        into: dict[str, tuple[float, Scope]] = {}
         for scope in scopes:
             bulk_bps = scope.rate_bps(per_second, self.bin_s, bulk=True)
+            # A backup "runs": bulk in most bins of the last 2 s, not one sub-second copy burst.
+            recent = list(scope.bins)[-2 * per_second :]
+            sustained = sum(1 for b in recent if b[1]) >= 1.5 * per_second
             if scope.budget_bps is not None:
                 self._condition("bulk_over_budget", (scope.kind, scope.name, scope.direction), scope,
                                 bulk_bps > scope.budget_bps, now)  # fmt: skip
-            if bulk_bps >= min_bulk:
+            if bulk_bps >= min_bulk and sustained:
                 link = scope.link
                 if link is not None and link.backup_windows and not self._in_window(link.backup_windows, now):
-                    outside.setdefault((scope.kind, scope.name), scope)
-                if scope.kind == "zone" and scope.control:
-                    into.setdefault(scope.name, scope)
+                    key = (scope.kind, scope.name)
+                    if key not in outside or outside[key][0] < bulk_bps:
+                        outside[key] = (bulk_bps, scope)
+                if (
+                    scope.kind == "zone"
+                    and scope.control
+                    and (scope.name not in into or into[scope.name][0] < bulk_bps)
+                ):
+                    into[scope.name] = (bulk_bps, scope)
         for scope in self._scopes():
             link = scope.link
             if link is not None and link.backup_windows:
                 key = (scope.kind, scope.name)
-                self._condition("backup_outside_window", key, outside.get(key, scope), key in outside, now)
+                self._condition(
+                    "backup_outside_window", key, outside.get(key, (0.0, scope))[1], key in outside, now
+                )
             if scope.kind == "zone" and scope.control and scope.direction == "in":
-                self._condition("bulk_into_control_zone", (scope.name,), into.get(scope.name, scope),
-                                scope.name in into, now)  # fmt: skip
+                carrier = into.get(scope.name, (0.0, scope))[1]
+                self._condition("bulk_into_control_zone", (scope.name,), carrier, scope.name in into, now)
 
     def _in_window(self, windows: Iterable[Any], ts: float) -> bool:
         compiled = self.compiled
@@ -395,34 +407,44 @@ class FloodDetector:
         """Raise, update or clear the incident of a link condition evaluated at a bin boundary."""
         incident = self.incidents.get(kind, key)
         if holds:
-            transfers = scope.transfers(self.bins_per_second)
             if incident is None:
+                transfers = scope.transfers(self.bins_per_second)
                 top = max(transfers.items(), key=lambda kv: kv[1])[0] if transfers else None
                 flow = top.flow if top is not None else self._any_flow(scope)
                 if flow is None:
                     return
-                details = self._link_details(kind, scope, now, {"peak": 0.0})
+                data: dict[str, Any] = {"scope": scope, "last_true": now, "peak": 0.0, "transfers": transfers}
+                self._account(scope, data)
+                details = self._link_details(kind, scope, data)
                 sentence = self._link_sentence(kind, scope, details)
                 incident = self.incidents.raise_(kind, key, now, flow, sentence, details)
                 if incident is None:
                     return
-                incident.data.update(scope=scope, last_true=now, peak=0.0, transfers={})
+                incident.data = data
+                data["details"] = details
+                return
             data = incident.data
             data["last_true"] = now
             data["scope"] = scope
-            data["peak"] = max(
-                data["peak"], scope.utilisation(scope.bins[-1][0], self.bin_s) if scope.bins else 0.0
-            )
-            for tr, n in transfers.items():
-                data["transfers"][tr] = n
+            self._account(scope, data)
+            data["details"] = details = self._link_details(kind, scope, data)
             if now - incident.last_update >= self.config.update_every_s:
-                details = self._link_details(kind, scope, now, data)
                 self.incidents.update(incident, now, self._link_sentence(kind, scope, details), details)
         elif incident is not None and now - incident.data["last_true"] >= self.config.clear_after_s:
-            details = self._link_details(kind, incident.data["scope"], now, incident.data)
-            self.incidents.clear(
-                incident, now, self._link_sentence(kind, incident.data["scope"], details), details
-            )
+            # The clear event carries the numbers of the last moment the condition held.
+            details = incident.data["details"]
+            sentence = "Ended: " + self._link_sentence(kind, incident.data["scope"], details)
+            self.incidents.clear(incident, now, sentence, details)
+
+    def _account(self, scope: Scope, data: dict[str, Any]) -> None:
+        """Peak bin utilisation and bulk bytes per transfer while the condition holds."""
+        if scope.bins:
+            data["peak"] = max(data["peak"], scope.utilisation(scope.bins[-1][0], self.bin_s))
+            data["bins"] = data.get("bins", 0) + 1
+        transfers: dict[Tracked, int] = data.setdefault("bytes", {})
+        if scope.recent_bulk_flows:
+            for tr, n in scope.recent_bulk_flows[-1].items():
+                transfers[tr] = transfers.get(tr, 0) + n
 
     def _any_flow(self, scope: Scope) -> Flow | None:
         for tr in self.tracked.values():
@@ -445,12 +467,13 @@ class FloodDetector:
             "bytes": tr.bulk_bytes,
         }
 
-    def _top_transfers(self, scope: Scope, limit: int = 3) -> list[dict[str, Any]]:
-        transfers = scope.transfers(self.bins_per_second)
-        top = sorted(transfers.items(), key=lambda kv: -kv[1])[:limit]
-        return [self._transfer(tr, n, 1.0) for tr, n in top]
+    def _incident_transfers(self, data: dict[str, Any], limit: int = 3) -> list[dict[str, Any]]:
+        """The biggest transfers of a condition, with their average rate while it held."""
+        seconds = max(self.bin_s, data.get("bins", 0) * self.bin_s)
+        top = sorted(data.get("bytes", {}).items(), key=lambda kv: -kv[1])[:limit]
+        return [self._transfer(tr, n, seconds) for tr, n in top]
 
-    def _link_details(self, kind: str, scope: Scope, now: float, data: dict[str, Any]) -> dict[str, Any]:
+    def _link_details(self, kind: str, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
         per_second = self.bins_per_second
         return {
             "kind": kind,
@@ -459,7 +482,7 @@ class FloodDetector:
             "bulk_rate_bps": round(scope.rate_bps(per_second, self.bin_s, bulk=True)),
             "total_rate_bps": round(scope.rate_bps(per_second, self.bin_s, bulk=False)),
             "peak_utilisation": round(data.get("peak", 0.0), 4),
-            "transfers": self._top_transfers(scope),
+            "transfers": self._incident_transfers(data),
         }  # fmt: skip
 
     @staticmethod
@@ -559,9 +582,16 @@ class FloodDetector:
 
     @staticmethod
     def _loop_sentence(loop: Loop, state: str) -> str:
+        why = (
+            "request latency back within its baseline"
+            if state == "recovered"
+            else "request latency beyond its baseline"
+        )
+        if state == "no longer seen":
+            why = "the loop stopped"
         return (
             f"{loop.protocol} from {format_ip(loop.client)} ({loop.client_zone}) to {format_ip(loop.server)} "
-            f"({loop.zone}) {state}: request latency beyond its baseline"
+            f"({loop.zone}) {state}: {why}"
         )
 
     def _on_path(self, loop: Loop, scope: Scope) -> bool:
@@ -585,14 +615,12 @@ class FloodDetector:
             names = {(lp.client, lp.server, lp.protocol) for lp in affected}
             if incident is None:
                 flow = overload.flow
-                transfers = overload.data["transfers"]
-                if transfers:
-                    flow = max(transfers.items(), key=lambda kv: kv[1])[0].flow
                 details = self._interference_details(scope, overload, affected)
                 sentence = self._interference_sentence(scope, details)
                 incident = self.incidents.raise_("backup_interference", key, now, flow, sentence, details)
                 if incident is not None:
-                    incident.data.update(loops=names, overload=overload, scope=scope, affected=affected)
+                    incident.data.update(loops=names, overload=overload, scope=scope, affected=affected,
+                                         details=details)  # fmt: skip
             elif (
                 not names <= incident.data["loops"]
                 or now - incident.last_update >= self.config.update_every_s
@@ -603,6 +631,7 @@ class FloodDetector:
                     lp for lp in affected if (lp.client, lp.server, lp.protocol) not in known
                 ]
                 details = self._interference_details(scope, overload, incident.data["affected"])
+                incident.data["details"] = details
                 self.incidents.update(incident, now, self._interference_sentence(scope, details), details)
         for incident in self.incidents.active("backup_interference"):
             if incident.key not in overloads:
@@ -610,21 +639,20 @@ class FloodDetector:
 
     def _clear_interference(self, incident: Incident, now: float, why: str) -> None:
         data = incident.data
-        details = self._interference_details(data["scope"], data["overload"], data["affected"])
-        details["cleared_because"] = why
-        self.incidents.clear(incident, now, self._interference_sentence(data["scope"], details), details)
+        details = dict(data["details"], cleared_because=why)
+        self.incidents.clear(
+            incident, now, "Ended: " + self._interference_sentence(data["scope"], details), details
+        )
 
     def _interference_details(self, scope: Scope, overload: Incident, loops: list[Loop]) -> dict[str, Any]:
         data = overload.data
-        transfers = sorted(data["transfers"].items(), key=lambda kv: -kv[1])[:3]
-        seconds = max(self.bin_s, data["last_true"] - overload.started + 1.0)
         return {
             "kind": "backup_interference",
             "link": {"scope": scope.kind, "name": scope.name, "direction": scope.direction,
                      "capacity_bps": scope.capacity_bps, "bulk_budget_bps": scope.budget_bps},
             "peak_utilisation": round(data["peak"], 4),
             "overload_incident": overload.id,
-            "transfers": [self._transfer(tr, n, seconds) for tr, n in transfers],
+            "transfers": self._incident_transfers(data),
             "control_flows": [self._loop_details(loop) for loop in loops],
         }  # fmt: skip
 

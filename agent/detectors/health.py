@@ -24,6 +24,9 @@ MIN_BASELINE_SAMPLES = 20
 BASELINE_SAMPLES = 600
 SUMMARY_SAMPLES = 10_000
 MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
+# Samples teach the baseline only once they are this old and no degradation was seen meanwhile, so
+# the onset of a degradation (before it is judged one) never raises the bar it is judged against.
+LEARN_LAG_S = 2.0
 LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
 LATE_MIN_S = 1.0
 MAX_PENDING = 256
@@ -73,7 +76,8 @@ class Loop:
     unanswered: int = 0
     unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
     exceptions: int = 0
-    learned_upto: float = 0.0  # samples up to here have been judged (and taught the baseline if healthy)
+    to_learn: deque[tuple[float, float]] = field(default_factory=deque)  # latencies not yet in the baseline
+    to_learn_intervals: deque[tuple[float, float]] = field(default_factory=deque)
     degraded: bool = False
     healthy_judgements: int = 0
     during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
@@ -86,6 +90,7 @@ class Loop:
         if self.last_request >= 0:
             interval = ts - self.last_request
             self.intervals.append((ts, interval))
+            self.to_learn_intervals.append((ts, interval))
             if self.degraded and len(self.during_intervals) < SUMMARY_SAMPLES:
                 self.during_intervals.append(interval)
         self.last_request = ts
@@ -95,23 +100,25 @@ class Loop:
     def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
         self.pending.pop(request_cnt, None)
         self.samples.append((ts, latency))
+        self.to_learn.append((ts, latency))
         self.summary.append(latency)
         if self.degraded and len(self.during) < SUMMARY_SAMPLES:
             self.during.append(latency)
 
     def baseline_stats(self) -> tuple[float, float, float] | None:
-        """(p50, p99, standard deviation) of the learned latency baseline, once it has enough samples."""
+        """(p50, p95, p99) of the learned latency baseline, once it has enough samples."""
         if len(self.baseline) < MIN_BASELINE_SAMPLES:
             return None
         values = list(self.baseline)
-        return percentile(values, 50), percentile(values, 99), statistics.pstdev(values)
+        return percentile(values, 50), percentile(values, 95), percentile(values, 99)
 
     def threshold(self) -> float | None:
+        """Twice the baseline p95, and at least 5 ms above it (p95: a few outliers do not move it)."""
         stats = self.baseline_stats()
         if stats is None:
             return None
-        p50, p99, sigma = stats
-        return max(2 * p99, p99 + MIN_EXCESS_S, p50 + 4 * sigma)
+        p95 = stats[1]
+        return max(2 * p95, p95 + MIN_EXCESS_S)
 
     def jitter(self, intervals: list[float]) -> float:
         """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
@@ -141,12 +148,17 @@ class Loop:
                 verdict = True
             elif len(window) >= MIN_WINDOW_SAMPLES:
                 verdict = percentile(window, 50) > threshold
-        if verdict is not True and not self.degraded:
-            # Healthy (or not yet judged): what arrived since the last judgement teaches the baseline.
-            upto = self.learned_upto
-            self.baseline.extend(lat for ts, lat in samples if ts > upto)
-            self.base_intervals.extend(i for ts, i in intervals if ts > upto)
-        self.learned_upto = now
+        if verdict is True or self.degraded:
+            self.to_learn.clear()
+            self.to_learn_intervals.clear()
+        else:
+            ripe = now - LEARN_LAG_S
+            for pending, baseline in (
+                (self.to_learn, self.baseline),
+                (self.to_learn_intervals, self.base_intervals),
+            ):
+                while pending and pending[0][0] <= ripe:
+                    baseline.append(pending.popleft()[1])
         return verdict
 
     def _expire_pending(self, now: float) -> None:

@@ -30,7 +30,7 @@ DEFAULT_BUDGET_SHARE = 0.7
 VIEWS = (("100ms", 1), ("1s", 10), ("10s", 100))  # view name, width in 100 ms bins (scaled by bin size)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: flows hold their scopes in tuples
 class Scope:
     """One direction of a link; bins of total and bulk bytes for the last ``history`` bins."""
 
