@@ -10,7 +10,7 @@ the generator injected into every control loop (percentiles over all its request
 The vantage point: a SPAN of the control-room access switch (VLAN 200) copying the hosts' ports and
 the uplink's receive side. Requests from the HMIs and the SCADA server's backup data are seen *before*
 they enter the uplink's egress queue; responses are seen as they come back. The uplink is modelled as
-a drop-tail FIFO of ``BUFFER_BYTES`` draining at 100 Mbit/s: a control request waits behind what is
+a drop-tail FIFO of ``QUEUE_SLOTS`` packets draining at 100 Mbit/s: a control request waits behind what is
 queued, and when the buffer is full it is dropped and the HMI retransmits it after its RTO, so the
 latency the agent measures (first request to response) is exactly the latency the generator injects.
 
@@ -27,6 +27,7 @@ import math
 import random
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from bench.scenarios import (
 GENERATOR_VERSION = 1
 POLICY = "rules/purdue-plant.yaml"
 UPLINK_BPS = 100_000_000  # the control-room switch's uplink (rules/purdue-plant.yaml, zone supervisory)
-BUFFER_BYTES = 256 * 1024  # egress buffer of the uplink port
+QUEUE_SLOTS = 170  # packet buffers of the uplink port (about 256 KiB of full-size frames)
 SNAP = 64  # bytes kept of bulk frames
 SPAN = Seg(200)  # the control-room VLAN, where the sensor sees every flow of these scenarios
 RTO_US = 210_000  # HMI retransmission timeout after a lost request (Windows/Linux minimum ~200 ms)
@@ -70,23 +71,28 @@ class Frame:
 
 @dataclass
 class Queue:
-    """Drop-tail FIFO egress port: arrival time -> departure time, or None when dropped."""
+    """FIFO egress port with ``slots`` packet buffers: arrival time -> departure time, or None when full.
+
+    Buffers are counted in packets (descriptors), as in most switch ASICs: a full queue drops a small
+    control frame as surely as a full-size backup segment.
+    """
 
     rate_bps: float
-    buffer: int
-    backlog: float = 0.0  # bytes
-    last: int = 0  # µs of the last arrival
+    slots: int
+    free_at: float = 0.0  # µs when the port finishes sending what it holds
+    departures: deque[float] = field(default_factory=deque)
     drops: int = 0
 
     def offer(self, t: int, size: int) -> int | None:
-        drained = max(0, t - self.last) * self.rate_bps / 8e6
-        self.backlog = max(0.0, self.backlog - drained)
-        self.last = max(self.last, t)
-        if self.backlog + size > self.buffer:
+        departures = self.departures
+        while departures and departures[0] <= t:
+            departures.popleft()
+        if len(departures) >= self.slots:
             self.drops += 1
             return None
-        self.backlog += size
-        return t + math.ceil(self.backlog * 8e6 / self.rate_bps)
+        self.free_at = max(float(t), self.free_at) + size * 8e6 / self.rate_bps
+        departures.append(self.free_at)
+        return math.ceil(self.free_at)
 
 
 @dataclass
@@ -262,7 +268,7 @@ def run_plant(
     so each poll sees the queue the bulk traffic builds)."""
     end = start + seconds * 1_000_000
     for i, poll in enumerate(polls):
-        queue = Queue(UPLINK_BPS, BUFFER_BYTES) if queued else None
+        queue = Queue(UPLINK_BPS, QUEUE_SLOTS) if queued else None
         control_traffic(sc, poll, start + i * 37_000, end, queue, bulk, flood)
 
 
@@ -308,8 +314,8 @@ def uplink_saturation(sc: Sc) -> None:
     sc.title = "A daytime backup saturates the control room's 100 Mbit/s uplink"
     sc.description = (
         "Tuesday 10:00 local: 20 s of normal polling, then backup-1 pulls scada-1's archives for 5 s with a "
-        "TCP sawtooth between 95 and 140 Mbit/s into the 100 Mbit/s uplink. The uplink's 256 KiB buffer "
-        "fills: the HMIs' Modbus requests queue behind the backup (about 20 ms), some are dropped and "
+        "TCP sawtooth between 95 and 140 Mbit/s into the 100 Mbit/s uplink. The uplink's 170 packet "
+        "buffers fill: the HMIs' Modbus requests queue behind the backup (about 20 ms), some are dropped and "
         "retransmitted after 210 ms. Expected: bulk over budget and outside the backup window on the "
         "supervisory uplink, degradation of the three polling loops, and backup interference naming them."
     )
@@ -377,6 +383,9 @@ def plc_degrading(sc: Sc) -> None:
             "server_ip": PLC_F2.ip,
             "onset": iso_utc(onset),
             "onset_s": onset / 1e6,
+            # A drift is a degradation once it leaves the baseline band: at +4 ms a second it passes
+            # twice the baseline p95 (about 10 ms) after some 2 s, then the 1 s window must follow.
+            "detect_within_s": 4.0,
             "end": None,
             "end_s": None,
         }
