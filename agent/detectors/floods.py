@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
-from agent.detectors.health import JUDGE_EVERY_S, LATENCY_BUCKETS, LatencyHistogram, Loop, percentile
+from agent.detectors.health import JUDGE_EVERY_S, LATENCY_BUCKETS, Cyclic, LatencyHistogram, Loop, percentile
 from agent.detectors.incidents import KINDS, EmitFn, Incident, Incidents
 from agent.detectors.load import DEFAULT_BUDGET_SHARE, VIEWS, Scope, Tracked, bulk_category, looks_like_bulk
 from agent.dissect import Packet, format_ip
-from agent.flows import Flow
+from agent.flows import TCP_RESET, Flow
 from agent.ports import CATEGORIES
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class FloodConfig:
     clear_after_s: float = 2.0  # a condition must be gone this long before its incident clears
     update_every_s: float = 10.0  # an open incident reports its numbers at most this often
     loop_idle_s: float = 300.0  # a loop with no message for this long is forgotten
+    max_cyclic: int = 10_000  # cyclic I/O streams followed for jitter and sequence gaps
 
 
 def is_control_zone(zone: Zone) -> bool:
@@ -93,6 +94,11 @@ class FloodDetector:
         self.latency: dict[tuple[str, str], LatencyHistogram] = {}  # (zone, protocol)
         self.unanswered: dict[tuple[str, str], int] = {}
         self.jitter: dict[tuple[str, str], float] = {}
+        self.cyclic: dict[Flow, dict[tuple[bool, int], Cyclic]] = {}  # by flow: dropped with it
+        self.cyclic_count = 0
+        self.cyclic_dropped = 0
+        self.sequence_gaps: dict[tuple[str, str], int] = {}
+        self.resets: dict[tuple[str, str], int] = {}  # control flows ended by a TCP reset
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -209,6 +215,14 @@ class FloodDetector:
         tracked = self.tracked.pop(flow, None)
         if tracked is not None:
             self._sample(tracked, flow.last_ts)
+        if flow.tcp_state == TCP_RESET and flow.app_proto in OT_PROTOCOLS:
+            reset_key = (self._zones_of(flow)[1], flow.app_proto)
+            self.resets[reset_key] = self.resets.get(reset_key, 0) + 1
+        streams = self.cyclic.pop(flow, None)
+        if streams is not None:
+            self.cyclic_count -= len(streams)
+            for stream in streams.values():
+                self._fold_gaps(stream)
 
     def _sample(self, tr: Tracked, now: float) -> None:
         """Move the bytes a flow carried since the last sample into its scopes' current bins."""
@@ -252,7 +266,10 @@ class FloodDetector:
 
     def on_message(self, msg: OtMessage) -> None:
         direction = msg.direction
-        if msg.operation == "io" or (direction == RESPONSE and msg.latency_s is None):
+        if msg.operation == "io":
+            self._on_cyclic(msg)
+            return
+        if direction == RESPONSE and msg.latency_s is None:
             return
         flow = msg.flow
         sender, other = (flow.src, flow.dst) if msg.to_server else (flow.dst, flow.src)
@@ -278,6 +295,29 @@ class FloodDetector:
         if hist is None:
             hist = self.latency[hkey] = LatencyHistogram()
         hist.add(latency)
+
+    def _on_cyclic(self, msg: OtMessage) -> None:
+        fields = msg.fields
+        connection = fields.get("connection_id")
+        key = (msg.to_server, connection if isinstance(connection, int) else -1)
+        streams = self.cyclic.get(msg.flow)
+        stream = streams.get(key) if streams is not None else None
+        if stream is None:
+            if self.cyclic_count >= self.config.max_cyclic:
+                self.cyclic_dropped += 1
+                return
+            src_zone, dst_zone, _ = self._zones_of(msg.flow)
+            stream = Cyclic(dst_zone if msg.to_server else src_zone, msg.protocol)
+            self.cyclic.setdefault(msg.flow, {})[key] = stream
+            self.cyclic_count += 1
+        seq = fields.get("sequence")
+        stream.on_frame(msg.ts, seq if isinstance(seq, int) else None)
+
+    def _fold_gaps(self, stream: Cyclic) -> None:
+        if stream.gaps > stream.gaps_reported:
+            key = (stream.zone, stream.protocol)
+            self.sequence_gaps[key] = self.sequence_gaps.get(key, 0) + stream.gaps - stream.gaps_reported
+            stream.gaps_reported = stream.gaps
 
     def _new_loop(self, key: tuple[bytes, bytes, str], flow: Flow) -> Loop | None:
         if len(self.loops) >= self.config.max_loops:
@@ -525,6 +565,14 @@ class FloodDetector:
             intervals = [i for _, i in loop.intervals]
             if intervals:
                 self.jitter[zkey] = loop.jitter(intervals)
+        cyclic_jitter: dict[tuple[str, str], float] = {}
+        for stream in [c for streams in list(self.cyclic.values()) for c in list(streams.values())]:
+            self._fold_gaps(stream)
+            value = stream.jitter()
+            if value is not None:
+                zkey = (stream.zone, stream.protocol)
+                cyclic_jitter[zkey] = max(cyclic_jitter.get(zkey, 0.0), value)
+        self.jitter.update(cyclic_jitter)
         for key in idle:
             loop = self.loops.pop(key)
             incident = self.incidents.get("control_degradation", key)
@@ -681,6 +729,8 @@ class FloodDetector:
             "untracked_flows": self.untracked,
             "loops": len(self.loops),
             "loops_dropped": self.loops_dropped,
+            "cyclic_streams": self.cyclic_count,
+            "cyclic_dropped": self.cyclic_dropped,
             "incidents": dict(self.incidents.total),
             "incidents_open": self.incidents.active_counts(),
         }
@@ -748,6 +798,20 @@ class FloodDetector:
         for (zone, protocol), n in list(self.unanswered.items()):
             unanswered.add_metric((zone, protocol), n)
         yield unanswered
+        gaps = CounterMetricFamily(
+            "conduitwatch_cyclic_sequence_gaps",
+            "Cyclic I/O frames missing from their sequence",
+            labels=("zone", "protocol"),
+        )
+        for (zone, protocol), n in list(self.sequence_gaps.items()):
+            gaps.add_metric((zone, protocol), n)
+        yield gaps
+        resets = CounterMetricFamily(
+            "conduitwatch_tcp_resets", "Control TCP connections ended by a reset", labels=("zone", "protocol")
+        )
+        for (zone, protocol), n in list(self.resets.items()):
+            resets.add_metric((zone, protocol), n)
+        yield resets
         active = GaugeMetricFamily("conduitwatch_incidents_active", "Open incidents", labels=("kind",))
         for kind, n in self.incidents.active_counts().items():
             active.add_metric((kind,), n)

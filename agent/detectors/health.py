@@ -172,3 +172,54 @@ class Loop:
 
     def window_latencies(self) -> list[float]:
         return [lat for _, lat in self.samples]
+
+
+CYCLIC_LEARN = 20  # intervals that teach a cyclic stream its period
+CYCLIC_WINDOW_S = 10.0
+SEQ_MOD = 1 << 32
+
+
+@dataclass(slots=True)
+class Cyclic:
+    """One cyclic I/O stream (CIP class 0/1 connection, PROFINET RT, GOOSE): period, jitter and gaps.
+
+    The period is learned from the first intervals (their median); jitter is the p99 of
+    |interval - period| over the last 10 s. A sequence number that jumps by more than one means
+    frames were lost (or never sent); a jump backwards (a restarted connection) is not a gap.
+    """
+
+    zone: str
+    protocol: str
+    last_ts: float = -1.0
+    last_seq: int = -1
+    learning: list[float] = field(default_factory=list)
+    period: float = 0.0
+    intervals: deque[tuple[float, float]] = field(default_factory=deque)
+    gaps: int = 0
+    gaps_reported: int = 0
+
+    def on_frame(self, ts: float, seq: int | None) -> None:
+        if self.last_ts >= 0:
+            interval = ts - self.last_ts
+            if not self.period:
+                self.learning.append(interval)
+                if len(self.learning) >= CYCLIC_LEARN:
+                    self.period = statistics.median(self.learning)
+                    self.learning = []
+            else:
+                self.intervals.append((ts, interval))
+                horizon = ts - CYCLIC_WINDOW_S
+                while self.intervals and self.intervals[0][0] < horizon:
+                    self.intervals.popleft()
+        self.last_ts = ts
+        if seq is not None:
+            if self.last_seq >= 0:
+                step = (seq - self.last_seq) % SEQ_MOD
+                if 1 < step < SEQ_MOD // 2:
+                    self.gaps += step - 1
+            self.last_seq = seq
+
+    def jitter(self) -> float | None:
+        if not self.period or not self.intervals:
+            return None
+        return percentile([abs(i - self.period) for _, i in self.intervals], 99)
