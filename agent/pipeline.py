@@ -231,6 +231,7 @@ class Pipeline:
         ts = 0.0
         progress = self.progress
         floods = self.floods
+        next_expiry = 0.0
         started = time.perf_counter()
         try:
             for ts, data, wirelen, _iface, linktype, cnt, src in source if frames is None else frames:
@@ -250,14 +251,17 @@ class Pipeline:
                 status = dissect(pkt, data, linktype)
                 if status == IP:
                     if ts >= table.next_sweep:
-                        if not stats.first_ts:
-                            stats.first_ts = ts
-                        table.expire(ts)
-                        if self.policy is not None:
-                            self.policy.tick(ts)
+                        if ts >= next_expiry:
+                            if not stats.first_ts:
+                                stats.first_ts = ts
+                            table.expire(ts)
+                            if self.policy is not None:
+                                self.policy.tick(ts)
+                            next_expiry = table.next_sweep
                         if floods is not None:
-                            # Load bins close on packet time: the next boundary ends the fast path too.
-                            table.next_sweep = min(table.next_sweep, floods.tick(ts))
+                            # Load bins close on packet time: their boundaries end the fast path too
+                            # (expiry keeps its own cadence: it walks the idle flows).
+                            table.next_sweep = min(next_expiry, floods.tick(ts))
                     flow, to_server = update(pkt, ts, wirelen, cnt, src)
                     app = flow.app
                     if app is not None and pkt.payload_len:

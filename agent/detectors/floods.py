@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
-from agent.detectors.health import JUDGE_EVERY_S, LATENCY_BUCKETS, Cyclic, LatencyHistogram, Loop, percentile
+from agent.detectors.health import (
+    JUDGE_EVERY_S,
+    LATENCY_BUCKETS,
+    RAISE_AFTER,
+    Cyclic,
+    LatencyHistogram,
+    Loop,
+    percentile,
+)
 from agent.detectors.incidents import KINDS, EmitFn, Incident, Incidents
 from agent.detectors.load import DEFAULT_BUDGET_SHARE, VIEWS, Scope, Tracked, bulk_category, looks_like_bulk
 from agent.dissect import Packet, format_ip
@@ -290,11 +298,7 @@ class FloodDetector:
         loop.on_response(msg.ts, latency, msg.request_cnt)
         if msg.exception:
             loop.exceptions += 1
-        hkey = (loop.zone, msg.protocol)
-        hist = self.latency.get(hkey)
-        if hist is None:
-            hist = self.latency[hkey] = LatencyHistogram()
-        hist.add(latency)
+        loop.histogram.add(latency)
 
     def _on_cyclic(self, msg: OtMessage) -> None:
         fields = msg.fields
@@ -327,6 +331,11 @@ class FloodDetector:
         src_zone, dst_zone, conduit = self._zones_of(flow)
         server_zone, client_zone = (dst_zone, src_zone) if server == flow.dst else (src_zone, dst_zone)
         loop = Loop(client, server, protocol, server_zone, client_zone, conduit.id if conduit else None, flow)
+        hkey = (server_zone, protocol)
+        histogram = self.latency.get(hkey)
+        if histogram is None:
+            histogram = self.latency[hkey] = LatencyHistogram()
+        loop.histogram = histogram  # shared by the loops of a zone and protocol
         self.loops[key] = loop
         return loop
 
@@ -549,6 +558,9 @@ class FloodDetector:
     def _judge(self, now: float) -> None:
         idle: list[tuple[bytes, bytes, str]] = []
         for key, loop in list(self.loops.items()):
+            if not loop.touched and not loop.degraded and not loop.pending and not loop.to_learn:
+                continue  # nothing new since the last judgement, nothing waiting: same verdict
+            loop.touched = False
             verdict = loop.judge(now)
             self._loop_condition(loop, verdict, now)
             if (
@@ -587,14 +599,14 @@ class FloodDetector:
         incident = self.incidents.get("control_degradation", key)
         if verdict is True:
             loop.healthy_judgements = 0
-            if incident is None:
+            if incident is None and loop.streak >= RAISE_AFTER:
                 loop.degraded = True
                 loop.during = loop.window_latencies()
                 loop.during_intervals = [i for _, i in loop.intervals]
                 details = self._loop_details(loop)
                 self.incidents.raise_("control_degradation", key, now, loop.flow,
                                       self._loop_sentence(loop, "degraded"), details)  # fmt: skip
-            elif now - incident.last_update >= self.config.update_every_s:
+            elif incident is not None and now - incident.last_update >= self.config.update_every_s:
                 self.incidents.update(incident, now, self._loop_sentence(loop, "still degraded"),
                                       self._loop_details(loop))  # fmt: skip
         elif verdict is False and incident is not None:

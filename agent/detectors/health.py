@@ -28,6 +28,7 @@ MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
 # the onset of a degradation (before it is judged one) never raises the bar it is judged against.
 LEARN_LAG_S = 2.0
 LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
+RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
 LATE_MIN_S = 1.0
 MAX_PENDING = 256
 
@@ -80,6 +81,12 @@ class Loop:
     to_learn_intervals: deque[tuple[float, float]] = field(default_factory=deque)
     degraded: bool = False
     healthy_judgements: int = 0
+    stats: tuple[float, float, float] | None = None
+    stats_valid: bool = False
+    usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
+    streak: int = 0  # consecutive judgements that found the window degraded
+    touched: bool = False  # a message arrived since the last judgement
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
     during_intervals: list[float] = field(default_factory=list)
 
@@ -87,6 +94,7 @@ class Loop:
         return f"{self.protocol} {self.zone}"
 
     def on_request(self, ts: float, cnt: int) -> None:
+        self.touched = True
         if self.last_request >= 0:
             interval = ts - self.last_request
             self.intervals.append((ts, interval))
@@ -98,6 +106,7 @@ class Loop:
             self.pending[cnt] = ts
 
     def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
+        self.touched = True
         self.pending.pop(request_cnt, None)
         self.samples.append((ts, latency))
         self.to_learn.append((ts, latency))
@@ -106,11 +115,18 @@ class Loop:
             self.during.append(latency)
 
     def baseline_stats(self) -> tuple[float, float, float] | None:
-        """(p50, p95, p99) of the learned latency baseline, once it has enough samples."""
-        if len(self.baseline) < MIN_BASELINE_SAMPLES:
+        """(p50, p95, p99) of the learned latency baseline, once it has enough samples (cached: the
+        baseline only changes when a healthy window teaches it)."""
+        if self.stats_valid:
+            return self.stats
+        self.stats_valid = True
+        n = len(self.baseline)
+        if n < MIN_BASELINE_SAMPLES:
+            self.stats = None
             return None
-        values = list(self.baseline)
-        return percentile(values, 50), percentile(values, 95), percentile(values, 99)
+        ordered = sorted(self.baseline)
+        self.stats = tuple(ordered[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
+        return self.stats
 
     def threshold(self) -> float | None:
         """Twice the baseline p95, and at least 5 ms above it (p95: a few outliers do not move it)."""
@@ -124,7 +140,9 @@ class Loop:
         """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
         if not intervals or len(self.base_intervals) < MIN_BASELINE_SAMPLES:
             return 0.0
-        usual = statistics.median(self.base_intervals)
+        if self.usual_interval is None:
+            self.usual_interval = statistics.median(self.base_intervals)
+        usual = self.usual_interval
         return percentile([abs(i - usual) for i in intervals], 99)
 
     def judge(self, now: float) -> bool | None:
@@ -148,25 +166,33 @@ class Loop:
                 verdict = True
             elif len(window) >= MIN_WINDOW_SAMPLES:
                 verdict = percentile(window, 50) > threshold
+        self.streak = self.streak + 1 if verdict is True else 0
         if verdict is True or self.degraded:
             self.to_learn.clear()
             self.to_learn_intervals.clear()
         else:
             ripe = now - LEARN_LAG_S
-            for pending, baseline in (
-                (self.to_learn, self.baseline),
-                (self.to_learn_intervals, self.base_intervals),
-            ):
-                while pending and pending[0][0] <= ripe:
-                    baseline.append(pending.popleft()[1])
+            to_learn = self.to_learn
+            if to_learn and to_learn[0][0] <= ripe:
+                self.stats_valid = False  # the cached baseline percentiles are recomputed on next use
+                while to_learn and to_learn[0][0] <= ripe:
+                    self.baseline.append(to_learn.popleft()[1])
+            intervals_to_learn = self.to_learn_intervals
+            if intervals_to_learn and intervals_to_learn[0][0] <= ripe:
+                self.usual_interval = None
+                while intervals_to_learn and intervals_to_learn[0][0] <= ripe:
+                    self.base_intervals.append(intervals_to_learn.popleft()[1])
         return verdict
 
     def _expire_pending(self, now: float) -> None:
         stats = self.baseline_stats()
-        limit = max(LATE_MIN_S, LATE_FACTOR * stats[1]) if stats is not None else LATE_MIN_S
-        expired = [cnt for cnt, ts in self.pending.items() if now - ts > limit]
-        for cnt in expired:
-            del self.pending[cnt]
+        limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
+        pending = self.pending
+        while pending:
+            cnt, ts = next(iter(pending.items()))  # oldest first: requests arrive in time order
+            if now - ts <= limit:
+                break
+            del pending[cnt]
             self.unanswered += 1
             self.late.append(now)
 
