@@ -125,6 +125,14 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _flood_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the backup-flood and control-health detector (agent.detectors.floods)."""
+    return click.option(
+        "--bin-size", "bin_size", type=click.FloatRange(min=0.001, max=10.0), default=0.1, show_default=True,
+        help="Width in seconds of the load bins per link (with a --policy that declares links).",
+    )(f)  # fmt: skip
+
+
 def _parse_ports(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...] | str | None
 ) -> dict[str, tuple[int, ...]]:
@@ -292,9 +300,11 @@ def _finish(
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
 @_common_options
+@_flood_options
 def replay(
     captures: tuple[str, ...],
     realtime: bool,
+    bin_size: float,
     eve: str | None,
     policy_path: str | None,
     quiet: bool,
@@ -320,6 +330,7 @@ def replay(
         decoder_names=decoders,
         events=events,
         replay=True,
+        flood_bin_seconds=bin_size,
     )
     summary = TrafficSummary()
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
@@ -351,8 +362,10 @@ def replay(
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
 @_common_options
+@_flood_options
 def run(
     interface: str,
+    bin_size: float,
     bpf: str | None,
     promisc: bool,
     snaplen: int,
@@ -381,6 +394,7 @@ def run(
         decoder_names=decoders,
         events=events,
         replay=False,
+        flood_bin_seconds=bin_size,
     )
     summary = TrafficSummary()
     pipeline = Pipeline(config, sinks=_sinks(eve, line_buffered=True), consumers=[summary], policy=compiled)

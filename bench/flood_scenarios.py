@@ -429,15 +429,21 @@ SCENARIOS: dict[str, Callable[[Sc], None]] = {
 }
 
 
+def pcap_records(frames: list[Frame], snap: bool) -> bytes:
+    """A classic pcap of ``frames`` (in order); bulk frames cut to SNAP bytes when ``snap``."""
+    out = [pcap_global_header()]
+    for f in frames:
+        data = f.data[:SNAP] if snap and f.snap else f.data
+        out.append(_REC.pack(f.ts // 1_000_000, f.ts % 1_000_000, len(data), len(f.data)))
+        out.append(data)
+    return b"".join(out)
+
+
 def build(name: str, seed: int) -> tuple[bytes, dict[str, Any]]:
     sc = Sc(name, seed)
     SCENARIOS[name](sc)
     frames = sorted(sc.frames, key=lambda f: (f.ts, f.order))
-    out = [pcap_global_header()]
-    for f in frames:
-        data = f.data[:SNAP] if f.snap else f.data
-        out.append(_REC.pack(f.ts // 1_000_000, f.ts % 1_000_000, len(data), len(f.data)))
-        out.append(data)
+    out = pcap_records(frames, snap=True)
     labels = {
         "capture": f"{name}.pcap.gz",
         "generator": "bench.flood_scenarios",
@@ -453,7 +459,7 @@ def build(name: str, seed: int) -> tuple[bytes, dict[str, Any]]:
         "never": sc.never,
         "loops": sc.loops,
     }
-    return gzip.compress(b"".join(out), compresslevel=9, mtime=0), labels
+    return gzip.compress(out, compresslevel=9, mtime=0), labels
 
 
 def generate(out_dir: str | Path, seed: int = 1, only: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -290,7 +290,7 @@ class FloodDetector:
                 return
         loop.flow = flow
         if direction == REQUEST:
-            loop.on_request(msg.ts, msg.pcap_cnt)
+            loop.on_request(msg.ts, msg.pcap_cnt, msg.function)
             return
         latency = msg.latency_s
         if latency is None:

@@ -27,6 +27,7 @@ MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
 # Samples teach the baseline only once they are this old and no degradation was seen meanwhile, so
 # the onset of a degradation (before it is judged one) never raises the bar it is judged against.
 LEARN_LAG_S = 2.0
+BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are recomputed at most this often (a sort each)
 LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
 RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
 LATE_MIN_S = 1.0
@@ -72,7 +73,10 @@ class Loop:
     last_request: float = -1.0
     intervals: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, interval) in the window
     base_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
-    pending: dict[int, float] = field(default_factory=dict)  # request pcap_cnt -> ts
+    pending: dict[int, tuple[float, int]] = field(default_factory=dict)  # request pcap_cnt -> (ts, function)
+    # Functions whose requests have been answered here: only those count as unanswered when a response
+    # never comes (a DNP3 confirm or a Modbus broadcast is never answered, by design).
+    answered: set[int] = field(default_factory=set)
     late: deque[float] = field(default_factory=deque)  # when requests went unanswered too long
     unanswered: int = 0
     unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
@@ -83,6 +87,8 @@ class Loop:
     healthy_judgements: int = 0
     stats: tuple[float, float, float] | None = None
     stats_valid: bool = False
+    stats_at: float = 0.0
+    usual_at: float = 0.0
     usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
     streak: int = 0  # consecutive judgements that found the window degraded
     touched: bool = False  # a message arrived since the last judgement
@@ -93,7 +99,7 @@ class Loop:
     def label(self) -> str:
         return f"{self.protocol} {self.zone}"
 
-    def on_request(self, ts: float, cnt: int) -> None:
+    def on_request(self, ts: float, cnt: int, function: int = 0) -> None:
         self.touched = True
         if self.last_request >= 0:
             interval = ts - self.last_request
@@ -103,11 +109,13 @@ class Loop:
                 self.during_intervals.append(interval)
         self.last_request = ts
         if len(self.pending) < MAX_PENDING:
-            self.pending[cnt] = ts
+            self.pending[cnt] = (ts, function)
 
     def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
         self.touched = True
-        self.pending.pop(request_cnt, None)
+        request = self.pending.pop(request_cnt, None)
+        if request is not None:
+            self.answered.add(request[1])
         self.samples.append((ts, latency))
         self.to_learn.append((ts, latency))
         self.summary.append(latency)
@@ -174,12 +182,16 @@ class Loop:
             ripe = now - LEARN_LAG_S
             to_learn = self.to_learn
             if to_learn and to_learn[0][0] <= ripe:
-                self.stats_valid = False  # the cached baseline percentiles are recomputed on next use
+                if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
+                    self.stats_valid = False  # recomputed on next use
+                    self.stats_at = now
                 while to_learn and to_learn[0][0] <= ripe:
                     self.baseline.append(to_learn.popleft()[1])
             intervals_to_learn = self.to_learn_intervals
             if intervals_to_learn and intervals_to_learn[0][0] <= ripe:
-                self.usual_interval = None
+                if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
+                    self.usual_interval = None
+                    self.usual_at = now
                 while intervals_to_learn and intervals_to_learn[0][0] <= ripe:
                     self.base_intervals.append(intervals_to_learn.popleft()[1])
         return verdict
@@ -189,12 +201,13 @@ class Loop:
         limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
         pending = self.pending
         while pending:
-            cnt, ts = next(iter(pending.items()))  # oldest first: requests arrive in time order
+            cnt, (ts, function) = next(iter(pending.items()))  # oldest first: requests come in time order
             if now - ts <= limit:
                 break
             del pending[cnt]
-            self.unanswered += 1
-            self.late.append(now)
+            if function in self.answered:
+                self.unanswered += 1
+                self.late.append(now)
 
     def window_latencies(self) -> list[float]:
         return [lat for _, lat in self.samples]

@@ -10,7 +10,10 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +311,20 @@ def test_metrics_use_the_contract_names_and_no_addresses(runs: Any) -> None:
     assert total["backup_interference"] == 1 and total["bulk_into_control_zone"] == 0
     hist = [s for s in families["conduitwatch_request_latency_seconds"].samples if s.name.endswith("_count")]
     assert {(s.labels["zone"], s.labels["protocol"]) for s in hist} == {("cell-filtration", "modbus")}
+
+
+def test_cli_replay_with_a_bin_size(tmp_path: Path) -> None:
+    """End to end: `conduitwatch replay --policy ... --bin-size` writes one incident, raised then cleared."""
+    eve = tmp_path / "eve.json"
+    capture = COMMITTED / "floods-safety-crossing.pcap.gz"
+    cmd = [sys.executable, "-m", "agent.cli", "replay", str(capture), "--policy", str(POLICY),
+           "--bin-size", "0.05", "--eve", str(eve), "--quiet"]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    events = [json.loads(line) for line in eve.read_text().splitlines()]
+    mine = [e for e in events if e["event_type"] == "alert" and e["alert"]["signature_id"] == 9100201]
+    assert [e["alert"]["metadata"]["incident"]["state"] for e in mine] == ["raised", "cleared"]
+    assert len({e["alert"]["metadata"]["incident"]["id"] for e in mine}) == 1
+    assert mine[0]["floods"]["transfers"][0]["dest_ip"] == "10.31.50.60"
+    assert mine[0]["src_ip"] == "10.31.200.30" and mine[0]["app_proto"] == "smb"
+    stats = next(e for e in events if e["event_type"] == "stats")["stats"]
+    assert stats["floods"]["incidents"]["bulk_into_control_zone"] == 1

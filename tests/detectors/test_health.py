@@ -61,6 +61,7 @@ def test_unanswered_requests_count_and_signal() -> None:
     _poll(loop, 0.0, 10.0, 0.004)
     loop.on_request(10.0, 9001)
     loop.on_request(10.1, 9002)
+    loop.on_request(10.2, 9003, function=99)  # never answered here: not expected to be
     assert loop.judge(11.5) is True  # two requests left unanswered for more than 1 s
     assert loop.unanswered == 2
 
