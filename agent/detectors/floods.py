@@ -59,6 +59,24 @@ class FloodConfig:
     max_cyclic: int = 10_000  # cyclic I/O streams followed for jitter and sequence gaps
 
 
+# Exceptions that say the device (or the gateway behind it) cannot keep up, not that the request was
+# wrong: Modbus 0x06 server device busy, 0x0B gateway target failed to respond; CIP general status
+# 0x01 with extended status 0x0203, connection timed out (DOMAIN.md section 6).
+MODBUS_BUSY = frozenset({0x06, 0x0B})
+
+
+def _busy(protocol: str, fields: dict[str, Any]) -> bool:
+    if protocol == "modbus":
+        return fields.get("exception_code") in MODBUS_BUSY
+    if protocol == "enip":
+        reply = fields.get("cip")  # the CIP reply's general and extended status
+        if not isinstance(reply, dict):
+            return False
+        extended = reply.get("ext_status")
+        return reply.get("status") == 0x01 and isinstance(extended, list) and 0x0203 in extended
+    return False
+
+
 def is_control_zone(zone: Zone) -> bool:
     return zone.safety or (zone.purdue_level is not None and zone.purdue_level <= 1)
 
@@ -298,6 +316,8 @@ class FloodDetector:
         loop.on_response(msg.ts, latency, msg.request_cnt)
         if msg.exception:
             loop.exceptions += 1
+            if _busy(msg.protocol, msg.fields):
+                loop.busy.append(msg.ts)
         loop.histogram.add(latency)
 
     def _on_cyclic(self, msg: OtMessage) -> None:

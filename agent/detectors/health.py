@@ -78,6 +78,7 @@ class Loop:
     # never comes (a DNP3 confirm or a Modbus broadcast is never answered, by design).
     answered: set[int] = field(default_factory=set)
     late: deque[float] = field(default_factory=deque)  # when requests went unanswered too long
+    busy: deque[float] = field(default_factory=deque)  # "busy" / "target did not respond" exceptions
     unanswered: int = 0
     unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
     exceptions: int = 0
@@ -166,11 +167,14 @@ class Loop:
         late = self.late
         while late and late[0] < horizon:
             late.popleft()
+        busy = self.busy
+        while busy and busy[0] < horizon:
+            busy.popleft()
         threshold = self.threshold()
         window = [lat for _, lat in samples]
         verdict: bool | None = None
         if threshold is not None:
-            if len(late) >= 2:
+            if len(late) >= 2 or len(busy) >= 2:
                 verdict = True
             elif len(window) >= MIN_WINDOW_SAMPLES:
                 verdict = percentile(window, 50) > threshold

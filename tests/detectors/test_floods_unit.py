@@ -85,3 +85,13 @@ def test_a_reloaded_policy_rebuilds_the_links() -> None:
     policy.swap(compiled("1 Gbit/s"))
     detector.tick(100.05)
     assert detector.zone_scopes[("cell", "in")].capacity_bps == 1e9
+
+
+def test_busy_exceptions() -> None:
+    from agent.detectors.floods import _busy
+
+    assert _busy("modbus", {"exception_code": 6}) and _busy("modbus", {"exception_code": 0x0B})
+    assert not _busy("modbus", {"exception_code": 2})  # illegal address: the request was wrong
+    assert _busy("enip", {"cip": {"service": 0x4C, "status": 1, "ext_status": [0x0203]}})
+    assert not _busy("enip", {"cip": {"service": 0x4C, "status": 1, "ext_status": [0x0100]}})
+    assert not _busy("dnp3", {})

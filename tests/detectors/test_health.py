@@ -80,3 +80,11 @@ def test_cyclic_period_jitter_and_gaps() -> None:
     assert abs((stream.jitter() or 0.0) - 0.015) < 1e-6
     stream.on_frame(t + 0.03, 5)  # the connection restarted: not a gap
     assert stream.gaps == 3
+
+
+def test_busy_exceptions_signal_degradation() -> None:
+    loop = _loop()
+    _poll(loop, 0.0, 10.0, 0.004)
+    loop.busy.extend([10.2, 10.4])
+    loop.on_response(10.45, 0.004, 0)
+    assert loop.judge(10.5) is True
