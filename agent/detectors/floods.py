@@ -19,7 +19,7 @@ Every decision uses packet time: a replay at full speed and a ``--realtime`` rep
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,10 @@ class FloodDetector:
         self.compiled: CompiledPolicy | None = None
         self._build_scopes()
         self.tracked: dict[Flow, Tracked] = {}
+        # Where the live flows can be listed (the pipeline sets it), and tracked flows the table ended
+        # by active timeout whose continuation is still to be found.
+        self.live_flows: Callable[[], list[Flow]] | None = None
+        self._continued: dict[tuple[Any, ...], Tracked] = {}
         self.untracked = 0  # flows not binned because max_tracked were
         self.loops: dict[tuple[bytes, bytes, str], Loop] = {}
         self.loops_dropped = 0
@@ -211,7 +215,7 @@ class FloodDetector:
                 (zs.get((src_zone, "in")), to_client),
             ):
                 if scope is not None:
-                    into.append(scope)  # fmt: skip
+                    into.append(scope)
             if conduit is not None and conduit.link is not None:
                 forward = self.conduit_scopes.get((conduit.id, f"{src_zone}>{dst_zone}"))
                 back = self.conduit_scopes.get((conduit.id, f"{dst_zone}>{src_zone}"))
@@ -237,10 +241,14 @@ class FloodDetector:
         tracked.pkts_ts, tracked.pkts_tc = flow.pkts_toserver, flow.pkts_toclient
         return tracked
 
-    def on_flow_end(self, flow: Flow, _reason: str) -> None:
+    def on_flow_end(self, flow: Flow, reason: str) -> None:
         tracked = self.tracked.pop(flow, None)
         if tracked is not None:
             self._sample(tracked, flow.last_ts)
+            if reason == "active_timeout" and self.live_flows is not None:
+                # The flow table continues a long flow (a backup of hours) in a new record without
+                # a flow-start hook: pick the continuation up at the next bin boundary.
+                self._continued[flow.key] = tracked
         if flow.tcp_state == TCP_RESET and flow.app_proto in OT_PROTOCOLS:
             reset_key = (self._zones_of(flow)[1], flow.app_proto)
             self.resets[reset_key] = self.resets.get(reset_key, 0) + 1
@@ -378,6 +386,8 @@ class FloodDetector:
                     del self.tracked[flow]
                 else:
                     self.tracked[flow] = tracked
+        if self._continued:
+            self._pick_up_continuations()
         if ts >= self.next_bin:
             for tracked in list(self.tracked.values()):
                 self._sample(tracked, ts)
@@ -392,6 +402,21 @@ class FloodDetector:
             self._judge(self.next_judge if ts - self.next_judge < JUDGE_EVERY_S else ts)
             self.next_judge = (math.floor(ts / JUDGE_EVERY_S) + 1) * JUDGE_EVERY_S
         return self.next_bin
+
+    def _pick_up_continuations(self) -> None:
+        continued, self._continued = self._continued, {}
+        if self.live_flows is None:
+            return
+        for flow in self.live_flows():
+            old = continued.get(flow.key)
+            if old is not None and flow not in self.tracked and len(self.tracked) < self.config.max_tracked:
+                tracked = self._track(flow)
+                if tracked is not None:
+                    tracked.bulk, tracked.category = old.bulk, old.category
+                    tracked.bulk_bytes = old.bulk_bytes
+                    # The continuation's counters started at zero: none of its bytes has been binned.
+                    tracked.seen_ts = tracked.seen_tc = tracked.pkts_ts = tracked.pkts_tc = 0
+                    self.tracked[flow] = tracked
 
     def finish(self) -> None:
         """End of the run: the last bin closes with what the flows carried."""
