@@ -9,7 +9,8 @@
 
 It then replays the capture with ``conduitwatch replay --policy`` pinned to one core and reports
 packets/s, Mbit/s, CPU seconds and the real-time factor (capture span / wall time: above 1 means the
-agent keeps up with the link on one core), plus the incidents raised. Results: bench/out/flood-results.json.
+agent keeps up with the link on one core; also by CPU time), plus the incidents raised. Results go to
+bench/out/flood-results.json.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         "mbit_per_s": round(meta["wire_bytes"] * 8 / best["wall_s"] / 1e6, 1),
         "packets_per_cpu_s": round(meta["packets"] / best["cpu_s"]),
         "realtime_factor": round(meta["span_s"] / best["wall_s"], 2),
+        # On a machine shared with other work the wall time includes waiting for the CPU; the factor
+        # by CPU time is what one dedicated core would give.
+        "realtime_factor_cpu": round(meta["span_s"] / min(r["cpu_s"] for r in runs), 2),
         "incidents_raised": incidents(eve),
     }
     (OUT / "flood-results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"flood {meta['packets']} packets over {meta['span_s']:.1f} s ({average:.0f} Mbit/s average): "
         f"{result['packets_per_s']} packets/s, {result['mbit_per_s']} Mbit/s, "
-        f"real-time factor {result['realtime_factor']}; incidents {result['incidents_raised']}"
+        f"real-time factor {result['realtime_factor']} (by CPU time {result['realtime_factor_cpu']}); "
+        f"incidents {result['incidents_raised']}"
     )
     return 0
 
