@@ -163,6 +163,8 @@ class Pipeline:
         judge = policy.on_flow_start
         floods = self.floods
         track = floods.on_flow_start if floods is not None else None
+        if not decoding and track is None:
+            return judge
 
         def start(flow: Flow, pkt: Packet) -> None:
             if decoding:
