@@ -123,7 +123,6 @@ class FloodDetector:
         self.bulk_bytes: dict[tuple[str, str, str], int] = {}  # (zone, in|out, category)
         self.latency: dict[tuple[str, str], LatencyHistogram] = {}  # (zone, protocol)
         self.unanswered: dict[tuple[str, str], int] = {}
-        self.jitter: dict[tuple[str, str], float] = {}
         self.cyclic: dict[Flow, dict[tuple[bool, int], Cyclic]] = {}  # by flow: dropped with it
         self.cyclic_count = 0
         self.cyclic_dropped = 0
@@ -619,17 +618,8 @@ class FloodDetector:
                     self.unanswered.get(zkey, 0) + loop.unanswered - loop.unanswered_reported
                 )
                 loop.unanswered_reported = loop.unanswered
-            intervals = [i for _, i in loop.intervals]
-            if intervals:
-                self.jitter[zkey] = loop.jitter(intervals)
-        cyclic_jitter: dict[tuple[str, str], float] = {}
         for stream in [c for streams in list(self.cyclic.values()) for c in list(streams.values())]:
             self._fold_gaps(stream)
-            value = stream.jitter()
-            if value is not None:
-                zkey = (stream.zone, stream.protocol)
-                cyclic_jitter[zkey] = max(cyclic_jitter.get(zkey, 0.0), value)
-        self.jitter.update(cyclic_jitter)
         for key in idle:
             loop = self.loops.pop(key)
             incident = self.incidents.get("control_degradation", key)
@@ -808,6 +798,25 @@ class FloodDetector:
             })  # fmt: skip
         return out
 
+    def jitter_by_zone(self) -> dict[tuple[str, str], float]:
+        """Worst jitter per (zone, protocol) now: polling loops (last second) and cyclic streams (10 s).
+
+        Computed when asked (a scrape), not per judgement: nothing on the packet path pays for it.
+        """
+        jitter: dict[tuple[str, str], float] = {}
+        for loop in list(self.loops.values()):
+            intervals = [i for _, i in list(loop.intervals)]
+            if intervals:
+                key = (loop.zone, loop.protocol)
+                jitter[key] = max(jitter.get(key, 0.0), loop.jitter(intervals))
+        for streams in list(self.cyclic.values()):
+            for stream in list(streams.values()):
+                value = stream.jitter()
+                if value is not None:
+                    key = (stream.zone, stream.protocol)
+                    jitter[key] = max(jitter.get(key, 0.0), value)
+        return jitter
+
     def collect_metrics(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -846,7 +855,7 @@ class FloodDetector:
         jitter = GaugeMetricFamily("conduitwatch_cyclic_interarrival_jitter_seconds",
                                    "p99 of |interval - usual interval| of polling requests, last second",
                                    labels=("zone", "protocol"))  # fmt: skip
-        for (zone, protocol), value in list(self.jitter.items()):
+        for (zone, protocol), value in self.jitter_by_zone().items():
             jitter.add_metric((zone, protocol), value)
         yield jitter
         unanswered = CounterMetricFamily("conduitwatch_unanswered_requests",
