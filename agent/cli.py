@@ -161,6 +161,14 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _flood_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the backup-flood and control-health detector (agent.detectors.floods)."""
+    return click.option(
+        "--bin-size", "bin_size", type=click.FloatRange(min=0.001, max=10.0), default=0.1, show_default=True,
+        help="Width in seconds of the load bins per link (with a --policy that declares links).",
+    )(f)  # fmt: skip
+
+
 def _parse_ports(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...] | str | None
 ) -> dict[str, tuple[int, ...]]:
@@ -459,10 +467,12 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
 @click.option("--web.linger", "web_linger", type=click.FloatRange(min=0), metavar="SECONDS",
               help="With --web.listen-address: serve the final metrics this long after the replay "
                    "(default: until interrupted; 0: stop with the replay).")  # fmt: skip
+@_flood_options
 def replay(
     captures: tuple[str, ...],
     realtime: bool,
     report_dir: str | None,
+    bin_size: float,
     eve: str | None,
     syslog_url: str | None,
     syslog_format: str,
@@ -505,6 +515,7 @@ def replay(
         decoder_names=decoders,
         events=events,
         replay=True,
+        flood_bin_seconds=bin_size,
     )
     summary = TrafficSummary()
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
@@ -554,8 +565,10 @@ def replay(
 )
 @_common_options
 @_web_options(":10620")  # agent.exporter.server.DEFAULT_PORT; not imported here to keep start-up lean
+@_flood_options
 def run(
     interface: str,
+    bin_size: float,
     bpf: str | None,
     promisc: bool,
     snaplen: int,
@@ -595,6 +608,7 @@ def run(
         decoder_names=decoders,
         events=events,
         replay=False,
+        flood_bin_seconds=bin_size,
     )
     summary = TrafficSummary()
     syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)

@@ -23,6 +23,7 @@ from agent.records import CaptureProblem, Event, Frame, SourceInfo
 
 if TYPE_CHECKING:
     # Imported when a policy is given: the engine is not needed (nor loaded) without one.
+    from agent.detectors.floods import FloodDetector
     from agent.policy.engine import CompiledPolicy, PolicyDetector
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class PipelineConfig:
     events: str = EVENTS_DEFAULT
     # Replay: name files in events (pcap_filename, pcap_cnt). Live: off.
     replay: bool = True
+    # Backup-flood and control-health detector (runs with a policy): load bin width in seconds.
+    flood_bin_seconds: float = 0.1
 
 
 def _ignore(_msg: OtMessage) -> None:
@@ -130,9 +133,20 @@ class Pipeline:
 
             self.policy = PolicyDetector(policy, self._emit_detection)
             self.consumers.insert(0, self.policy)
+        # Backup floods and control health (agent.detectors.floods): needs the policy's zones and links.
+        self.floods: FloodDetector | None = None
+        if self.policy is not None:
+            from agent.detectors.floods import FloodConfig, FloodDetector
+
+            self.floods = FloodDetector(
+                self.policy, self._emit_detection, FloodConfig(bin_seconds=config.flood_bin_seconds)
+            )
+            self.consumers.insert(1, self.floods)
         starters = (getattr(c, "on_flow_start", None) for c in self.consumers if c is not self.policy)
         self._flow_start_consumers = tuple(h for h in starters if callable(h))
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
+        if self.floods is not None:
+            self.floods.live_flows = self.flows.flows  # to find long flows the table continues
         self._log_messages = config.events == EVENTS_ALL
         handlers = (getattr(c, "on_message", None) for c in self.consumers)
         self._message_consumers: tuple[Callable[[OtMessage], None], ...] = tuple(
@@ -151,6 +165,7 @@ class Pipeline:
         self.source: Source | None = None
         self.started = False
         self.finished = False
+        self._next_expiry = 0.0  # packet time of the next flow expiry sweep (see _sweep)
 
     def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:
         """The FlowTable hook for new flows: attach a decoder, judge the flow against the policy."""
@@ -258,15 +273,11 @@ class Pipeline:
                 status = dissect(pkt, data, linktype)
                 if status == IP:
                     if ts >= table.next_sweep:
-                        if not stats.first_ts:
-                            stats.first_ts = ts
                         # Once a second of packet time the totals become visible to a metrics scrape.
                         stats.packets = packets
                         stats.bytes = nbytes
                         stats.last_ts = ts
-                        table.expire(ts)
-                        if self.policy is not None:
-                            self.policy.tick(ts)
+                        self._sweep(ts)
                     flow, to_server = update(pkt, ts, wirelen, cnt, src)
                     app = flow.app
                     if app is not None and pkt.payload_len:
@@ -276,11 +287,7 @@ class Pipeline:
                 if status == L2_FLOW:
                     # GOOSE, SV, PROFINET, LLDP, STP, ...: the same flow/decoder contract as IP.
                     if ts >= table.next_sweep:
-                        if not stats.first_ts:
-                            stats.first_ts = ts
-                        table.expire(ts)
-                        if self.policy is not None:
-                            self.policy.tick(ts)
+                        self._sweep(ts)
                     flow, to_server = update_l2(pkt, ts, wirelen, cnt, src)
                     app = flow.app
                     if app is not None and pkt.payload_len:
@@ -315,6 +322,24 @@ class Pipeline:
         self.finish(list(getattr(source, "problems", ())), kernel)
         return stats
 
+    def _sweep(self, ts: float) -> None:
+        """Housekeeping on packet time, when ``ts`` reaches the flow table's ``next_sweep``.
+
+        Flow expiry and alert folding run once a second of packet time (expiry walks the idle
+        flows); the flood detector's load bins close more often (100 ms by default), so the next
+        sweep is the earlier of the two. Sweeps also end the fast path, so they stay rare.
+        """
+        table = self.flows
+        if ts >= self._next_expiry:
+            if not self.stats.first_ts:
+                self.stats.first_ts = ts
+            table.expire(ts)
+            if self.policy is not None:
+                self.policy.tick(ts)
+            self._next_expiry = table.next_sweep
+        if self.floods is not None:
+            table.next_sweep = min(self._next_expiry, self.floods.tick(ts))
+
     def _decode_anomaly(self, ts: float, cnt: int, source: int) -> None:
         names = self.source_names
         name = names[source] if names is not None else None
@@ -325,6 +350,8 @@ class Pipeline:
         self.flows.flush("shutdown")
         if self.policy is not None:
             self.policy.finish()
+        if self.floods is not None:
+            self.floods.finish()
         self.kernel = kernel
         if self.sinks:
             stats = self.stats_dict(problems)
@@ -371,6 +398,7 @@ class Pipeline:
             "outputs": {
                 sink.name: stats() for sink in self.sinks if callable(stats := getattr(sink, "stats", None))
             },
+            **({"floods": self.floods.stats()} if self.floods is not None else {}),
             "flow": {
                 "created": table.created,
                 "ended": table.ended,

@@ -39,6 +39,7 @@ from agent.policy.model import (
     Defaults,
     Endpoint,
     FlowRule,
+    Link,
     Policy,
     Problem,
     Schedule,
@@ -63,10 +64,10 @@ TOP_KEYS = ("version", "system", "defaults", "zones", "conduits")
 SYSTEM_KEYS = ("name", "owner", "description")
 DEFAULTS_KEYS = ("intra_zone", "unknown_hosts", "audit_operations", "alert_fold_seconds", "timezone")
 ZONE_KEYS = ("id", "name", "description", "owner", "location", "safety", "purdue_level",
-             "sl_t", "networks", "vlans", "macs", "assets", "allow")  # fmt: skip
+             "sl_t", "networks", "vlans", "macs", "assets", "allow", "link")  # fmt: skip
 MEMBERSHIP_KEYS = ("networks", "vlans", "macs", "assets")
 ASSET_KEYS = ("name", "ip", "mac", "role", "criticality")
-CONDUIT_KEYS = ("id", "name", "description", "zones", "sl_t", "flows")
+CONDUIT_KEYS = ("id", "name", "description", "zones", "sl_t", "flows", "link")
 FLOW_KEYS = ("id", "initiator", "responder", "protocol", "category",
              "ports", "operations", "function_codes", "schedule", "rate")  # fmt: skip
 # Keys of a flow rule that narrow it; omitted, the rule allows any.
@@ -1297,6 +1298,100 @@ def _warn_safety(r: _Report, rule: _RuleSrc, initiator: Zone, responder: Zone) -
 
 
 # ----------------------------------------------------------------------------------------------
+# Links: capacity, bulk budget and backup windows of a zone's uplink or a conduit (DOMAIN.md 6)
+
+LINK_KEYS = ("capacity", "bulk_budget", "backup_windows")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([kKMGT]?)(?:bit/s|bps|b/s)")
+_SHARE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_RATE_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def _links(r: _Report, zones: list[_ZoneSrc], conduits: list[_ConduitSrc], tz: str) -> None:
+    """Read the optional ``link`` of every zone and conduit (a pass of its own: it needs nothing else)."""
+    for zsrc in zones:
+        node = zsrc.map.get("link")
+        if node is not None:
+            zsrc.zone = replace(zsrc.zone, link=_link(r, node, tz, f"link of {zsrc.label}"))
+    for csrc in conduits:
+        node = _child(csrc.node, "link")
+        if node is not None:
+            csrc.conduit = replace(csrc.conduit, link=_link(r, node, tz, f"link of {csrc.label}"))
+
+
+def _child(node: Node, key: str) -> Node | None:
+    if isinstance(node, MappingNode):
+        for k, v in node.value:
+            if isinstance(k, ScalarNode) and k.value == key and isinstance(v, Node) and not _is_null(v):
+                return v
+    return None
+
+
+def _link(r: _Report, node: Node, tz: str, what: str) -> Link | None:
+    m = _mapping(r, node, what, LINK_KEYS)
+    if m is None:
+        return None
+    capacity = _maybe(m, "capacity", lambda n: _bitrate(r, n, f"capacity of {what}"))
+    budget_bps: float | None = None
+    share: float | None = None
+    budget_node = m.get("bulk_budget")
+    if budget_node is not None:
+        text = (
+            _text(r, budget_node, f"bulk_budget of {what}") if isinstance(budget_node, ScalarNode) else None
+        )
+        match = _SHARE.fullmatch(text.strip()) if text is not None else None
+        if match is not None:
+            share = float(match.group(1)) / 100
+            if not 0 < share <= 1:
+                r.error(
+                    budget_node,
+                    f"bulk_budget of {what}: {_short(text or '')} must be more than 0% and at most 100%",
+                )
+                share = None
+            elif capacity is None:
+                r.error(
+                    budget_node, f"bulk_budget of {what} is a share of the capacity, but no capacity is given"
+                )
+                share = None
+        elif text is not None or not isinstance(budget_node, ScalarNode):
+            budget_bps = _bitrate(r, budget_node, f"bulk_budget of {what}")
+            if budget_bps is not None and capacity is not None and budget_bps > capacity:
+                r.warning(
+                    budget_node, f"bulk_budget of {what} is above the link capacity: it can never be exceeded"
+                )
+    windows = [
+        s for s, _ in _each(r, m.get("backup_windows"), f"backup_windows of {what}",
+                            lambda n: _schedule(r, n, tz, f"backup window of {what}"))
+    ]  # fmt: skip
+    if not any(_given(m.values.get(key)) for key in LINK_KEYS):
+        r.warning(node, f"{what} says nothing: give a capacity, a bulk_budget or backup_windows")
+    return Link(capacity, budget_bps, share, tuple(windows), _line(node))
+
+
+def _bitrate(r: _Report, node: Node, what: str) -> float | None:
+    """Bits per second: a number, or text such as "100 Mbit/s", "1Gbps", "512 kbit/s"."""
+    if isinstance(node, ScalarNode) and node.tag == _TAG + "str":
+        text = str(node.value).strip()
+        match = _RATE.fullmatch(text)
+        try:
+            value = float(text) if match is None else float(match.group(1)) * _RATE_UNITS[match.group(2)]
+        except ValueError:
+            r.error(
+                node,
+                f'{what}: {_short(str(node.value))} must be bits per second, e.g. 100000000 or "100 Mbit/s"',
+            )
+            return None
+    else:
+        number = _number(r, node, what)
+        if number is None:
+            return None
+        value = number
+    if not math.isfinite(value) or value <= 0:
+        r.error(node, f"{what} must be more than 0 bits per second")
+        return None
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -1314,6 +1409,7 @@ def _parse(r: _Report, text: str) -> Policy | None:
     idx = _index(r, zones)
     _zone_rules(r, zones, idx, defaults)
     conduits = _conduits(r, top, idx, defaults.timezone)
+    _links(r, zones, conduits, defaults.timezone)
     _warn_conduits(r, conduits, idx)
     if r.has_errors():
         return None

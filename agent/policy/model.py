@@ -43,6 +43,29 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """The network link behind a zone (its uplink) or a conduit, for bulk-load checks (DOMAIN.md 6).
+
+    Capacity is per direction (full duplex). The bulk budget is what bulk/backup traffic may use of
+    it, as bits per second or as a share of the capacity; backup windows say when backups may run.
+    """
+
+    capacity_bps: float | None = None
+    bulk_budget_bps: float | None = None
+    bulk_budget_share: float | None = None  # 0..1
+    backup_windows: tuple[Schedule, ...] = ()
+    line: int = 0
+
+    def budget_bps(self) -> float | None:
+        """The bulk budget in bits per second (a share needs the capacity)."""
+        if self.bulk_budget_bps is not None:
+            return self.bulk_budget_bps
+        if self.bulk_budget_share is not None and self.capacity_bps is not None:
+            return self.bulk_budget_share * self.capacity_bps
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One side of a flow rule: a whole zone, or one named asset in it."""
 
@@ -84,6 +107,7 @@ class Zone:
     assets: tuple[Asset, ...] = ()
     allow: tuple[FlowRule, ...] = ()
     line: int = 0
+    link: Link | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +119,7 @@ class Conduit:
     description: str = ""
     sl_t: tuple[int, ...] | None = None
     line: int = 0
+    link: Link | None = None
 
 
 @dataclass(frozen=True, slots=True)

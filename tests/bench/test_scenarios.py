@@ -374,9 +374,10 @@ KNOWN = {
         "macs",
         "assets",
         "allow",
+        "link",  # capacity, bulk budget and backup windows of the zone's uplink
     },
     "asset": {"name", "ip", "mac", "role", "criticality"},
-    "conduit": {"id", "name", "description", "zones", "sl_t", "flows"},
+    "conduit": {"id", "name", "description", "zones", "sl_t", "flows", "link"},
     "flow": {
         "id",
         "initiator",

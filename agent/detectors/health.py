@@ -1,0 +1,268 @@
+"""Control-loop health: request/response latency and polling jitter per device pair, with a baseline.
+
+A *loop* is one client polling one server over one protocol (an HMI reading a PLC). Its responses
+give latency samples (the decoders pair them with their requests); its requests give the polling
+interval. The baseline is learned from windows judged healthy, so a slow drift is caught once it
+leaves the band it was learned in, and a degraded period never teaches the baseline that it is
+normal. Everything is in packet time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from agent.flows import Flow
+
+WINDOW_S = 1.0  # latency and jitter are judged over the last second ...
+JUDGE_EVERY_S = 0.5  # ... twice a second
+MIN_WINDOW_SAMPLES = 3
+MIN_BASELINE_SAMPLES = 20
+BASELINE_SAMPLES = 600
+SUMMARY_SAMPLES = 10_000
+MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
+# Samples teach the baseline only once they are this old and no degradation was seen meanwhile, so
+# the onset of a degradation (before it is judged one) never raises the bar it is judged against.
+LEARN_LAG_S = 2.0
+BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are recomputed at most this often (a sort each)
+LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
+RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
+LATE_MIN_S = 1.0
+MAX_PENDING = 256
+
+# Histogram buckets of conduitwatch_request_latency_seconds (CONTRACTS.md: 1 ms .. 5 s).
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted ``values``; 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+
+@dataclass(slots=True)
+class Loop:
+    """One client -> server control conversation over one protocol (may span several flows)."""
+
+    client: bytes
+    server: bytes
+    protocol: str
+    zone: str  # the server's zone ("none" outside the policy)
+    client_zone: str
+    conduit: str | None
+    flow: Flow
+    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, latency) in the window
+    baseline: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
+    summary: deque[float] = field(default_factory=lambda: deque(maxlen=SUMMARY_SAMPLES))
+    last_request: float = -1.0
+    intervals: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, interval) in the window
+    base_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
+    pending: dict[int, tuple[float, int]] = field(default_factory=dict)  # request pcap_cnt -> (ts, function)
+    # Functions whose requests have been answered here: only those count as unanswered when a response
+    # never comes (a DNP3 confirm or a Modbus broadcast is never answered, by design).
+    answered: set[int] = field(default_factory=set)
+    late: deque[float] = field(default_factory=deque)  # when requests went unanswered too long
+    busy: deque[float] = field(default_factory=deque)  # "busy" / "target did not respond" exceptions
+    unanswered: int = 0
+    unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
+    exceptions: int = 0
+    to_learn: deque[tuple[float, float]] = field(default_factory=deque)  # latencies not yet in the baseline
+    to_learn_intervals: deque[tuple[float, float]] = field(default_factory=deque)
+    degraded: bool = False
+    healthy_judgements: int = 0
+    stats: tuple[float, float, float] | None = None
+    stats_valid: bool = False
+    stats_at: float = 0.0
+    usual_at: float = 0.0
+    usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
+    streak: int = 0  # consecutive judgements that found the window degraded
+    touched: bool = False  # a message arrived since the last judgement
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
+    during_intervals: list[float] = field(default_factory=list)
+
+    def label(self) -> str:
+        return f"{self.protocol} {self.zone}"
+
+    def on_request(self, ts: float, cnt: int, function: int = 0) -> None:
+        self.touched = True
+        if self.last_request >= 0:
+            interval = ts - self.last_request
+            self.intervals.append((ts, interval))
+            self.to_learn_intervals.append((ts, interval))
+            if self.degraded and len(self.during_intervals) < SUMMARY_SAMPLES:
+                self.during_intervals.append(interval)
+        self.last_request = ts
+        if len(self.pending) < MAX_PENDING:
+            self.pending[cnt] = (ts, function)
+
+    def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
+        self.touched = True
+        request = self.pending.pop(request_cnt, None)
+        if request is not None:
+            self.answered.add(request[1])
+        self.samples.append((ts, latency))
+        self.to_learn.append((ts, latency))
+        self.summary.append(latency)
+        if self.degraded and len(self.during) < SUMMARY_SAMPLES:
+            self.during.append(latency)
+
+    def baseline_stats(self) -> tuple[float, float, float] | None:
+        """(p50, p95, p99) of the learned latency baseline, once it has enough samples (cached: the
+        baseline only changes when a healthy window teaches it)."""
+        if self.stats_valid:
+            return self.stats
+        self.stats_valid = True
+        n = len(self.baseline)
+        if n < MIN_BASELINE_SAMPLES:
+            self.stats = None
+            return None
+        ordered = sorted(self.baseline)
+        self.stats = tuple(ordered[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
+        return self.stats
+
+    def threshold(self) -> float | None:
+        """Twice the baseline p95, and at least 5 ms above it (p95: a few outliers do not move it)."""
+        stats = self.baseline_stats()
+        if stats is None:
+            return None
+        p95 = stats[1]
+        return max(2 * p95, p95 + MIN_EXCESS_S)
+
+    def jitter(self, intervals: list[float]) -> float:
+        """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
+        if not intervals or len(self.base_intervals) < MIN_BASELINE_SAMPLES:
+            return 0.0
+        if self.usual_interval is None:
+            self.usual_interval = statistics.median(self.base_intervals)
+        usual = self.usual_interval
+        return percentile([abs(i - usual) for i in intervals], 99)
+
+    def judge(self, now: float) -> bool | None:
+        """Whether the last second looks degraded; None when there is not enough to say."""
+        horizon = now - WINDOW_S
+        samples = self.samples
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
+        intervals = self.intervals
+        while intervals and intervals[0][0] < horizon:
+            intervals.popleft()
+        self._expire_pending(now)
+        late = self.late
+        while late and late[0] < horizon:
+            late.popleft()
+        busy = self.busy
+        while busy and busy[0] < horizon:
+            busy.popleft()
+        threshold = self.threshold()
+        window = [lat for _, lat in samples]
+        verdict: bool | None = None
+        if threshold is not None:
+            if len(late) >= 2 or len(busy) >= 2:
+                verdict = True
+            elif len(window) >= MIN_WINDOW_SAMPLES:
+                verdict = percentile(window, 50) > threshold
+        self.streak = self.streak + 1 if verdict is True else 0
+        if verdict is True or self.degraded:
+            self.to_learn.clear()
+            self.to_learn_intervals.clear()
+        else:
+            ripe = now - LEARN_LAG_S
+            to_learn = self.to_learn
+            if to_learn and to_learn[0][0] <= ripe:
+                if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
+                    self.stats_valid = False  # recomputed on next use
+                    self.stats_at = now
+                while to_learn and to_learn[0][0] <= ripe:
+                    self.baseline.append(to_learn.popleft()[1])
+            intervals_to_learn = self.to_learn_intervals
+            if intervals_to_learn and intervals_to_learn[0][0] <= ripe:
+                if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
+                    self.usual_interval = None
+                    self.usual_at = now
+                while intervals_to_learn and intervals_to_learn[0][0] <= ripe:
+                    self.base_intervals.append(intervals_to_learn.popleft()[1])
+        return verdict
+
+    def _expire_pending(self, now: float) -> None:
+        stats = self.baseline_stats()
+        limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
+        pending = self.pending
+        while pending:
+            cnt, (ts, function) = next(iter(pending.items()))  # oldest first: requests come in time order
+            if now - ts <= limit:
+                break
+            del pending[cnt]
+            if function in self.answered:
+                self.unanswered += 1
+                self.late.append(now)
+
+    def window_latencies(self) -> list[float]:
+        return [lat for _, lat in self.samples]
+
+
+CYCLIC_LEARN = 20  # intervals that teach a cyclic stream its period
+CYCLIC_WINDOW_S = 10.0
+SEQ_MOD = 1 << 32
+
+
+@dataclass(slots=True)
+class Cyclic:
+    """One cyclic I/O stream (CIP class 0/1 connection, PROFINET RT, GOOSE): period, jitter and gaps.
+
+    The period is learned from the first intervals (their median); jitter is the p99 of
+    |interval - period| over the last 10 s. A sequence number that jumps by more than one means
+    frames were lost (or never sent); a jump backwards (a restarted connection) is not a gap.
+    """
+
+    zone: str
+    protocol: str
+    last_ts: float = -1.0
+    last_seq: int = -1
+    learning: list[float] = field(default_factory=list)
+    period: float = 0.0
+    intervals: deque[tuple[float, float]] = field(default_factory=deque)
+    gaps: int = 0
+    gaps_reported: int = 0
+
+    def on_frame(self, ts: float, seq: int | None) -> None:
+        if self.last_ts >= 0:
+            interval = ts - self.last_ts
+            if not self.period:
+                self.learning.append(interval)
+                if len(self.learning) >= CYCLIC_LEARN:
+                    self.period = statistics.median(self.learning)
+                    self.learning = []
+            else:
+                self.intervals.append((ts, interval))
+                horizon = ts - CYCLIC_WINDOW_S
+                while self.intervals and self.intervals[0][0] < horizon:
+                    self.intervals.popleft()
+        self.last_ts = ts
+        if seq is not None:
+            if self.last_seq >= 0:
+                step = (seq - self.last_seq) % SEQ_MOD
+                if 1 < step < SEQ_MOD // 2:
+                    self.gaps += step - 1
+            self.last_seq = seq
+
+    def jitter(self) -> float | None:
+        if not self.period or not self.intervals:
+            return None
+        return percentile([abs(i - self.period) for _, i in self.intervals], 99)
