@@ -473,8 +473,11 @@ class EnipDecoder(MessageDecoder):
             self.anomaly("bad_length", f"CIP reply additional status of {words} words runs past the message")
             data = stop
         fields: dict[str, Any] = {"service": service, "status": status}
-        if words and data <= stop:
-            fields["ext_status"] = [v for (v,) in struct.iter_unpack("<H", buf[start + 4 : data])]
+        if words:
+            # Whole words only: a reply cut inside its additional status (reported above) keeps the
+            # words that are there.
+            end = start + 4 + 2 * ((data - start - 4) // 2)
+            fields["ext_status"] = [v for (v,) in struct.iter_unpack("<H", buf[start + 4 : end])]
         if via:
             fields["via"] = list(via)
         if index is not None:

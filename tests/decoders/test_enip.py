@@ -292,6 +292,16 @@ def test_unconnected_request_and_reply_pair_by_sender_context() -> None:
     assert resp_msg.latency_s == pytest.approx(0.01) and not resp_msg.exception
 
 
+def test_reply_cut_inside_its_additional_status_keeps_whole_words() -> None:
+    # Two words of additional status announced, three bytes present (found by the mutation test).
+    cut = bytes([0x90, 0, 0x0E, 2]) + b"\x34\x12\x56"
+    msgs, anomalies, _ = factory.decode(
+        tcp((True, rr(req(0x10, logical(4, 100, 3), b"\x01"))), (False, rr(cut)))
+    )
+    assert msgs[1].fields["cip"]["ext_status"] == [0x1234]
+    assert any(a.kind == "bad_length" for a in anomalies)
+
+
 def test_cip_error_status_and_extended_status() -> None:
     msgs, _, _ = factory.decode(
         tcp(
