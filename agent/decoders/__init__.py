@@ -15,8 +15,9 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.decoders import dnp3, enip, iec104, modbus, s7comm
+from agent.decoders import dnp3, enip, iec104, it_protocols, modbus, s7comm
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
+from agent.decoders.expect import expectations_for
 
 if TYPE_CHECKING:
     from agent.dissect import Packet
@@ -29,6 +30,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     enip.SPEC,
     s7comm.SPEC,
     s7comm.SPEC_ANY_PORT,
+    *it_protocols.SPECS,
 )
 
 _PORT_TRIES = 4  # payload packets probed on a protocol's own port before giving up
@@ -66,6 +68,7 @@ class Registry:
                 self._add_port((6, port), override, first=True)
                 self._add_port((17, port), override, first=True)
         self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
+        self.expected = expectations_for(ctx)  # connections announced by control flows (FTP data)
 
     def _add_port(self, key: tuple[int, int], spec: ProtocolSpec, first: bool = False) -> None:
         others = tuple(s for s in self._by_port.get(key, ()) if s is not spec)
@@ -76,6 +79,11 @@ class Registry:
         proto = flow.proto
         if proto != 6 and proto != 17:
             return
+        if self.expected.entries:
+            announced = self.expected.claim(flow)
+            if announced is not None:
+                flow.app_proto = announced  # its payload is the file itself: nothing to probe
+                return
         by_port = self._by_port
         specs = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport)) or ()
         flow.app = _Probing(self, flow, specs)
