@@ -58,3 +58,5 @@ SPECS: tuple[ProtocolSpec, ...] = (
     dhcp.SPEC,
     syslog.SPEC,
 )
+# Names these give flows: protocols identified, never decoded into operations.
+NAMES = frozenset(spec.name for spec in SPECS)
