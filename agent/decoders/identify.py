@@ -103,7 +103,9 @@ class Identifier:
         try:
             done = self.inspect(to_server == self.initiator_is_client, seq, payload, ts)
         except (IndexError, ValueError, struct.error, UnicodeDecodeError):
-            # Fields are best effort: bytes that break a parser end the looking, not the flow.
+            # Defence in depth (the parsers check their bounds; property tests hold them to it): bytes
+            # that break a parser end the looking, visibly, never the pipeline.
+            self.fields["malformed"] = True
             done = True
         self.budget -= 1
         if done or self.budget <= 0:

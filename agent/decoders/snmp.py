@@ -30,13 +30,14 @@ def _length(buf: bytes, off: int) -> tuple[int, int] | None:
 
 def _parse(payload: bytes) -> tuple[int, int, int] | None:
     """(version, community length or -1 for v3, PDU tag or 0) of an SNMP message."""
-    if len(payload) < 8 or payload[0] != 0x30:
+    n = len(payload)
+    if n < 8 or payload[0] != 0x30:
         return None
     outer = _length(payload, 1)
-    if outer is None or outer[1] + outer[0] > len(payload) + 0 or payload[outer[1]] != 0x02:
+    if outer is None or outer[1] + 3 > n:
         return None
     at = outer[1]
-    if payload[at + 1] != 1:
+    if payload[at] != 0x02 or payload[at + 1] != 1:  # INTEGER of one byte
         return None
     version = payload[at + 2]
     if version not in VERSIONS:

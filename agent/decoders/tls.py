@@ -68,6 +68,8 @@ class TlsIdentifier(Identifier):
         return False
 
     def _client_hello(self, msg: bytes) -> None:
+        if len(msg) < 6:
+            return
         fields = self.fields
         legacy = _U16.unpack_from(msg, 4)[0]
         offered = legacy
@@ -86,6 +88,8 @@ class TlsIdentifier(Identifier):
         fields["client_version"] = VERSIONS.get(offered, f"0x{offered:04x}")
 
     def _server_hello(self, msg: bytes) -> None:
+        if len(msg) < 6:
+            return
         version = _U16.unpack_from(msg, 4)[0]
         for ext, body in _extensions(msg, client=False):
             if ext == EXT_SUPPORTED_VERSIONS and len(body) >= 2:
@@ -119,14 +123,21 @@ def _handshake_message(data: bytes) -> bytes | None:
 
 def _extensions(msg: bytes, client: bool) -> list[tuple[int, bytes]]:
     """(type, body) of a hello's extensions; empty when the hello has none or is cut short."""
+    n = len(msg)
     off = 4 + 2 + 32
+    if off >= n:
+        return []
     off += 1 + msg[off]  # session id
     if client:
+        if off + 2 > n:
+            return []
         off += 2 + _U16.unpack_from(msg, off)[0]  # cipher suites
+        if off >= n:
+            return []
         off += 1 + msg[off]  # compression methods
     else:
         off += 3  # chosen cipher suite and compression method
-    if off + 2 > len(msg):
+    if off + 2 > n:
         return []
     end = min(len(msg), off + 2 + _U16.unpack_from(msg, off)[0])
     off += 2
