@@ -25,7 +25,7 @@ def test_identified_flow_events_validate_against_the_schema(tmp_path: Path) -> N
             [(False, t.RSYNC_SERVER_GREETING), (True, t.RSYNC_CLIENT_GREETING + b"m\n")],
             sport=40003,
             dport=873,
-        ),  # fmt: skip
+        ),
         *factory.tcp_stream(
             [(True, t.iscsi_login_request({"InitiatorName": "iqn.a"}))], sport=40004, dport=3260
         ),

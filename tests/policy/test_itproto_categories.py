@@ -55,8 +55,8 @@ def judge(packets: list[Any]) -> list[dict[str, Any]]:
 
 def test_backup_protocols_to_the_backup_zone_are_allowed_by_the_category() -> None:
     smb = factory.tcp_stream([(True, t.nbss(t.smb2_write(1, b"x" * 2000)))], HISTORIAN, BACKUP, 40001, 445)
-    rsync = factory.tcp_stream([(False, t.RSYNC_SERVER_GREETING), (True, t.RSYNC_CLIENT_GREETING + b"plant\n")],
-                               HISTORIAN, BACKUP, 40002, 873)  # fmt: skip
+    greetings = [(False, t.RSYNC_SERVER_GREETING), (True, t.RSYNC_CLIENT_GREETING + b"plant\n")]
+    rsync = factory.tcp_stream(greetings, HISTORIAN, BACKUP, 40002, 873)
     ndmp = factory.tcp_stream([(False, t.ndmp(1, 0, 0x502))], HISTORIAN, BACKUP, 40003, 10000)
     veeam = factory.tcp_stream([(True, b"\x01\x02\x03")], HISTORIAN, BACKUP, 40004, 6162)
     assert judge(smb + rsync + ndmp + veeam) == []
