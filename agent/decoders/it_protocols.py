@@ -57,6 +57,7 @@ SPECS: tuple[ProtocolSpec, ...] = (
     ptp.SPEC,
     dhcp.SPEC,
     syslog.SPEC,
+    syslog.SPEC_ANY_PORT,
 )
 # Names these give flows: protocols identified, never decoded into operations.
 NAMES = frozenset(spec.name for spec in SPECS)

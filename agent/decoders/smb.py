@@ -44,12 +44,13 @@ def _magic_at(buf: bytes, off: int) -> int:
 
 
 def probe(payload: bytes, to_server: bool) -> bool:
-    if len(payload) < 8:
-        return False
-    kind = payload[0]
-    if kind == 0x81 or kind == 0x82:  # NetBIOS session request / positive response (port 139)
-        return payload[1] & 0xFE == 0 and len(payload) == 4 + (payload[2] << 8 | payload[3])
-    return kind == 0 and bool(_magic_at(payload, 4))
+    """An SMB header behind a NetBIOS session message header.
+
+    On 139 the NetBIOS session request and response come first: they are not SMB yet (a flow that
+    shows nothing else stays ``netbios-ssn``); the probe tries the next packets, and the identifier
+    is replayed all of them once SMB shows.
+    """
+    return len(payload) >= 8 and payload[0] == 0 and bool(_magic_at(payload, 4))
 
 
 class SmbIdentifier(Identifier):
