@@ -69,6 +69,7 @@ class Registry:
                 self._add_port((17, port), override, first=True)
         self._any_port = tuple(p for p in self.protocols if p.probe_any_port)
         self.expected = expectations_for(ctx)  # connections announced by control flows (FTP data)
+        self._serves: dict[tuple[int, int], frozenset[int]] = {}
 
     def _add_port(self, key: tuple[int, int], spec: ProtocolSpec, first: bool = False) -> None:
         others = tuple(s for s in self._by_port.get(key, ()) if s is not spec)
@@ -90,7 +91,16 @@ class Registry:
 
     def serves(self, spec: ProtocolSpec, proto: int) -> frozenset[int]:
         """The ports on which ``spec`` is the server (defaults plus overrides)."""
-        return frozenset(port for (p, port), specs in self._by_port.items() if spec in specs and p == proto)
+        # Asked for every flow a probe names; with the IT protocols the port table is long.
+        key = (id(spec), proto)
+        ports = self._serves.get(key)
+        if ports is None:
+            ports = self._serves[key] = frozenset(
+                port
+                for (p, port), specs in self._by_port.items()
+                if p == proto and any(s is spec for s in specs)
+            )
+        return ports
 
     def unknown_port_candidates(self, exclude: tuple[ProtocolSpec, ...]) -> tuple[ProtocolSpec, ...]:
         return tuple(p for p in self._any_port if p not in exclude)

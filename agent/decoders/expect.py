@@ -35,13 +35,16 @@ class Expectations:
         self.expired = 0
         self.evicted = 0  # dropped because the table was full
 
-    def expect(self, proto: int, client: bytes, server: bytes, port: int, name: str, ts: float) -> None:
+    def expect(self, proto: int, client: bytes, server: bytes, port: int, name: str, ts: float) -> bool:
+        """Record an announced connection; True when the table was full and dropped its oldest."""
         key = (proto, client, server, port)
         self.entries.pop(key, None)
-        if len(self.entries) >= MAX_EXPECTED:
+        evicted = len(self.entries) >= MAX_EXPECTED
+        if evicted:
             self.entries.popitem(last=False)
             self.evicted += 1
         self.entries[key] = (name, ts + EXPECT_SECONDS)
+        return evicted
 
     def claim(self, flow: Flow) -> str | None:
         """The name announced for this new flow, if any (each announcement is used once)."""

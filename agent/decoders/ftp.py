@@ -97,7 +97,10 @@ class FtpIdentifier(Identifier):
         flow = self.flow
         client, server = (flow.src, flow.dst) if self.initiator_is_client else (flow.dst, flow.src)
         initiator, responder = (server, client) if active else (client, server)
-        expectations_for(self.ctx).expect(6, initiator, responder, port, "ftp-data", ts)
+        if expectations_for(self.ctx).expect(6, initiator, responder, port, "ftp-data", ts):
+            # Published with the stats event (app_layer.ftp.anomalies): a data connection may go unnamed.
+            stats = self.ctx.stats_for("ftp")
+            stats.anomalies["expectation_evicted"] = stats.anomalies.get("expectation_evicted", 0) + 1
         self.fields["data_connections"] = self.fields.get("data_connections", 0) + 1
 
 

@@ -26,17 +26,17 @@ CLASSES = {0x1: "config", 0x2: "scsi", 0x3: "tape", 0x4: "data", 0x5: "notify", 
 CONNECT_OPEN = 0x900
 
 
-def _header(buf: bytes, off: int) -> tuple[int, int, int, int] | None:
-    """(record length, type, code, error) of a plausible NDMP message at ``off``."""
+def _header(buf: bytes, off: int, strict: bool = True) -> tuple[int, int, int] | None:
+    """(record length, type, code) of an NDMP message at ``off``; ``strict``: a standard code."""
     if len(buf) - off < 28:
         return None
     mark, _seq, _time, kind, code, _reply, error = _HEADER.unpack_from(buf, off)
     length = mark & 0x7FFFFFFF
-    if length < 24 or length > _MAX_RECORD or kind > 1 or code >> 8 not in CLASSES or code & 0xFF > 0x20:
+    if length < 24 or length > _MAX_RECORD or kind > 1:
         return None
-    if error > 30:
+    if strict and (code >> 8 not in CLASSES or code & 0xFF > 0x20 or error > 30):
         return None
-    return length, kind, code, error
+    return length, kind, code
 
 
 def probe(payload: bytes, to_server: bool) -> bool:
@@ -61,12 +61,12 @@ class NdmpIdentifier(Identifier):
     def _message(self, buf: bytes, off: int, avail: int, from_client: bool) -> int:
         if avail < 28:
             return NEED_MORE
-        header = _header(buf, off)
+        header = _header(buf, off, strict=False)  # vendor extensions (0xF000-) are messages too
         if header is None:
             return INVALID
-        length, kind, code, _error = header
+        length, kind, code = header
         if kind == 0:
-            self.count("requests", CLASSES[code >> 8])
+            self.count("requests", CLASSES.get(code >> 8, "vendor" if code >= 0xF000 else "other"))
             if code == CONNECT_OPEN and avail >= 32:
                 self.fields["version"] = struct.unpack_from("!I", buf, off + 28)[0]
         return length + 4

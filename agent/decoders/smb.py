@@ -47,10 +47,13 @@ def probe(payload: bytes, to_server: bool) -> bool:
     """An SMB header behind a NetBIOS session message header.
 
     On 139 the NetBIOS session request and response come first: they are not SMB yet (a flow that
-    shows nothing else stays ``netbios-ssn``); the probe tries the next packets, and the identifier
-    is replayed all of them once SMB shows.
+    shows nothing else stays ``netbios-ssn``); the probe looks past them, and the identifier is
+    replayed all of them once SMB shows.
     """
-    return len(payload) >= 8 and payload[0] == 0 and bool(_magic_at(payload, 4))
+    off = 0
+    while len(payload) - off >= 4 and payload[off] in (0x81, 0x82, 0x85):
+        off += 4 + ((payload[off + 1] & 1) << 16 | payload[off + 2] << 8 | payload[off + 3])
+    return len(payload) - off >= 8 and payload[off] == 0 and bool(_magic_at(payload, off + 4))
 
 
 class SmbIdentifier(Identifier):

@@ -231,12 +231,13 @@ def test_ndmp_session_is_backup() -> None:
         (True, t.ndmp(1, 0, 0x900, (4).to_bytes(4, "big"))),  # CONNECT_OPEN, version 4
         (False, t.ndmp(2, 1, 0x900, bytes(4))),
         (True, t.ndmp(2, 0, 0x100)),  # CONFIG_GET_HOST_INFO
-        (True, t.ndmp(3, 0, 0x401)),  # DATA_START_BACKUP
+        (True, t.ndmp(3, 0, 0xF001, bytes(40))),  # a vendor extension: framed, not a loss of sync
+        (True, t.ndmp(4, 0, 0x401)),  # DATA_START_BACKUP
     ]
     flows, events, _ = t.run(factory.tcp_stream(segments, dport=10000))
     assert flows[0].app_proto == "ndmp"
     assert events[0]["ndmp"] == {
-        "requests": {"notify": 1, "connect": 1, "config": 1, "data": 1},
+        "requests": {"notify": 1, "connect": 1, "config": 1, "vendor": 1, "data": 1},
         "version": 4,
     }
     assert events[0]["flow"]["category"] == "backup"
