@@ -21,6 +21,7 @@ from agent.decoders import (
     enip,
     goose,
     iec104,
+    it_protocols,
     lldp,
     mms,
     modbus,
@@ -35,6 +36,7 @@ from agent.decoders import (
     sv,
 )
 from agent.decoders.base import DecoderContext, FlowDecoder, ProtocolSpec
+from agent.decoders.expect import expectations_for
 
 if TYPE_CHECKING:
     from agent.dissect import Packet
@@ -60,6 +62,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     stp.SPEC,
     ptp.SPEC,
     rgoose.SPEC,
+    *it_protocols.SPECS,
 )
 
 # Payload packets probed on a protocol's own port before giving up. Six, because on TCP 102 the
@@ -107,6 +110,8 @@ class Registry:
                 if ethertype in self._by_ethertype:
                     raise ValueError(f"EtherType 0x{ethertype:04x} registered twice ({spec.name})")
                 self._by_ethertype[ethertype] = spec
+        self.expected = expectations_for(ctx)  # connections announced by control flows (FTP data)
+        self._serves: dict[tuple[int, int], frozenset[int]] = {}
 
     def _add_port(self, key: tuple[int, int], spec: ProtocolSpec, first: bool = False) -> None:
         others = tuple(s for s in self._by_port.get(key, ()) if s is not spec)
@@ -122,13 +127,27 @@ class Registry:
                     flow.app = spec.factory(flow, self.ctx, True)
                     flow.app_proto = spec.name
             return
+        if self.expected.entries:
+            announced = self.expected.claim(flow)
+            if announced is not None:
+                flow.app_proto = announced  # its payload is the file itself: nothing to probe
+                return
         by_port = self._by_port
         specs = by_port.get((proto, flow.dport)) or by_port.get((proto, flow.sport)) or ()
         flow.app = _Probing(self, flow, specs)
 
     def serves(self, spec: ProtocolSpec, proto: int) -> frozenset[int]:
         """The ports on which ``spec`` is the server (defaults plus overrides)."""
-        return frozenset(port for (p, port), specs in self._by_port.items() if spec in specs and p == proto)
+        # Asked for every flow a probe names; with the IT protocols the port table is long.
+        key = (id(spec), proto)
+        ports = self._serves.get(key)
+        if ports is None:
+            ports = self._serves[key] = frozenset(
+                port
+                for (p, port), specs in self._by_port.items()
+                if p == proto and any(s is spec for s in specs)
+            )
+        return ports
 
     def unknown_port_candidates(self, exclude: tuple[ProtocolSpec, ...]) -> tuple[ProtocolSpec, ...]:
         return tuple(p for p in self._any_port if p not in exclude)

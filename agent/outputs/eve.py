@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.decoders.base import RESPONSE, Anomaly, OtMessage
+from agent.decoders.identify import flow_fields
 from agent.dissect import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, format_ip
 from agent.flows import TCP_NONE, TCP_STATE_NAMES, Flow
 from agent.linklayer import LLC_KEY, format_mac
 from agent.outputs.backlog import DEFAULT_LIMIT, Backlog
+from agent.ports import primary_category
 from agent.records import Event
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,15 @@ def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:
         "age": int(flow.last_ts - flow.first_ts),
         "state": flow.state,
         "reason": reason,
+        "category": primary_category(flow.app_proto),
     }
+    identification = flow_fields(flow)
+    if identification:
+        # What identification of an IT protocol found ("smb": {...}, "tls": {...}), copied: the
+        # identifier may still be updating them.
+        for name, values in identification.items():
+            if values:
+                fields[name] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     if flow.tcp_state != TCP_NONE:
         ts_flags = flow.tcp_flags_ts
         tc_flags = flow.tcp_flags_tc

@@ -26,7 +26,7 @@ from typing import TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from agent.decoders import PROTOCOLS
+from agent.decoders import PROTOCOLS, it_protocols
 from agent.decoders.base import OPERATIONS
 from agent.policy.model import (
     CRITICALITIES,
@@ -81,10 +81,12 @@ MAX_FOLD_SECONDS = 86400.0  # folding repeats for longer than a day would hide a
 
 # What a flow rule's `protocol` may name: the decoders, the port table's service names, the names
 # docs/policy.md promises, and every member of a category (a category is only a shorthand).
-DECODED_PROTOCOLS = frozenset(spec.name for spec in PROTOCOLS)
+# (IT protocols are only identified: they have no operations to restrict.)
+DECODED_PROTOCOLS = frozenset(spec.name for spec in PROTOCOLS) - it_protocols.NAMES
 DOC_PROTOCOLS = frozenset({"modbus", "dnp3", "s7comm", "enip", "iec104", "bacnet", "opcua", "mms", "mqtt",
                            "smb", "nfs", "ssh", "rdp", "dns", "ntp", "http", "tls"})  # fmt: skip
-KNOWN_PROTOCOLS = DECODED_PROTOCOLS | DOC_PROTOCOLS | SERVICE_NAMES | frozenset().union(*CATEGORIES.values())
+KNOWN_PROTOCOLS = (DECODED_PROTOCOLS | it_protocols.NAMES | DOC_PROTOCOLS | SERVICE_NAMES
+                   | frozenset().union(*CATEGORIES.values()))  # fmt: skip
 CATEGORY_NAMES = (*CATEGORIES, ANY_CATEGORY)
 
 # Operations that change what a controller does; DOMAIN.md section 4 allows them only from the

@@ -127,7 +127,7 @@ def test_non_modbus_on_502_is_not_called_modbus() -> None:
 
     p = Pipeline(PipelineConfig(), consumers=[collector])
     p.run(factory.ListSource(packets))
-    assert collector.flows[0].app_proto == "unknown"
+    assert collector.flows[0].app_proto == "http"  # not modbus: named by what its payload is
 
 
 def test_modbus_on_another_port_is_found_by_probe_and_by_override() -> None:
