@@ -428,22 +428,14 @@ CONTROL = Dashboard(
         ),
         "TCP on control flows",
         Panel(
-            "Retransmissions per second",
+            "Resets of control connections per second",
             [
                 (
-                    _rate("conduitwatch_tcp_retransmissions_total", "zone, protocol", 'zone=~"$zone"'),
+                    _rate("conduitwatch_tcp_resets_total", "zone, protocol", 'zone=~"$zone"'),
                     "{{zone}} {{protocol}}",
                 )
             ],
-        ),
-        Panel(
-            "Zero windows per second",
-            [
-                (
-                    _rate("conduitwatch_tcp_zero_windows_total", "zone, protocol", 'zone=~"$zone"'),
-                    "{{zone}} {{protocol}}",
-                )
-            ],
+            width=24,
         ),
         "Incidents",
         Panel(
@@ -503,10 +495,10 @@ BACKUP = Dashboard(
             height=7,
         ),
         Panel(
-            "Retransmissions per second",
+            "Resets of control connections per second",
             [
                 (
-                    _rate("conduitwatch_tcp_retransmissions_total", "zone, protocol", 'zone=~"$zone"'),
+                    _rate("conduitwatch_tcp_resets_total", "zone, protocol", 'zone=~"$zone"'),
                     "{{zone}} {{protocol}}",
                 )
             ],

@@ -299,7 +299,7 @@ def test_reply_cut_inside_its_additional_status_keeps_whole_words() -> None:
         tcp((True, rr(req(0x10, logical(4, 100, 3), b"\x01"))), (False, rr(cut)))
     )
     assert msgs[1].fields["cip"]["ext_status"] == [0x1234]
-    assert any(a.kind == "bad_length" for a in anomalies)
+    assert any(a.fields["anomaly"]["event"] == "bad_length" for a in anomalies)
 
 
 def test_cip_error_status_and_extended_status() -> None:

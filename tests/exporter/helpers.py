@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "pcaps" / "demo.pcap"
 DEMO_POLICY = ROOT / "rules" / "demo.yaml"
 PLANT_POLICY = ROOT / "rules" / "purdue-plant.yaml"
-SCENARIOS = sorted((ROOT / "pcaps" / "scenarios").glob("*.pcap"))
+# The policy scenarios and the backup-flood scenarios (pcaps/scenarios/floods/*.pcap.gz).
+SCENARIOS = sorted((ROOT / "pcaps" / "scenarios").glob("*.pcap")) + sorted(
+    (ROOT / "pcaps" / "scenarios" / "floods").glob("*.pcap.gz")
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -72,12 +72,17 @@ def test_every_event_type_matches_the_schema(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "eve.json"
-    captures = [root / "pcaps" / "demo.pcap", *sorted((root / "pcaps" / "scenarios").glob("*.pcap"))]
+    scenarios = root / "pcaps" / "scenarios"
+    captures = [
+        root / "pcaps" / "demo.pcap",
+        *sorted(scenarios.glob("*.pcap")),
+        *sorted(scenarios.glob("floods/*.gz")),
+    ]
     seen: set[str] = set()
     for capture in captures:
         out.unlink(missing_ok=True)
         sink = EveSink(str(out))
-        labels = capture.with_suffix(".labels.json")
+        labels = capture.parent / (capture.name.removesuffix(".gz").removesuffix(".pcap") + ".labels.json")
         policy = json.loads(labels.read_text())["policy"] if labels.exists() else "rules/demo.yaml"
         compiled, _ = compile_policy(str(root / policy))
         source = ReplaySource([str(capture)])
