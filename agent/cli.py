@@ -376,6 +376,7 @@ def _finish(
             problems,
             policy=pipeline.policy,
             operations={name: st.operations for name, st in pipeline.decoders.stats.items()},
+            incidents=pipeline.floods.stats()["incidents"] if pipeline.floods is not None else None,
         )
         if extra:
             text += "\n" + "\n".join(extra)

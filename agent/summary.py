@@ -81,10 +81,12 @@ def render(
     top: int = 10,
     policy: PolicyDetector | None = None,
     operations: dict[str, dict[str, int]] | None = None,
+    incidents: dict[str, int] | None = None,
 ) -> str:
     """Plain-text report; sorted so that the same capture always prints the same text.
 
     ``operations``: per protocol, operations performed by class (DecoderStats.operations).
+    ``incidents``: backup-flood and control-health incidents raised, by kind.
     """
     lines: list[str] = []
     span = stats.last_ts - stats.first_ts if stats.packets else 0.0
@@ -141,6 +143,16 @@ def render(
             lines.append(f"  {count:>7,}  {rule}{what}: {where}")
         if len(rows) > top:
             lines.append(f"  ... {len(rows) - top} more kinds; all are in the EVE alerts")
+    if incidents is not None:
+        raised = {kind: n for kind, n in incidents.items() if n}
+        lines.append("")
+        if raised:
+            kinds = ", ".join(
+                f"{kind} {n:,}" for kind, n in sorted(raised.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            lines.append(f"backup floods and control health: {sum(raised.values()):,} incidents ({kinds})")
+        else:
+            lines.append("backup floods and control health: no incident")
     if operations and any(operations.values()):
         lines.append("")
         lines.append("industrial operations (requests, and responses whose request was not seen)")

@@ -42,3 +42,27 @@ def test_same_input_same_text() -> None:
     a, b = run(packets), run(packets)
     strip = lambda s: s.split("\n", 1)[1]  # noqa: E731 - the first line has the wall-clock rate
     assert strip(text(*a)) == strip(text(*b))
+
+
+def test_flood_incidents_are_summarised_by_kind() -> None:
+    from pathlib import Path
+
+    from agent.capture.files import ReplaySource
+    from agent.pipeline import Pipeline, PipelineConfig
+    from agent.policy.reload import compile_policy
+    from agent.summary import TrafficSummary, render
+
+    root = Path(__file__).resolve().parents[1]
+    compiled, _ = compile_policy(str(root / "rules" / "purdue-plant.yaml"))
+    summary = TrafficSummary()
+    pipeline = Pipeline(PipelineConfig(), consumers=[summary], policy=compiled)
+    source = ReplaySource([str(root / "pcaps" / "scenarios" / "floods" / "floods-uplink-saturation.pcap.gz")])
+    stats = pipeline.run(source)
+    source.close()
+    assert pipeline.floods is not None
+    text = render(summary, stats, {"created": 1, "evicted": 0}, {}, [], policy=pipeline.policy,
+                  incidents=pipeline.floods.stats()["incidents"])  # fmt: skip
+    line = next(x for x in text.splitlines() if x.startswith("backup floods and control health"))
+    assert "backup_interference 1" in line and "bulk_over_budget 1" in line
+    quiet = render(summary, stats, {"created": 1, "evicted": 0}, {}, [], incidents={"bulk_over_budget": 0})
+    assert "backup floods and control health: no incident" in quiet
