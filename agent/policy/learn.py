@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import REQUEST, OtMessage
 from agent.flows import Flow
+from agent.linklayer import format_mac
 from agent.ports import guess_app_proto
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ MAX_PORTS = 16  # responder ports listed in one rule; more and the rule allows a
 MAX_RULES = 20_000  # distinct (zones, protocol) combinations kept; more are counted
 ANY = "any"
 ANY_IP = "any-ip"  # IP protocols without ports (ICMP, IGMP, ...): a rule that cannot list ports
+LINK_ZONE = "link-layer"  # devices seen only on link-layer flows (GOOSE, PROFINET, LLDP, ...)
+MAX_L2_KEYS = 20_000  # distinct (sender MAC, unicast destination MAC, protocol) kept; more are counted
 
 
 def zone_for(addr: bytes) -> tuple[str, str]:
@@ -79,6 +82,10 @@ class TrafficModel:
         self.zones: dict[str, ZoneStats] = {}
         self.rules: dict[RuleKey, RuleStats] = {}
         self.dropped = 0
+        # Link-layer flows are judged by MAC (agent.policy.engine.zone_of_l2): (sender MAC, unicast
+        # destination MAC or None for a group address, protocol) -> stats, placed in zones at draft
+        # time, when the inventory says which IP host (hence which zone) owns each MAC.
+        self.l2: dict[tuple[str, str | None, str], RuleStats] = {}
 
     def _zone(self, addr: bytes, vlan: tuple[int, ...]) -> str:
         zone_id, network = zone_for(addr)
@@ -94,13 +101,11 @@ class TrafficModel:
     @staticmethod
     def rule_protocol(flow: Flow) -> str:
         """The protocol a learned rule names for ``flow`` (``any`` when only the port can say)."""
-        from agent.policy.loader import KNOWN_PROTOCOLS
-
         if flow.proto != 6 and flow.proto != 17:
             return ANY_IP
         final = flow.app_proto
         guess = guess_app_proto(flow.proto, flow.sport, flow.dport)
-        if final and final in KNOWN_PROTOCOLS and (guess == final or guess == "iso-tsap"):
+        if final and final in _known_protocols() and (guess == final or guess == "iso-tsap"):
             return final
         return ANY
 
@@ -116,7 +121,23 @@ class TrafficModel:
             stats = self.rules[key] = RuleStats()
         return stats
 
+    def _link_layer(self, flow: Flow) -> None:
+        src, dst = format_mac(flow.src), format_mac(flow.dst)
+        protocol = flow.app_proto if flow.app_proto in _known_protocols() else ANY
+        key = (src, None if flow.dst[0] & 1 else dst, protocol)
+        stats = self.l2.get(key)
+        if stats is None:
+            if len(self.l2) >= MAX_L2_KEYS:
+                self.dropped += 1
+                return
+            stats = self.l2[key] = RuleStats()
+        stats.flows += 1
+        stats.bytes += flow.bytes_toserver + flow.bytes_toclient
+
     def on_flow_end(self, flow: Flow, reason: str) -> None:
+        if flow.ip_version == 0:
+            self._link_layer(flow)
+            return
         stats = self._rule(flow)
         if stats is None:
             return
@@ -135,6 +156,25 @@ class TrafficModel:
 
 # ---------------------------------------------------------------------------------------------
 # the draft
+
+
+def _known_protocols() -> frozenset[str]:
+    from agent.policy.loader import KNOWN_PROTOCOLS
+
+    return KNOWN_PROTOCOLS
+
+
+def _link_layer_zones(model: TrafficModel, inventory: AssetInventory | None) -> dict[str, str]:
+    """The zone of every MAC seen on link-layer flows: the learned zone of the one IP host that uses
+    it, else the link-layer zone (a MAC shared by hosts in several zones, e.g. a router's, goes there
+    too: for IP flows the engine looks at MACs last, so it changes nothing for them)."""
+    macs = {src for src, _dst, _p in model.l2} | {dst for _src, dst, _p in model.l2 if dst is not None}
+    zones: dict[str, str] = {}
+    for mac in sorted(macs):
+        ips = inventory.mac_ips.get(mac, set()) if inventory is not None else set()
+        owners = {zone_for(ip)[0] for ip in ips} & set(model.zones) - _GROUP_ZONES
+        zones[mac] = owners.pop() if len(owners) == 1 else LINK_ZONE
+    return zones
 
 
 def _q(text: str) -> str:
@@ -218,6 +258,10 @@ def draft(
         "  unknown_hosts: alert",
         "zones:",
     ]
+    mac_zone = _link_layer_zones(model, inventory)
+    macs_by_zone: dict[str, list[str]] = {}
+    for mac, zone_id in mac_zone.items():
+        macs_by_zone.setdefault(zone_id, []).append(mac)
     for zone_id in sorted(
         model.zones,
         key=lambda z: (
@@ -240,8 +284,25 @@ def draft(
                 role = role_of.get(addr, "")
                 name = f"{role or 'host'}-{ip.replace(':', '.')}"
                 lines.append(f"      - {{name: {name}, ip: {_q(ip)}" + (f", role: {role}}}" if role else "}"))
+        if macs_by_zone.get(zone_id):
+            lines.append(
+                "    # link-layer devices (GOOSE, PROFINET, LLDP, ...): their flows are judged by MAC"
+            )
+            lines.append(f"    macs: [{', '.join(_q(m) for m in sorted(macs_by_zone[zone_id]))}]")
+    if macs_by_zone.get(LINK_ZONE):
+        lines += [f"  - id: {LINK_ZONE}", f"    name: {_q('link-layer devices')}",
+                  f"    description: {_q('seen only on link-layer flows, or MACs shared across zones')}",
+                  f"    macs: [{', '.join(_q(m) for m in sorted(macs_by_zone[LINK_ZONE]))}]"]  # fmt: skip
+    all_rules = dict(model.rules)
+    for (src, dst, protocol), l2_stats in model.l2.items():
+        src_zone = mac_zone[src]
+        dst_zone = mac_zone[dst] if dst is not None else src_zone  # a group address stays on the segment
+        if src_zone != dst_zone:
+            merged = all_rules.setdefault((src_zone, dst_zone, protocol), RuleStats())
+            merged.flows += l2_stats.flows
+            merged.bytes += l2_stats.bytes
     conduits: dict[tuple[str, str], list[tuple[RuleKey, RuleStats]]] = {}
-    for key, stats in model.rules.items():
+    for key, stats in all_rules.items():
         if key[0] != key[1]:
             pair = tuple(sorted((key[0], key[1])))
             conduits.setdefault((pair[0], pair[1]), []).append((key, stats))

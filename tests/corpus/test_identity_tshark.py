@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.analysis import analyse
-from agent.assets.identity import message_identity
+from agent.assets.identity import clean_text, message_identity
 from agent.decoders import PROTOCOLS
 from agent.decoders.base import OtMessage
 from agent.flows import Flow
@@ -79,7 +79,11 @@ ORACLES = (
     Oracle(
         "bacnet",
         "BACAPP",
-        "bacapp.unconfirmed_service == 0",
+        # BACnet/IP I-Am sent by the device itself. Not compared: BACnet over Ethernet/LLC (only
+        # BACnet/IP is decoded), and I-Am that a router (NPDU source network) or a BBMD
+        # (Forwarded-NPDU) relayed: the inventory is keyed by IP address, and that address is the
+        # relay's, so the decoder withholds the identity rather than give it to the wrong host.
+        "bacapp.unconfirmed_service == 0 && udp && !bacnet.snet && bvlc.function != 0x04",
         {
             "bacapp.instance_number": ("device_instance", _int),
             "bacapp.vendor_identifier": ("vendor_id", _int),
@@ -90,7 +94,8 @@ ORACLES = (
         "PN_DCP",
         "pn_dcp.suboption_device_nameofstation && pn_dcp.service_type == 1",
         {
-            "pn_dcp.suboption_device_nameofstation": ("name", str),
+            # The inventory shows names trimmed of padding, as it does for every protocol.
+            "pn_dcp.suboption_device_nameofstation": ("name", clean_text),
             "pn_dcp.suboption_vendor_id": ("vendor_id", _int),
         },
     ),
