@@ -204,3 +204,19 @@ class StreamWalker:
                 break
             off += size
         self.skip = off - n if off > n else 0
+
+
+class FramedIdentifier(Identifier):
+    """An identifier of a length-framed TCP protocol (SMB, NDMP, iSCSI, ONC-RPC): each direction is
+    followed message by message with its own ``StreamWalker``; ``walk`` hands every message header
+    found to ``message(buf, off, avail, from_client)``."""
+
+    __slots__ = ("c2s", "s2c")
+
+    def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
+        super().__init__(flow, ctx, initiator_is_client)
+        self.c2s = StreamWalker()
+        self.s2c = StreamWalker()
+
+    def walk(self, from_client: bool, seq: int, payload: bytes, message: Framer) -> None:
+        (self.c2s if from_client else self.s2c).walk(seq, payload, message, from_client)

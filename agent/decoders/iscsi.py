@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
-from agent.decoders.identify import INVALID, NEED_MORE, Identifier, StreamWalker
+from agent.decoders.identify import INVALID, NEED_MORE, FramedIdentifier
 from agent.decoders.text import printable
 
 if TYPE_CHECKING:
@@ -55,21 +55,19 @@ def probe(payload: bytes, to_server: bool) -> bool:
     return opcode in (SCSI_COMMAND, DATA_OUT, DATA_IN, 0x21) and payload[2:4] != b"\xff\xff"
 
 
-class IscsiIdentifier(Identifier):
+class IscsiIdentifier(FramedIdentifier):
     protocol = "iscsi"
     max_packets = 4096
 
-    __slots__ = ("c2s", "data_digest", "header_digest", "s2c")
+    __slots__ = ("data_digest", "header_digest")
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
-        self.c2s = StreamWalker()
-        self.s2c = StreamWalker()
         self.header_digest = 0
         self.data_digest = 0
 
     def inspect(self, from_client: bool, seq: int, payload: bytes, ts: float) -> bool:
-        (self.c2s if from_client else self.s2c).walk(seq, payload, self._pdu, from_client)
+        self.walk(from_client, seq, payload, self._pdu)
         if self.budget <= 1:
             self.fields["partial"] = True
         return False

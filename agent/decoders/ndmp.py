@@ -12,11 +12,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from agent.decoders.base import DecoderContext, ProtocolSpec
-from agent.decoders.identify import INVALID, NEED_MORE, Identifier, StreamWalker
+from agent.decoders.base import ProtocolSpec
+from agent.decoders.identify import INVALID, NEED_MORE, FramedIdentifier
 
 if TYPE_CHECKING:
-    from agent.flows import Flow
+    pass
 
 _HEADER = struct.Struct("!IIIIIII")  # record mark, sequence, time, type, code, reply sequence, error
 _MAX_RECORD = 1 << 20
@@ -43,19 +43,14 @@ def probe(payload: bytes, to_server: bool) -> bool:
     return _header(payload, 0) is not None
 
 
-class NdmpIdentifier(Identifier):
+class NdmpIdentifier(FramedIdentifier):
     protocol = "ndmp"
     max_packets = 256
 
-    __slots__ = ("c2s", "s2c")
-
-    def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
-        super().__init__(flow, ctx, initiator_is_client)
-        self.c2s = StreamWalker()
-        self.s2c = StreamWalker()
+    __slots__ = ()
 
     def inspect(self, from_client: bool, seq: int, payload: bytes, ts: float) -> bool:
-        (self.c2s if from_client else self.s2c).walk(seq, payload, self._message, from_client)
+        self.walk(from_client, seq, payload, self._message)
         return False
 
     def _message(self, buf: bytes, off: int, avail: int, from_client: bool) -> int:

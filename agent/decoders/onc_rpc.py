@@ -14,7 +14,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from agent.decoders.base import DecoderContext, ProtocolSpec
-from agent.decoders.identify import INVALID, NEED_MORE, Identifier, StreamWalker
+from agent.decoders.identify import INVALID, NEED_MORE, FramedIdentifier
 
 if TYPE_CHECKING:
     from agent.flows import Flow
@@ -77,16 +77,14 @@ def probe_any_port(payload: bytes, to_server: bool) -> bool:
     return _call_at(payload, 0, True) or (_record_at(payload) and _call_at(payload, 4, True))
 
 
-class RpcIdentifier(Identifier):
+class RpcIdentifier(FramedIdentifier):
     protocol = "rpc"
     max_packets = 2048
 
-    __slots__ = ("c2s", "continued", "reads", "s2c")
+    __slots__ = ("continued", "reads")
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
-        self.c2s = StreamWalker()
-        self.s2c = StreamWalker()
         self.continued = [False, False]  # per direction: the next TCP fragment continues a record
         self.reads: dict[int, int] = {}  # xid of a pending NFS READ call -> NFS version
 
@@ -94,7 +92,7 @@ class RpcIdentifier(Identifier):
         if self.flow.proto == 17:
             self._message(payload, 0, len(payload))
         else:
-            (self.c2s if from_client else self.s2c).walk(seq, payload, self._fragment, from_client)
+            self.walk(from_client, seq, payload, self._fragment)
         if self.budget <= 1:
             self.fields["partial"] = True
         return False

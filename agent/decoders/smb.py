@@ -13,11 +13,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from agent.decoders.base import DecoderContext, ProtocolSpec
-from agent.decoders.identify import INVALID, NEED_MORE, Identifier, StreamWalker
+from agent.decoders.base import ProtocolSpec
+from agent.decoders.identify import INVALID, NEED_MORE, FramedIdentifier
 
 if TYPE_CHECKING:
-    from agent.flows import Flow
+    pass
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -56,19 +56,14 @@ def probe(payload: bytes, to_server: bool) -> bool:
     return len(payload) - off >= 8 and payload[off] == 0 and bool(_magic_at(payload, off + 4))
 
 
-class SmbIdentifier(Identifier):
+class SmbIdentifier(FramedIdentifier):
     protocol = "smb"
     max_packets = 4096  # a few dozen 64 KiB transfers: enough to see what the session does
 
-    __slots__ = ("c2s", "s2c")
-
-    def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
-        super().__init__(flow, ctx, initiator_is_client)
-        self.c2s = StreamWalker()
-        self.s2c = StreamWalker()
+    __slots__ = ()
 
     def inspect(self, from_client: bool, seq: int, payload: bytes, ts: float) -> bool:
-        (self.c2s if from_client else self.s2c).walk(seq, payload, self._message, from_client)
+        self.walk(from_client, seq, payload, self._message)
         if self.budget <= 1:
             self.fields["partial"] = True
         return False
