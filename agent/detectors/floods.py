@@ -27,6 +27,7 @@ from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.detectors.health import (
     JUDGE_EVERY_S,
     LATENCY_BUCKETS,
+    LOG_LIMIT,
     RAISE_AFTER,
     Cyclic,
     LatencyHistogram,
@@ -314,18 +315,20 @@ class FloodDetector:
             if loop is None:
                 return
         loop.flow = flow
+        log = loop.log
         if direction == REQUEST:
-            loop.on_request(msg.ts, msg.pcap_cnt, msg.function)
+            log.append((msg.ts, msg.pcap_cnt, msg.function, -1.0))  # Loop.on_request, inlined
+            if len(log) >= LOG_LIMIT:
+                loop.digest()
             return
         latency = msg.latency_s
         if latency is None:
             return
-        loop.on_response(msg.ts, latency, msg.request_cnt)
+        log.append((msg.ts, msg.request_cnt, 0, latency))  # Loop.on_response, inlined
         if msg.exception:
             loop.exceptions += 1
             if _busy(msg.protocol, msg.fields):
                 loop.busy.append(msg.ts)
-        loop.histogram.add(latency)
 
     def _on_cyclic(self, msg: OtMessage) -> None:
         fields = msg.fields
@@ -602,9 +605,8 @@ class FloodDetector:
     def _judge(self, now: float) -> None:
         idle: list[tuple[bytes, bytes, str]] = []
         for key, loop in list(self.loops.items()):
-            if not loop.touched and not loop.degraded and not loop.pending and not loop.to_learn:
+            if not loop.log and not loop.degraded and not loop.pending and not loop.to_learn:
                 continue  # nothing new since the last judgement, nothing waiting: same verdict
-            loop.touched = False
             verdict = loop.judge(now)
             self._loop_condition(loop, verdict, now)
             if (
@@ -786,6 +788,7 @@ class FloodDetector:
         """Latency percentiles per control loop over its last samples (for reports and tests)."""
         out = []
         for loop in list(self.loops.values()):
+            loop.digest()
             values = list(loop.summary)
             out.append({
                 "client_ip": format_ip(loop.client),
