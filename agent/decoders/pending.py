@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import NamedTuple
 
@@ -15,6 +16,9 @@ class PendingRequest(NamedTuple):
     function: int
 
 
+_new = tuple.__new__
+
+
 class PendingRequests:
     """Outstanding requests keyed by the protocol's pairing key (transaction id, PDU reference, ...).
 
@@ -26,7 +30,9 @@ class PendingRequests:
     __slots__ = ("_adds", "_items", "_limit", "_stats", "_timeout")
 
     def __init__(self, stats: DecoderStats, timeout: float, limit: int) -> None:
-        self._items: dict[Hashable, PendingRequest] = {}
+        # An OrderedDict, not a dict: taking the oldest entry of a dict whose front has been deleted
+        # scans the deleted slots (O(n) per eviction once a table fills: a PLC that stopped answering).
+        self._items: OrderedDict[Hashable, PendingRequest] = OrderedDict()
         self._stats = stats
         self._timeout = timeout
         self._limit = limit
@@ -41,10 +47,11 @@ class PendingRequests:
             del items[key]
             self._stats.unanswered += 1
         elif len(items) >= self._limit:
-            del items[next(iter(items))]
+            items.popitem(last=False)
             self._stats.pending_evicted += 1
             self._stats.unanswered += 1
-        items[key] = PendingRequest(ts, cnt, operation, function)
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python-level call per request.
+        items[key] = _new(PendingRequest, (ts, cnt, operation, function))
         self._adds += 1
         if not self._adds & 0x3F:  # expiry looks at the oldest entries only; every 64 adds is plenty
             self.expire(ts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from agent.flows import Flow
@@ -74,7 +74,9 @@ class Loop:
     last_request: float = -1.0
     intervals: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, interval) in the window
     base_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
-    pending: dict[int, tuple[float, int]] = field(default_factory=dict)  # request pcap_cnt -> (ts, function)
+    # request pcap_cnt -> (ts, function); ordered by age (an OrderedDict: its oldest entry is found in O(1)
+    # however many have been deleted before it, which a dict's is not)
+    pending: OrderedDict[int, tuple[float, int]] = field(default_factory=OrderedDict)
     # Functions whose requests have been answered here: only those count as unanswered when a response
     # never comes (a DNP3 confirm or a Modbus broadcast is never answered, by design).
     answered: set[int] = field(default_factory=set)
