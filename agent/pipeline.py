@@ -152,10 +152,20 @@ class Pipeline:
         self._message_consumers: tuple[Callable[[OtMessage], None], ...] = tuple(
             h for h in handlers if callable(h)
         )
-        if len(self._message_consumers) == 1 and not (self._log_messages and self.sinks):
-            self.decoders.on_message = self._message_consumers[0]  # one hop less per message
-        elif not self._message_consumers and not (self._log_messages and self.sinks):
-            self.decoders.on_message = _ignore
+        if not (self._log_messages and self.sinks):
+            # Decoders call the consumers directly: a hop (and a loop) less per message.
+            if not self._message_consumers:
+                self.decoders.on_message = _ignore
+            elif len(self._message_consumers) == 1:
+                self.decoders.on_message = self._message_consumers[0]
+            elif len(self._message_consumers) == 2:
+                first, second = self._message_consumers  # the policy and the flood detector
+
+                def both(msg: OtMessage) -> None:
+                    first(msg)
+                    second(msg)
+
+                self.decoders.on_message = both
         self.stats = RunStats()
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end

@@ -95,6 +95,15 @@ class MessageDecoder:
         framer = self._c2s if from_client else self._s2c
         if framer is None:
             self.parse(payload, 0, len(payload), from_client)
+        elif seq == framer.next_seq and not (framer.buf or framer.resync or framer.ooo):
+            # The common case, without the framer's call layers: in order, nothing buffered, and
+            # the segment is exactly one message (a poll or its answer).
+            n = len(payload)
+            if self.message_length(payload, 0, n) == n <= framer.limit:
+                framer.next_seq = (seq + n) & 0xFFFFFFFF
+                self.parse(payload, 0, n, from_client)
+            else:
+                framer.add(seq, payload)
         else:
             framer.add(seq, payload)
 

@@ -53,10 +53,11 @@ DEVICE_ID_OBJECTS = {0: "vendor_name", 1: "product_code", 2: "revision", 3: "ven
 def message_length(buf: bytes, off: int, avail: int) -> int:
     if avail < 8:
         return NEED_MORE
+    length: int  # declared: unpack_from is untyped, and int() around it would be a call per message
     proto_id, length = _HH.unpack_from(buf, off + 2)
     if proto_id != 0 or length < 2 or length > MAX_LENGTH:
         return INVALID
-    return 6 + int(length)
+    return 6 + length
 
 
 def probe(payload: bytes, to_server: bool) -> bool:
@@ -106,6 +107,19 @@ class ModbusDecoder(MessageDecoder):
         fields: dict[str, Any] = {"transaction_id": tid, "unit_id": unit, "function_code": fc & 0x7F}
         key = (tid, unit)
         if from_client:
+            if fc <= 6 and fc and end - pdu == 5:
+                # The polling case (read coils/inputs/registers, write single), decoded in place.
+                address, value = _HH.unpack_from(buf, pdu + 1)
+                fields["address"] = address
+                if fc <= 4:
+                    fields["quantity"] = value
+                    if not 1 <= value <= (2000 if fc <= 2 else 125):
+                        self.anomaly("bad_quantity", f"Modbus function {fc} asks for {value} items")
+                    self.request(key, fc, "read", fields)
+                else:
+                    fields["value"] = value
+                    self.request(key, fc, "write", fields)
+                return
             operation = OPERATION_BY_FUNCTION.get(fc) or classify(fc, buf, pdu, end)
             if operation == "unknown":
                 self.anomaly("unknown_function", f"unknown Modbus function code {fc}")
@@ -119,8 +133,19 @@ class ModbusDecoder(MessageDecoder):
                 self.anomaly("bad_exception_code", f"Modbus exception code {code} is not defined")
             self.response(key, fc & 0x7F, classify(fc & 0x7F, buf, pdu, end), fields, exception=True)
             return
+        if 3 <= fc <= 4:
+            # Read registers, the polling answer, in place: byte count, then two bytes a register.
+            byte_count = buf[pdu + 1] if end - pdu >= 2 else -1
+            fields["byte_count"] = byte_count
+            if end - pdu == 2 + byte_count:
+                fields["values_count"] = byte_count // 2
+            else:
+                self.anomaly("bad_length", f"Modbus function {fc} response: byte count {byte_count}, "
+                             f"{end - pdu - 2} data bytes")  # fmt: skip
+            self.response(key, fc, "read", fields)
+            return
         self._response_fields(fc, buf, pdu, end, fields)
-        self.response(key, fc, classify(fc, buf, pdu, end), fields)
+        self.response(key, fc, OPERATION_BY_FUNCTION.get(fc) or classify(fc, buf, pdu, end), fields)
 
     def _request_fields(self, fc: int, buf: bytes, pdu: int, end: int, fields: dict[str, Any]) -> None:
         size = end - pdu

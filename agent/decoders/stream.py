@@ -29,19 +29,25 @@ _SEQ_MOD = 1 << 32
 
 
 class StreamFramer:
-    """One direction of one TCP connection."""
+    """One direction of one TCP connection.
+
+    ``buf`` (bytes of an incomplete message), ``resync`` (looking for a header after a gap) and
+    ``ooo`` (segments held behind a hole) are readable so that a caller can take the common case,
+    an in-order segment with nothing pending, without a call into the framer; it then advances
+    ``next_seq`` itself.
+    """
 
     __slots__ = (
-        "_buf",
-        "_limit",
         "_on_gap",
         "_on_message",
-        "_ooo",
-        "_ooo_bytes",
-        "_resync",
         "_tag",
+        "buf",
         "length",
+        "limit",
         "next_seq",
+        "ooo",
+        "ooo_bytes",
+        "resync",
     )
 
     def __init__(
@@ -51,13 +57,13 @@ class StreamFramer:
         self._on_message = on_message
         self._tag = tag
         self._on_gap = on_gap
-        self._limit = limit
+        self.limit = limit
         self.next_seq: int | None = None
-        self._buf = b""
-        self._ooo: dict[int, bytes] = {}
-        self._ooo_bytes = 0
+        self.buf = b""
+        self.ooo: dict[int, bytes] = {}
+        self.ooo_bytes = 0
         # Picked up mid-stream: the first bytes may be the tail of a message, so look for a header.
-        self._resync = False
+        self.resync = False
 
     def add(self, seq: int, data: bytes) -> None:
         """Add a segment's payload at TCP sequence number ``seq``."""
@@ -70,13 +76,13 @@ class StreamFramer:
         if delta == 0:
             n = len(data)
             self.next_seq = (seq + n) % _SEQ_MOD
-            if not self._buf and not self._resync and not self._ooo:
+            if not self.buf and not self.resync and not self.ooo:
                 # The common case: the segment starts with a message and holds whole messages.
                 length = self.length
                 off = 0
                 while off < n:
                     size = length(data, off, n - off)
-                    if size <= 0 or size > self._limit or off + size > n:
+                    if size <= 0 or size > self.limit or off + size > n:
                         break
                     self._on_message(data, off, size, self._tag)
                     off += size
@@ -84,7 +90,7 @@ class StreamFramer:
                     return
                 data = data[off:]
             self._consume(data)
-            if self._ooo:
+            if self.ooo:
                 self._drain()
         elif delta >= 1 << 31:
             # Before what we expect: a retransmission, possibly carrying some new bytes.
@@ -92,18 +98,18 @@ class StreamFramer:
             if overlap < len(data):
                 self.next_seq = (seq + len(data)) % _SEQ_MOD
                 self._consume(data[overlap:])
-                if self._ooo:
+                if self.ooo:
                     self._drain()
         else:
             # After a hole: hold it until the hole fills, within bounds.
-            if seq not in self._ooo:
-                self._ooo[seq] = data
-                self._ooo_bytes += len(data)
-            if len(self._ooo) > _MAX_OUT_OF_ORDER or self._ooo_bytes > self._limit:
+            if seq not in self.ooo:
+                self.ooo[seq] = data
+                self.ooo_bytes += len(data)
+            if len(self.ooo) > _MAX_OUT_OF_ORDER or self.ooo_bytes > self.limit:
                 self._skip_hole()
 
     def _drain(self) -> None:
-        ooo = self._ooo
+        ooo = self.ooo
         while ooo:
             expected = self.next_seq
             data = ooo.pop(expected, None) if expected is not None else None
@@ -111,64 +117,62 @@ class StreamFramer:
                 # Drop held segments that are now entirely behind the stream.
                 stale = [s for s in ooo if (s - (expected or 0)) % _SEQ_MOD >= 1 << 31]
                 for s in stale:
-                    self._ooo_bytes -= len(ooo.pop(s))
+                    self.ooo_bytes -= len(ooo.pop(s))
                 if not stale:
                     return
                 continue
-            self._ooo_bytes -= len(data)
+            self.ooo_bytes -= len(data)
             self.next_seq = ((expected or 0) + len(data)) % _SEQ_MOD
             self._consume(data)
 
     def _skip_hole(self) -> None:
         """Give up on a hole: drop the partial message and continue at the earliest held segment."""
         expected = self.next_seq or 0
-        first = min(self._ooo, key=lambda s: (s - expected) % _SEQ_MOD)
+        first = min(self.ooo, key=lambda s: (s - expected) % _SEQ_MOD)
         missing = (first - expected) % _SEQ_MOD
         self._on_gap("stream_gap", f"{missing} bytes missing from the TCP stream; resynchronising")
-        self._buf = b""
-        self._resync = True
+        self.buf = b""
+        self.resync = True
         self.next_seq = first
         self._drain()
 
     def finish(self) -> None:
         """The connection ended: skip the holes that never filled (each one counted), decode what
         was held behind them, and report an incomplete last message."""
-        while self._ooo:
+        while self.ooo:
             self._skip_hole()
-        if self._buf:
-            self._on_gap(
-                "truncated", f"{len(self._buf)} bytes of an incomplete message when the stream ended"
-            )
-            self._buf = b""
+        if self.buf:
+            self._on_gap("truncated", f"{len(self.buf)} bytes of an incomplete message when the stream ended")
+            self.buf = b""
 
     def gap(self) -> None:
         """The caller knows bytes were lost (e.g. capture drops): resynchronise at the next header."""
-        self._buf = b""
-        self._resync = True
+        self.buf = b""
+        self.resync = True
 
     def _consume(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        buf = self.buf + data if self.buf else data
         end = len(buf)
         off = 0
         length = self.length
         while off < end:
-            if self._resync:
+            if self.resync:
                 off = self._find_header(buf, off, end)
                 if off < 0:
-                    self._buf = b""
+                    self.buf = b""
                     return
-                self._resync = False
+                self.resync = False
             n = length(buf, off, end - off)
             if n == NEED_MORE:
                 break
             if n < 0:
                 self._on_gap("bad_header", f"invalid message header at stream offset {off}; resynchronising")
-                self._resync = True
+                self.resync = True
                 off += 1
                 continue
-            if n > self._limit:
-                self._on_gap("oversize", f"message length {n} exceeds the {self._limit}-byte buffer limit")
-                self._resync = True
+            if n > self.limit:
+                self._on_gap("oversize", f"message length {n} exceeds the {self.limit}-byte buffer limit")
+                self.resync = True
                 off += 1
                 continue
             if off + n > end:
@@ -176,11 +180,11 @@ class StreamFramer:
             self._on_message(buf, off, n, self._tag)
             off += n
         rest = buf[off:] if off < end else b""
-        if len(rest) > self._limit:
+        if len(rest) > self.limit:
             self._on_gap("oversize", f"{len(rest)} bytes buffered without a complete message")
             rest = b""
-            self._resync = True
-        self._buf = rest
+            self.resync = True
+        self.buf = rest
 
     def _find_header(self, buf: bytes, off: int, end: int) -> int:
         length = self.length

@@ -624,7 +624,7 @@ def _check_bounded(decoder: dnp3.Dnp3Decoder, messages: list[OtMessage]) -> None
     assert len(decoder._continuations) <= dnp3.MAX_CONTINUATIONS
     assert len(decoder.pending) <= decoder.ctx.config.max_pending
     for framer in (decoder._c2s, decoder._s2c):
-        assert framer is None or len(framer._buf) <= decoder.ctx.config.max_stream_buffer
+        assert framer is None or len(framer.buf) <= decoder.ctx.config.max_stream_buffer
     for m in messages:
         assert m.operation in OPERATIONS and len(m.fields["objects"]) <= dnp3.MAX_LISTED_OBJECTS
 

@@ -761,4 +761,4 @@ def test_stream_buffers_stay_bounded(chunks: list[bytes]) -> None:
     for chunk in [encap(0x6F)[:2] + b"\xff\xff" + encap(0x6F)[4:], *chunks]:
         dec.feed_segment(True, seq, chunk, 0.0, 1, 0)
         seq += len(chunk)
-        assert dec._c2s is not None and len(dec._c2s._buf) <= limit
+        assert dec._c2s is not None and len(dec._c2s.buf) <= limit

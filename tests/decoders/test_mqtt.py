@@ -371,7 +371,7 @@ def _feed(segments: list[tuple[bool, bytes]]) -> None:
         decoder.feed_segment(to_server, seq[to_server], data, float(cnt), cnt, 0)
         seq[to_server] += len(data)
         for framer in (decoder._c2s, decoder._s2c):
-            assert framer is not None and len(framer._buf) <= config.max_stream_buffer
+            assert framer is not None and len(framer.buf) <= config.max_stream_buffer
         assert len(decoder.pending) <= config.max_pending
     decoder.close("shutdown")
     assert len(decoder.pending) == 0

@@ -644,7 +644,7 @@ def _feed(segments: list[tuple[bool, bytes]]) -> None:
     for to_server, data in segments:
         feed(to_server, data)
         for framer in (decoder._c2s, decoder._s2c):
-            assert framer is not None and len(framer._buf) <= 4096
+            assert framer is not None and len(framer.buf) <= 4096
         assert len(decoder._chunks) <= opcua.MAX_REASSEMBLIES
         assert all(r.size <= 4096 for r in decoder._chunks.values())
         assert len(decoder.pending) <= 64

@@ -606,7 +606,7 @@ class Harness:
     def check_bounds(self) -> None:
         decoder = self.decoder
         for framer in (decoder._c2s, decoder._s2c):
-            assert framer is not None and len(framer._buf) <= self.config.max_stream_buffer
+            assert framer is not None and len(framer.buf) <= self.config.max_stream_buffer
         assert all(f is None or len(f) <= cotp.MAX_TSDU for f in decoder._frags)
         assert len(decoder._deferred) <= s7comm.MAX_DEFERRED
 

@@ -98,8 +98,8 @@ def test_arbitrary_segments_never_raise_and_stay_bounded(segments: list[tuple[in
     r = Recorder(limit=512)
     for seq, data in segments:
         r.framer.add(seq, data)
-        assert len(r.framer._buf) <= 512
-        assert len(r.framer._ooo) <= 33
+        assert len(r.framer.buf) <= 512
+        assert len(r.framer.ooo) <= 33
 
 
 def test_finish_decodes_what_waits_behind_a_hole_and_reports_a_partial_message() -> None:
