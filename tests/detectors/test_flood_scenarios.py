@@ -271,6 +271,15 @@ def test_cyclic_io_jitter_and_losses_are_what_was_injected(runs: Any) -> None:
     assert abs(jitter - worst) <= 1e-6
 
 
+@pytest.mark.parametrize("name", ["floods-cyclic-io", "floods-plc-unresponsive"])
+def test_the_control_health_scenarios_break_no_conduit_rule(runs: Any, name: str) -> None:
+    """The scanner's session, Forward Open and UDP 2222 I/O to its drive are what rule drive-io allows
+    (the port's guess, enip-io, becomes enip once decoded); a reset or silence is no violation."""
+    sink, _pipeline, _labels = runs[name]
+    assert [e.fields["alert"]["signature"] for e in sink.events if e.event_type == "alert"
+            and e.fields["alert"]["signature_id"] < 9100200] == []  # fmt: skip
+
+
 def test_an_unresponsive_plc_leaves_unanswered_requests_and_a_reset_connection(runs: Any) -> None:
     _sink, pipeline, labels = runs["floods-plc-unresponsive"]
     assert pipeline.floods is not None
