@@ -364,16 +364,18 @@ class FloodDetector:
             if interval is not None and interval != stream.period:
                 stream.set_period(interval, PERIOD_FROM_FORWARD_OPEN)
         seq = fields.get("sequence")
-        # Losses the decoder counted itself: GOOSE sqNum/stNum steps, PROFINET cycle counter steps.
-        missing = fields.get("sq_gap", 0) + fields.get("st_gap", 0) + fields.get("cycle_gap", 0)
-        tal = fields.get("time_allowed_to_live")
-        stream.on_frame(
-            msg.ts,
-            seq if isinstance(seq, int) else None,
-            missing if isinstance(missing, int) else 0,
-            fields.get("state_change") is True,
-            tal / 1000.0 if isinstance(tal, int) and tal > 0 else 0.0,
-        )
+        if stream.bursty:
+            # GOOSE counts its own losses (sqNum/stNum steps) and promises the next message in time.
+            tal = fields.get("time_allowed_to_live")
+            stream.on_frame(
+                msg.ts,
+                None,
+                fields.get("sq_gap", 0) + fields.get("st_gap", 0),
+                fields.get("state_change") is True,
+                tal / 1000.0 if isinstance(tal, int) and tal > 0 else 0.0,
+            )
+        else:  # CIP: the sequence number; PROFINET: cycles missed by the counter
+            stream.on_frame(msg.ts, seq if isinstance(seq, int) else None, fields.get("cycle_gap", 0))
 
     def _on_forward_open(self, msg: OtMessage) -> None:
         """A CIP Forward Open request or successful reply: the intervals of the I/O it sets up."""

@@ -201,3 +201,19 @@ def test_goose_losses_counted_by_the_decoder_reach_the_gap_counter() -> None:
         detector.on_message(_msg(link, float(i), True, REQUEST, 1, "io", fields, protocol="goose"))
     (stream,) = detector.cyclic[link].values()
     assert stream.bursty and stream.gaps == 4 and stream.bound == 2.0
+
+
+def test_profinet_frame_ids_are_separate_streams_and_missed_cycles_are_gaps() -> None:
+    detector = FloodDetector(None, lambda *_a: None)
+    link = Flow((b"\x01" * 6, b"\x02" * 6, 0, 0, 0x8892, ()), 1, 4, 0.0, 0, 0, 600.0)
+    for i in range(30):
+        for frame_id in (0x8001, 0x8002):
+            gap = 2 if (frame_id, i) == (0x8002, 20) else 0
+            fields = {"frame_id": frame_id, "cycle_counter": i * 32, "cycle_gap": gap}
+            detector.on_message(
+                _msg(link, i * 0.001, True, REQUEST, frame_id, "io", fields, protocol="profinet")
+            )
+    streams = detector.cyclic[link]
+    assert len(streams) == 2
+    assert sorted(s.gaps for s in streams.values()) == [0, 2]
+    assert all(s.period == pytest.approx(0.001) for s in streams.values())
