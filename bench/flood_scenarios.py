@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import math
 import random
@@ -33,7 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.gen_plant import ACK, MSS, PA, Seg, Tcp, dirs, mb_read_req, mb_read_resp, pcap_global_header, smb2
+from bench import enip_frames as enip
+from bench.gen_plant import (
+    ACK,
+    MSS,
+    PA,
+    RST,
+    Seg,
+    Tcp,
+    dirs,
+    mb_read_req,
+    mb_read_resp,
+    pcap_global_header,
+    smb2,
+)
 from bench.scenarios import (
     BACKUP_1,
     HMI_1,
@@ -57,6 +71,9 @@ SPAN = Seg(200)  # the control-room VLAN, where the sensor sees every flow of th
 RTO_US = 210_000  # HMI retransmission timeout after a lost request (Windows/Linux minimum ~200 ms)
 SMB2_READ = 8
 SIS_EWS = Node("sis-ews", "10.31.50.60", _mac("00:0e:8c:32:0b:60"), 150, 128, "sis")
+# The intake pump's variable-speed drive (Altivar with an EtherNet/IP adapter), scanned by plc-f1.
+DRV_F1 = Node("drv-f1", "10.31.10.31", _mac("00:80:f4:1f:0a:31"), 110, 64, "cell-filtration")
+CELL_SPAN = Seg(110)  # the filter gallery's access switch, where plc-f1 and drv-f1 are connected
 
 _REC = struct.Struct("<IIII")
 
@@ -105,6 +122,7 @@ class Sc:
     raises: list[dict[str, Any]] = field(default_factory=list)
     never: list[str] = field(default_factory=list)
     loops: list[dict[str, Any]] = field(default_factory=list)
+    cyclic: list[dict[str, Any]] = field(default_factory=list)  # cyclic I/O streams and what they carry
 
     def rng(self, label: str) -> random.Random:
         return random.Random(f"conduitwatch-floods:{self.seed}:{self.name}:{label}")
@@ -420,12 +438,240 @@ def safety_crossing(sc: Sc) -> None:
     sc.never = ["backup_interference", "control_degradation"]
 
 
+# ------------------------------------------------------------------------------------ cyclic I/O
+
+IO_DRIVE = enip.Connection(
+    serial=0x4A17,
+    vendor=0x00F3,  # the scanner's vendor id
+    originator_serial=0x0A1F0B11,
+    ot_id=0x6E3B0002,
+    to_id=0x2F1C0001,
+    rpi_us=15_000,  # asked for 15 ms; the drive's I/O task runs every 4 ms and grants 16 ms
+    api_us=16_000,
+    ot_size=2 + 4 + 4,  # sequence count, run/idle header, control word and speed reference
+    to_size=2 + 8,  # sequence count, status word, output speed, motor current, thermal state
+    path=bytes([0x20, 0x04, 0x24, 0x05, 0x2C, 0x64, 0x2C, 0x65]),  # configuration 5, output 100, input 101
+)
+
+
+def _nearest_rank(ordered: list[int], q: float) -> int:
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def io_stream(
+    sc: Sc,
+    label: str,
+    way: Any,
+    connection_id: int,
+    period_us: int,
+    first: int,
+    end: int,
+    jitter_us: Callable[[int], int],
+    lost: set[int],
+    data_len: int,
+    run_idle: bool,
+) -> dict[str, Any]:
+    """A class-1 producer: a datagram every ``period_us`` (plus ``jitter_us``), sequence numbers counting
+    every frame produced, the ``lost`` ones (by index) never reaching the sensor. Returns what the agent
+    must measure: frames missing from the sequence, and the jitter it reports (p99 of |interval -
+    period| over the intervals that end in the stream's last 10 s)."""
+    rng = sc.rng(label)
+    sent: list[int] = []
+    k = 0
+    while first + k * period_us <= end:
+        t = first + k * period_us + jitter_us(first + k * period_us)
+        if k not in lost:
+            data = bytes(rng.randrange(256) for _ in range(data_len))
+            sc.add(t, way.udp(enip.io_datagram(connection_id, k + 1, k + 1, data, run_idle)))
+            sent.append(t)
+        k += 1
+    last = sent[-1]
+    window = [b - a for a, b in itertools.pairwise(sent) if b >= last - 10_000_000]
+    return {
+        "connection_id": connection_id,
+        "frames": len(sent),
+        "missing": len(lost),
+        "period_s": period_us / 1e6,
+        "jitter_p99_s": _nearest_rank(sorted(abs(w - period_us) for w in window), 99) / 1e6,
+    }
+
+
+def cyclic_io(sc: Sc) -> None:
+    sc.title = "Cyclic EtherNet/IP I/O between the filtration PLC and its intake pump drive"
+    sc.description = (
+        "Tuesday 10:30 local, filter gallery switch (VLAN 110): plc-f1 registers a session with drv-f1 "
+        "on TCP 44818 and opens a class-1 connection (Forward Open, RPI 15 ms both ways; the drive grants "
+        "16 ms, its I/O task running every 4 ms), then both produce over UDP 2222 for 30 s. The PLC sends "
+        "within +-0.1 ms of its period; the drive within +-0.25 ms, and within +-2 ms for 4 s while it "
+        "writes its fault log to flash. A marginal patch cable on the drive's port costs four of its "
+        "frames and one of the PLC's (the switch discards them for CRC errors). Nothing may be raised; "
+        "the agent must measure the labelled jitter against the granted 16 ms and the labelled losses."
+    )
+    start = local_us(TUESDAY, "10:30:00")
+    conn = IO_DRIVE
+    rng = sc.rng("explicit")
+    c, s = dirs(CELL_SPAN, PLC_F1, DRV_F1, rng.randrange(49152, 65000), 44818, "tcp", rng)
+    tcp = Tcp(c, s, rng, cwin=0x0400, swin=0x0400)
+    t = start + 500_000
+    for pkt_t, frame in tcp.handshake(t, 250, 90):
+        sc.add(pkt_t, frame)
+    context = bytes(8)
+    session = 0x00012A10
+    t += 2_000
+    sc.add(t, tcp.cs(t, enip.encap(enip.REGISTER_SESSION, 0, context, enip.register_session()))[1])
+    t += 700
+    sc.add(t, tcp.sc(t, enip.encap(enip.REGISTER_SESSION, session, context, enip.register_session()))[1])
+    t += 1_500
+    context = (1).to_bytes(8, "little")
+    sc.add(t, tcp.cs(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_open_request(conn)))[1])
+    t += 1_900
+    sc.add(t, tcp.sc(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_open_reply(conn)))[1])
+    sc.add(t + 40_000, tcp.cs(t + 40_000, b"", ACK)[1])
+    io_start = t + 1_200
+    io_end = io_start + 30_000_000
+    busy = (io_start + 18_000_000, io_start + 22_000_000)
+    ot_way, to_way = dirs(CELL_SPAN, PLC_F1, DRV_F1, 2222, 2222, "udp", rng)
+    plc_rng, drive_rng = sc.rng("plc-timer"), sc.rng("drive-timer")
+
+    def plc_jitter(_t: int) -> int:
+        return plc_rng.randint(-100, 100)
+
+    def drive_jitter(t: int) -> int:
+        spread = 2_000 if busy[0] <= t < busy[1] else 250
+        return 2_500 + drive_rng.randint(-spread, spread)  # the drive starts producing 2.5 ms after the PLC
+
+    ot = io_stream(sc, "o2t", ot_way, conn.ot_id, conn.api_us, io_start, io_end, plc_jitter, {800}, 8, True)
+    to = io_stream(
+        sc, "t2o", to_way, conn.to_id, conn.api_us, io_start, io_end, drive_jitter, {420, 421, 1100, 1460}, 8,
+        False,
+    )  # fmt: skip
+    for stream, src, dst, way in ((ot, PLC_F1, DRV_F1, "O->T"), (to, DRV_F1, PLC_F1, "T->O")):
+        sc.cyclic.append({"protocol": "enip", "zone": "cell-filtration", "src_ip": src.ip, "dest_ip": dst.ip,
+                          "direction": way, "requested_rpi_s": conn.rpi_us / 1e6, **stream})  # fmt: skip
+    t = io_end + 30_000
+    context = (2).to_bytes(8, "little")
+    sc.add(t, tcp.cs(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_close_request(conn)))[1])
+    t += 1_600
+    sc.add(t, tcp.sc(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_close_reply(conn)))[1])
+    for pkt_t, frame in tcp.close(t + 5_000, 300, 90):
+        sc.add(pkt_t, frame)
+    sc.never = list(NEVER_ANY)
+
+
+# ------------------------------------------------------------------------------ unresponsive PLC
+
+RESPONSE_TIMEOUT_US = 500_000  # the HMI driver's response timeout
+GIVE_UP_AFTER = 6  # timeouts in a row before the driver aborts the connection
+RECONNECT_US = 1_000_000
+
+
+def unresponsive_poll(sc: Sc, poll: Poll, start: int, end: int, outage: tuple[int, int]) -> tuple[int, int]:
+    """``poll`` whose PLC leaves the requests that reach it in ``outage`` unanswered (its TCP stack
+    still acknowledges them). The HMI times each out after 500 ms, asks again, and after six in a row
+    aborts the connection with a reset and reconnects a second later. Returns (first unanswered request,
+    first answered one after it)."""
+    rng = sc.rng(f"poll:{poll.client.name}>{poll.server.name}")
+
+    def connect(at: int) -> Tcp:
+        c, s = dirs(SPAN, poll.client, poll.server, rng.randrange(49152, 65000), 502, "tcp", rng)
+        tcp = Tcp(c, s, rng, cwin=0x0201, swin=0x0010)
+        for pkt_t, frame in tcp.handshake(at, 900, 150):
+            sc.add(pkt_t, frame)
+        return tcp
+
+    tcp = connect(start)
+    tid = rng.randrange(1, 0x4000)
+    latencies: list[float] = []
+    unanswered = resets = misses = 0
+    first_miss = recovered = 0
+    t = due = start + 2000
+    while t < end:
+        sc.add(t, tcp.cs(t, mb_read_req(tid, 1, 100, 10))[1])
+        tid = (tid + 1) & 0xFFFF
+        if outage[0] <= t < outage[1]:
+            sc.add(t + 300, tcp.sc(t + 300, b"", ACK)[1])
+            unanswered += 1
+            misses += 1
+            first_miss = first_miss or t
+            t = due = t + RESPONSE_TIMEOUT_US
+            if misses == GIVE_UP_AFTER:
+                sc.add(t, tcp.cs(t, b"", RST | ACK)[1])  # abortive close (SO_LINGER 0)
+                resets += 1
+                misses = 0
+                tcp = connect(t + RECONNECT_US)
+                t = due = t + RECONNECT_US + 2000
+            continue
+        response_t = t + 100 + rng.randint(*poll.proc_us) + 100
+        values = struct.pack(">10H", *(rng.randrange(0, 4000) for _ in range(10)))
+        sc.add(response_t, tcp.sc(response_t, mb_read_resp((tid - 1) & 0xFFFF, 1, values))[1])
+        latencies.append((response_t - t) / 1e6)
+        if first_miss and not recovered:
+            recovered = t
+        due += poll.period_us
+        t = max(due + rng.randint(-300, 300), response_t + 200)
+    for pkt_t, frame in tcp.close(t + 500, 900, 150):
+        sc.add(pkt_t, frame)
+    sc.loops.append({
+        "client_ip": poll.client.ip,
+        "server_ip": poll.server.ip,
+        "protocol": "modbus",
+        "requests": len(latencies),  # answered ones: the latency samples
+        "unanswered": unanswered,
+        "resets": resets,
+        "retransmissions": 0,
+        "latency_s": _percentiles(latencies),
+        "latency_during_flood_s": None,
+    })  # fmt: skip
+    return first_miss, recovered
+
+
+def plc_unresponsive(sc: Sc) -> None:
+    sc.title = "A PLC stops answering; its HMI keeps asking, then resets the connection"
+    sc.description = (
+        "Tuesday 15:00 local: plc-f2's Ethernet module loses its backplane link to the CPU for about 4 s "
+        "(a module firmware fault). Its TCP stack still acknowledges hmi-1's Modbus requests but no answer "
+        "comes; the HMI driver times each request out after 500 ms and asks again, and after six timeouts "
+        "aborts the connection with a TCP reset and reconnects a second later, when the PLC answers again. "
+        "hmi-1's polling of plc-f1 goes on undisturbed. No bulk traffic. Expected: control degradation of "
+        "the hmi-1 -> plc-f2 loop (a request counts as unanswered only 1 s after it was sent), six "
+        "unanswered requests, one reset control connection, and never an overload or interference."
+    )
+    start = local_us(TUESDAY, "15:00:00")
+    outage = (start + 15_000_000, start + 18_900_000)
+    run_plant(sc, start, 30, POLLS[:1], [], queued=False)
+    poll = Poll(HMI_1, PLC_F2, 100_000, (1800, 5200))
+    first_miss, recovered = unresponsive_poll(sc, poll, start + 37_000, start + 30_000_000, outage)
+    sc.raises.append({
+        "kind": "control_degradation",
+        "client_ip": HMI_1.ip,
+        "server_ip": PLC_F2.ip,
+        "onset": iso_utc(first_miss),
+        "onset_s": first_miss / 1e6,
+        # Silence is only known once a request has waited 1 s, then two judgements confirm it.
+        "detect_within_s": 3.0,
+        "end": iso_utc(recovered),
+        "end_s": recovered / 1e6,
+    })  # fmt: skip
+    sc.never = ["bulk_into_control_zone", "bulk_over_budget", "backup_outside_window", "backup_interference"]
+
+
+NEVER_ANY = (
+    "bulk_into_control_zone",
+    "bulk_over_budget",
+    "backup_outside_window",
+    "control_degradation",
+    "backup_interference",
+)
+
+
 SCENARIOS: dict[str, Callable[[Sc], None]] = {
     "floods-normal-day": normal_day,
     "floods-uplink-saturation": uplink_saturation,
     "floods-short-burst": short_burst,
     "floods-plc-degrading": plc_degrading,
     "floods-safety-crossing": safety_crossing,
+    "floods-cyclic-io": cyclic_io,
+    "floods-plc-unresponsive": plc_unresponsive,
 }
 
 
@@ -458,6 +704,7 @@ def build(name: str, seed: int) -> tuple[bytes, dict[str, Any]]:
         "raises": sc.raises,
         "never": sc.never,
         "loops": sc.loops,
+        **({"cyclic": sc.cyclic} if sc.cyclic else {}),
     }
     return gzip.compress(out, compresslevel=9, mtime=0), labels
 

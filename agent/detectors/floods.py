@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
+from agent.decoders.cip import FORWARD_OPEN, LARGE_FORWARD_OPEN
+from agent.detectors.cip_connections import CipConnections
+from agent.detectors.health import FORWARD_OPEN as PERIOD_FROM_FORWARD_OPEN
 from agent.detectors.health import (
     JUDGE_EVERY_S,
     LATENCY_BUCKETS,
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
     from agent.policy.model import Conduit, Zone
 
 OT_PROTOCOLS = CATEGORIES.get("ot", frozenset())
+FORWARD_OPENS = frozenset({FORWARD_OPEN, LARGE_FORWARD_OPEN})
+# Cyclic protocols that send on events as well as on a heartbeat (IEC 61850-8-1 retransmission).
+BURSTY = frozenset({"goose", "rgoose"})
 NO_ZONE = "none"
 
 
@@ -124,9 +130,13 @@ class FloodDetector:
         self.bulk_bytes: dict[tuple[str, str, str], int] = {}  # (zone, in|out, category)
         self.latency: dict[tuple[str, str], LatencyHistogram] = {}  # (zone, protocol)
         self.unanswered: dict[tuple[str, str], int] = {}
-        self.cyclic: dict[Flow, dict[tuple[bool, int], Cyclic]] = {}  # by flow: dropped with it
+        self.cyclic: dict[Flow, dict[tuple[bool, int, int], Cyclic]] = {}  # by flow: dropped with it
         self.cyclic_count = 0
         self.cyclic_dropped = 0
+        self.cip = CipConnections()  # CIP I/O connections' intervals from their Forward Opens
+        # The jitter each (zone, protocol) had when its last stream ended: the gauge keeps showing it
+        # until a stream of the zone and protocol runs again (a replay's streams all end with it).
+        self.cyclic_last_jitter: dict[tuple[str, str], float] = {}
         self.sequence_gaps: dict[tuple[str, str], int] = {}
         self.resets: dict[tuple[str, str], int] = {}  # control flows ended by a TCP reset
 
@@ -257,6 +267,9 @@ class FloodDetector:
             self.cyclic_count -= len(streams)
             for stream in streams.values():
                 self._fold_gaps(stream)
+                jitter = stream.jitter()
+                if jitter is not None:
+                    self.cyclic_last_jitter[(stream.zone, stream.protocol)] = jitter
 
     def _sample(self, tr: Tracked, now: float) -> None:
         """Move the bytes a flow carried since the last sample into its scopes' current bins."""
@@ -303,6 +316,8 @@ class FloodDetector:
         if msg.operation == "io":
             self._on_cyclic(msg)
             return
+        if msg.function in FORWARD_OPENS and msg.protocol == "enip":
+            self._on_forward_open(msg)
         if direction == RESPONSE and msg.latency_s is None:
             return
         flow = msg.flow
@@ -333,7 +348,9 @@ class FloodDetector:
     def _on_cyclic(self, msg: OtMessage) -> None:
         fields = msg.fields
         connection = fields.get("connection_id")
-        key = (msg.to_server, connection if isinstance(connection, int) else -1)
+        connection_id = connection if isinstance(connection, int) else -1
+        # One stream per direction and connection (CIP), APPID (GOOSE) or frame id (PROFINET).
+        key = (msg.to_server, connection_id, msg.function)
         streams = self.cyclic.get(msg.flow)
         stream = streams.get(key) if streams is not None else None
         if stream is None:
@@ -341,11 +358,40 @@ class FloodDetector:
                 self.cyclic_dropped += 1
                 return
             src_zone, dst_zone, _ = self._zones_of(msg.flow)
-            stream = Cyclic(dst_zone if msg.to_server else src_zone, msg.protocol)
+            stream = Cyclic(dst_zone if msg.to_server else src_zone, msg.protocol, msg.protocol in BURSTY)
             self.cyclic.setdefault(msg.flow, {})[key] = stream
             self.cyclic_count += 1
+        if connection_id >= 0 and stream.rpi_generation != self.cip.generation:
+            stream.rpi_generation = self.cip.generation  # look up again only when a Forward Open was seen
+            interval = self.cip.interval(msg.flow.src, msg.flow.dst, connection_id)
+            if interval is not None and interval != stream.period:
+                stream.set_period(interval, PERIOD_FROM_FORWARD_OPEN)
         seq = fields.get("sequence")
-        stream.on_frame(msg.ts, seq if isinstance(seq, int) else None)
+        if stream.bursty:
+            # GOOSE counts its own losses (sqNum/stNum steps) and promises the next message in time.
+            tal = fields.get("time_allowed_to_live")
+            stream.on_frame(
+                msg.ts,
+                None,
+                fields.get("sq_gap", 0) + fields.get("st_gap", 0),
+                fields.get("state_change") is True,
+                tal / 1000.0 if isinstance(tal, int) and tal > 0 else 0.0,
+            )
+        else:  # CIP: the sequence number; PROFINET: cycles missed by the counter
+            stream.on_frame(msg.ts, seq if isinstance(seq, int) else None, fields.get("cycle_gap", 0))
+
+    def _on_forward_open(self, msg: OtMessage) -> None:
+        """A CIP Forward Open request or successful reply: the intervals of the I/O it sets up."""
+        cip_fields = msg.fields.get("cip")
+        params = cip_fields.get("forward_open") if isinstance(cip_fields, dict) else None
+        if not isinstance(params, dict):
+            return
+        flow = msg.flow
+        sender, receiver = (flow.src, flow.dst) if msg.to_server else (flow.dst, flow.src)
+        if msg.direction == REQUEST:
+            self.cip.on_request(sender, receiver, params)
+        elif not msg.exception:
+            self.cip.on_reply(receiver, sender, params)
 
     def _fold_gaps(self, stream: Cyclic) -> None:
         if stream.gaps > stream.gaps_reported:
@@ -780,6 +826,9 @@ class FloodDetector:
             "loops_dropped": self.loops_dropped,
             "cyclic_streams": self.cyclic_count,
             "cyclic_dropped": self.cyclic_dropped,
+            "cip_connections": len(self.cip.intervals),
+            "cip_connections_evicted": self.cip.evicted,
+            "forward_opens_unreplied_dropped": self.cip.pending_dropped,
             "incidents": dict(self.incidents.total),
             "incidents_open": self.incidents.active_counts(),
         }
@@ -802,11 +851,13 @@ class FloodDetector:
         return out
 
     def jitter_by_zone(self) -> dict[tuple[str, str], float]:
-        """Worst jitter per (zone, protocol) now: polling loops (last second) and cyclic streams (10 s).
+        """Worst jitter per (zone, protocol) now: polling loops (last second) and cyclic streams (10 s);
+        a (zone, protocol) whose cyclic streams have all ended keeps the jitter its last one ended with.
 
         Computed when asked (a scrape), not per judgement: nothing on the packet path pays for it.
         """
         jitter: dict[tuple[str, str], float] = {}
+        running: set[tuple[str, str]] = set()
         for loop in list(self.loops.values()):
             intervals = [i for _, i in list(loop.intervals)]
             if intervals:
@@ -817,7 +868,11 @@ class FloodDetector:
                 value = stream.jitter()
                 if value is not None:
                     key = (stream.zone, stream.protocol)
+                    running.add(key)
                     jitter[key] = max(jitter.get(key, 0.0), value)
+        for key, value in list(self.cyclic_last_jitter.items()):
+            if key not in running:
+                jitter[key] = max(jitter.get(key, 0.0), value)
         return jitter
 
     def collect_metrics(self) -> Iterable[Any]:
@@ -856,7 +911,8 @@ class FloodDetector:
             latency.add_metric((zone, protocol), buckets, hist.total)
         yield latency
         jitter = GaugeMetricFamily("conduitwatch_cyclic_interarrival_jitter_seconds",
-                                   "p99 of |interval - usual interval| of polling requests, last second",
+                                   "p99 of |interval - expected interval| of polling requests (last second) "
+                                   "and cyclic I/O (last 10 s; the last value once a stream ended)",
                                    labels=("zone", "protocol"))  # fmt: skip
         for (zone, protocol), value in self.jitter_by_zone().items():
             jitter.add_metric((zone, protocol), value)

@@ -260,44 +260,78 @@ class Loop:
         return [lat for _, lat in self.samples]
 
 
-CYCLIC_LEARN = 20  # intervals that teach a cyclic stream its period
+CYCLIC_LEARN = 20  # intervals that teach a cyclic stream its period (when its set-up was not seen)
 CYCLIC_WINDOW_S = 10.0
 SEQ_MOD = 1 << 32
+OBSERVED = "observed"  # period_source: the median of the first intervals
+FORWARD_OPEN = "forward_open"  # period_source: the CIP Forward Open that set the connection up
 
 
 @dataclass(slots=True)
 class Cyclic:
     """One cyclic I/O stream (CIP class 0/1 connection, PROFINET RT, GOOSE): period, jitter and gaps.
 
-    The period is learned from the first intervals (their median); jitter is the p99 of
-    |interval - period| over the last 10 s. A sequence number that jumps by more than one means
-    frames were lost (or never sent); a jump backwards (a restarted connection) is not a gap.
+    The period is what the connection was set up with when that was seen (a CIP Forward Open's actual
+    packet interval, ``set_period``), else the median of the first intervals. Jitter is the p99 of
+    |interval - expected interval| over the last 10 s. A sequence number that jumps by more than one
+    means frames were lost (or never sent); a jump backwards (a restarted connection) is not a gap.
+    Protocols that count their losses themselves (GOOSE sqNum/stNum, PROFINET cycle counter) pass
+    them as ``missing``.
+
+    GOOSE is not strictly periodic: an event is sent at once and repeated at growing intervals up
+    to the heartbeat (IEC 61850-8-1), each message promising the next within its timeAllowedToLive.
+    So for a ``bursty`` stream the interval ending at an event and the fast repetitions after it
+    (shorter than half the expected interval) are not jitter, and the promise bounds the expected
+    interval: a heartbeat learned longer than the time allowed to live is judged against the latter.
     """
 
     zone: str
     protocol: str
+    bursty: bool = False
     last_ts: float = -1.0
     last_seq: int = -1
     learning: list[float] = field(default_factory=list)
     period: float = 0.0
+    period_source: str = ""
+    bound: float = 0.0  # the time allowed to live last promised (s); 0: none
+    rpi_generation: int = -1  # the connection table's generation this stream last looked its period up in
     intervals: deque[tuple[float, float]] = field(default_factory=deque)
     gaps: int = 0
     gaps_reported: int = 0
 
-    def on_frame(self, ts: float, seq: int | None) -> None:
-        if self.last_ts >= 0:
+    def set_period(self, period: float, source: str) -> None:
+        if period > 0:
+            self.period = period
+            self.period_source = source
+            self.learning = []
+
+    def expected(self) -> float:
+        """The interval a frame is due in: the period, never more than the promised time to live."""
+        if self.bound and self.bound < self.period:
+            return self.bound
+        return self.period
+
+    def on_frame(
+        self, ts: float, seq: int | None, missing: int = 0, event: bool = False, bound: float = 0.0
+    ) -> None:
+        if self.last_ts >= 0 and not event:
             interval = ts - self.last_ts
             if not self.period:
                 self.learning.append(interval)
                 if len(self.learning) >= CYCLIC_LEARN:
                     self.period = statistics.median(self.learning)
+                    self.period_source = OBSERVED
                     self.learning = []
-            else:
+            elif not (self.bursty and interval < self.expected() / 2):
                 self.intervals.append((ts, interval))
                 horizon = ts - CYCLIC_WINDOW_S
                 while self.intervals and self.intervals[0][0] < horizon:
                     self.intervals.popleft()
         self.last_ts = ts
+        if bound > 0:
+            self.bound = bound
+        if missing > 0:
+            self.gaps += missing
         if seq is not None:
             if self.last_seq >= 0:
                 step = (seq - self.last_seq) % SEQ_MOD
@@ -308,4 +342,5 @@ class Cyclic:
     def jitter(self) -> float | None:
         if not self.period or not self.intervals:
             return None
-        return percentile([abs(i - self.period) for _, i in self.intervals], 99)
+        expected = self.expected()
+        return percentile([abs(i - expected) for _, i in self.intervals], 99)

@@ -41,9 +41,11 @@ AUDIT = (9100100, 3, "Audited industrial operation", ("SR 2.8",), ("A.8.15", "A.
 
 _ANY_PROTO_GUESSES = frozenset({"", "unknown"})
 # A port guess that a decoder will refine: until the payload decides, rules for any of these match.
-# (TCP 102 carries S7comm, S7comm-plus or IEC 61850 MMS behind the same TPKT/COTP start.)
+# (TCP 102 carries S7comm, S7comm-plus or IEC 61850 MMS behind the same TPKT/COTP start; UDP 2222's
+# class-1 I/O is decoded as enip, the EtherNet/IP decoder reading both.)
 _PENDING_GUESSES: dict[str, frozenset[str]] = {
     "iso-tsap": frozenset({"iso-tsap", "s7comm", "s7comm_plus", "mms"}),
+    "enip-io": frozenset({"enip-io", "enip"}),
 }
 
 

@@ -40,6 +40,7 @@ class Events:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.cyclic: list[dict[str, Any]] = []  # the cyclic streams as their flows ended
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -58,11 +59,26 @@ class Events:
         ]
 
 
+class CyclicProbe:
+    """A consumer ahead of the flood detector: what each cyclic stream measured when its flow ended."""
+
+    def __init__(self, pipeline: Pipeline, into: list[dict[str, Any]]) -> None:
+        self.pipeline, self.into = pipeline, into
+
+    def on_flow_end(self, flow: Any, _reason: str) -> None:
+        assert self.pipeline.floods is not None
+        for key, stream in self.pipeline.floods.cyclic.get(flow, {}).items():
+            self.into.append({"connection_id": key[1], "zone": stream.zone, "protocol": stream.protocol,
+                              "period": stream.period, "period_source": stream.period_source,
+                              "jitter": stream.jitter(), "gaps": stream.gaps})  # fmt: skip
+
+
 def replay(path: Path, realtime: bool = False) -> tuple[Events, Pipeline]:
     compiled, problems = compile_policy(str(POLICY))
     assert compiled is not None, problems
     sink = Events()
     pipeline = Pipeline(PipelineConfig(), sinks=[sink], policy=compiled)
+    pipeline.consumers.insert(0, CyclicProbe(pipeline, sink.cyclic))
     source = ReplaySource([str(path)])
     try:
         pipeline.run(source, paced(source, lambda: False) if realtime else None)
@@ -230,6 +246,47 @@ def test_latency_percentiles_agree_with_injected_delays(runs: Any, name: str) ->
         assert got["samples"] == want["samples"] == loop["requests"]
         for q in ("p50", "p95", "p99"):
             assert abs(got[q] - want[q]) <= 0.001, (q, got[q], want[q])
+
+
+def test_cyclic_io_jitter_and_losses_are_what_was_injected(runs: Any) -> None:
+    """CIP class-1 I/O set up by a Forward Open: each stream is judged against the interval the drive
+    granted (not the one asked for, nor the median seen), its jitter over the last 10 s and the frames
+    missing from its sequence are the generator's."""
+    sink, pipeline, labels = runs["floods-cyclic-io"]
+    streams = {s["connection_id"]: s for s in sink.cyclic}
+    assert len(labels["cyclic"]) == 2 and set(streams) == {c["connection_id"] for c in labels["cyclic"]}
+    for want in labels["cyclic"]:
+        got = streams[want["connection_id"]]
+        assert (got["zone"], got["protocol"]) == (want["zone"], want["protocol"])
+        assert got["period_source"] == "forward_open" and got["period"] == want["period_s"]
+        assert want["period_s"] != want["requested_rpi_s"]
+        assert got["gaps"] == want["missing"] > 0
+        assert abs(got["jitter"] - want["jitter_p99_s"]) <= 1e-6, (got["jitter"], want["jitter_p99_s"])
+    assert pipeline.floods is not None
+    assert pipeline.floods.sequence_gaps == {
+        ("cell-filtration", "enip"): sum(c["missing"] for c in labels["cyclic"])
+    }
+    worst = max(c["jitter_p99_s"] for c in labels["cyclic"])
+    (jitter,) = pipeline.floods.jitter_by_zone().values()  # the streams ended with the replay
+    assert abs(jitter - worst) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["floods-cyclic-io", "floods-plc-unresponsive"])
+def test_the_control_health_scenarios_break_no_conduit_rule(runs: Any, name: str) -> None:
+    """The scanner's session, Forward Open and UDP 2222 I/O to its drive are what rule drive-io allows
+    (the port's guess, enip-io, becomes enip once decoded); a reset or silence is no violation."""
+    sink, _pipeline, _labels = runs[name]
+    assert [e.fields["alert"]["signature"] for e in sink.events if e.event_type == "alert"
+            and e.fields["alert"]["signature_id"] < 9100200] == []  # fmt: skip
+
+
+def test_an_unresponsive_plc_leaves_unanswered_requests_and_a_reset_connection(runs: Any) -> None:
+    _sink, pipeline, labels = runs["floods-plc-unresponsive"]
+    assert pipeline.floods is not None
+    (loop,) = [x for x in labels["loops"] if "unanswered" in x]
+    assert loop["unanswered"] > 0 and loop["resets"] == 1
+    assert pipeline.floods.unanswered == {("cell-filtration", "modbus"): loop["unanswered"]}
+    assert pipeline.floods.resets == {("cell-filtration", "modbus"): loop["resets"]}
 
 
 # ----------------------------------------------------------------------------------- packet time

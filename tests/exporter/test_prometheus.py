@@ -41,18 +41,9 @@ RULE_TESTS = sorted((ROOT / "rules" / "tests").glob("*.yaml"))
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 # (dashboard uid, panel title) -> why the panel has no data in this test. Remove entries once their
 # metrics exist: the test fails for an entry whose panel does return data, so the list cannot go stale.
-_NO_CYCLIC = "the bundled scenarios carry no cyclic I/O (CIP class 1, PROFINET RT, GOOSE) on a watched zone"
-_NO_RESET = "no control connection in the bundled scenarios ends with a reset"
-EXPECTED_MISSING: dict[tuple[str, str], str] = {
-    ("conduitwatch-backup-impact", "Cyclic jitter (p99)"): _NO_CYCLIC,
-    ("conduitwatch-control-health", "Cyclic inter-arrival jitter (p99)"): _NO_CYCLIC,
-    ("conduitwatch-control-health", "Cyclic sequence gaps per second"): _NO_CYCLIC,
-    ("conduitwatch-backup-impact", "Resets of control connections per second"): _NO_RESET,
-    ("conduitwatch-control-health", "Resets of control connections per second"): _NO_RESET,
-    ("conduitwatch-control-health", "Unanswered requests per second"): (
-        "the flood scenarios' dropped requests are retransmitted and answered, none is left unanswered"
-    ),
-}
+# Empty: the flood scenarios carry cyclic I/O (floods-cyclic-io), an unanswering PLC and a control
+# connection ended by a reset (floods-plc-unresponsive).
+EXPECTED_MISSING: dict[tuple[str, str], str] = {}
 # Alerts this replay must fire: the scenarios' violations (each kind of the labels) are new series.
 EXPECTED_FIRING = {
     "ConduitwatchConduitViolationHigh",
