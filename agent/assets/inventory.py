@@ -539,7 +539,7 @@ def _unread_identity(host: Host) -> str:
     if not host.identity_lists:
         return ""
     lists = ", ".join(sorted(host.identity_lists))
-    return f"answered {lists} (identity lists; their contents are not decoded yet)"
+    return f"answered {lists} (identity lists, but no identity could be read from them)"
 
 
 def _sort_key(addr: bytes) -> tuple[int, bytes]:
