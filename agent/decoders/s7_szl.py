@@ -15,7 +15,9 @@ then the records. Two partial lists say who the CPU is (field names as in Wiresh
   11 the location, which are not identity but are kept beside it.
 
 Answers too long for one PDU come in parts sharing a data unit reference, each behind its own
-return code, transport size and length; ``SzlParts`` joins them (only for these lists, bounded).
+return code, transport size and length; ``SzlParts`` joins them (only for these lists, bounded) and
+reads the whole only if its length is what the list header announced, so a part lost in a capture
+gap (the parts are whole PDUs, numbered only by that reference) never shifts the records.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class SzlParts:
         only identity lists are joined, so an answer whose first part was not seen is skipped."""
         joined = self.joins.get(key)
         if joined is None:
-            if last or len(payload) < 2 or payload[1] not in IDENTITY_LISTS:
+            if last or len(payload) < 8 or payload[1] not in IDENTITY_LISTS:
                 return None
             if len(self.joins) >= MAX_JOINS:
                 del self.joins[next(iter(self.joins))]
@@ -137,11 +139,14 @@ class SzlParts:
         joined += payload
         if last:
             del self.joins[key]
+            _id, _index, record_length, count = (
+                _HHHH.unpack_from(joined) if len(joined) >= 8 else (0, 0, 0, 0)
+            )
+            if len(joined) != 8 + record_length * count:
+                self.dropped += 1  # a part went missing (a capture gap): the records would be misread
+                return None
             return bytes(joined)
         if len(joined) > MAX_LIST_BYTES:
             del self.joins[key]
             self.dropped += 1
         return None
-
-    def clear(self) -> None:
-        self.joins.clear()

@@ -360,7 +360,6 @@ class S7commDecoder(CotpDecoder):
 
     def _on_gap(self, kind: str, detail: str) -> None:
         self._plus_first = [None, None]
-        self._szl_parts.clear()
         super()._on_gap(kind, detail)
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:

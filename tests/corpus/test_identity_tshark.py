@@ -2,7 +2,8 @@
 
 Every message that reveals its sender's identity (``fields["identity"]`` of the decoders, the CIP
 ListIdentity/Get_Attributes_All identity, Modbus MEI device identification) is compared with
-tshark's fields for the same frame, mapped onto the contract keys (CONTRACTS.md), and, where the
+tshark's fields for the same frame (S7: the SZL identity lists' fields), mapped onto the contract
+keys (CONTRACTS.md), and, where the
 oracle says whose identity it is (BACnet: a BBMD relays other devices' I-Am), with the address the
 inventory gives it to. Oracles exist for
 CIP, Modbus, BACnet I-Am and PROFINET DCP; a protocol whose decoder is not in this build is skipped
@@ -108,8 +109,43 @@ ORACLES = (
             "pn_dcp.suboption_vendor_id": ("vendor_id", _int),
         },
     ),
+    # S7 SZL module identification (xy11) and component identification (xy1C) answers; tshark joins
+    # answers sent in several parts and shows them on the last, as the decoder does.
+    Oracle("s7comm", "S7COMM", "s7comm.szl.xy11.0001.index || s7comm.szl.001c.000x.index", {}),
 )
 DECODED = {p.name for p in PROTOCOLS}
+S7_FIELDS = (
+    "s7comm.szl.xy11.0001.index",
+    "s7comm.szl.xy11.0001.anz",  # the order number (MlfB)
+    "s7comm.szl.xy11.0001.ausbg",
+    "s7comm.szl.xy11.0001.ausbe",
+    "s7comm.szl.001c.0001.name",
+    "s7comm.szl.001c.0002.name",
+    "s7comm.szl.001c.0005.serialn",
+    "s7comm.szl.001c.0007.cputypname",
+    "s7comm.szl.001c.0009.manufacturer_id",
+)
+
+
+def _s7_identity(values: list[str]) -> dict[str, str | int]:
+    """Contract keys from tshark's SZL fields (agent/decoders/s7_szl.py says which record is which)."""
+    indexes, order_numbers, major, minor, name, module, serial, type_name, maker = values
+    ident: dict[str, str | int] = {}
+    records = list(zip(indexes.split(SEP), order_numbers.split(SEP), major.split(SEP), minor.split(SEP),
+                       strict=False)) if indexes else []  # fmt: skip
+    by_index = {int(i, 0): (o.strip(), int(g or "0"), int(e or "0")) for i, o, g, e in records}
+    model = by_index.get(1, ("", 0, 0))[0] or by_index.get(6, ("", 0, 0))[0]
+    if model:
+        ident["model"] = model
+    if 7 in by_index and by_index[7][1] >> 8 == ord("V"):
+        _, g, e = by_index[7]
+        ident["revision"] = f"V{g & 0xFF}.{e >> 8}.{e & 0xFF}"
+    for key, text in (("name", name), ("serial", serial), ("product", type_name or module)):
+        if clean_text(text):
+            ident[key] = clean_text(text)
+    if maker:
+        ident["vendor_id"] = int(maker, 0)
+    return ident
 
 
 def captures(token: str) -> list[Path]:
@@ -136,6 +172,8 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
     names = (
         ["modbus.object_id", "modbus.object_str_value"]
         if oracle.protocol == "modbus"
+        else list(S7_FIELDS)
+        if oracle.protocol == "s7comm"
         else list(oracle.fields)
     )
     cmd = [
@@ -161,7 +199,9 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
         owners = values[len(values) - len(oracle.owner) :] if oracle.owner else []
         values = values[: len(values) - len(oracle.owner)]
         ident: dict[str, str | int] = {}
-        if oracle.protocol == "modbus":
+        if oracle.protocol == "s7comm":
+            ident = _s7_identity(values)
+        elif oracle.protocol == "modbus":
             ids, texts = values[0].split(SEP), values[1].split(SEP)
             for oid, text in zip(ids, texts, strict=False):
                 if int(oid, 0) in MODBUS_OBJECTS and text:
@@ -202,4 +242,4 @@ def test_identity_matches_tshark(oracle: Oracle, path: Path, tshark: str) -> Non
 
 def test_the_identity_oracles_cover_the_corpus() -> None:
     """The parametrization above is not empty: the corpus has identity frames for CIP and Modbus."""
-    assert {o.token for o, _p in CASES} >= {"ENIP", "CIP", "MBTCP"}
+    assert {o.token for o, _p in CASES} >= {"ENIP", "CIP", "MBTCP", "BACAPP", "S7COMM"}

@@ -163,3 +163,13 @@ def test_mutated_answers_never_raise(data: st.DataObject) -> None:
     joined = joins.add((False, 1), cut[split:], last=True)
     if joined is not None:
         szl_contents(joined)
+
+
+def test_an_answer_missing_a_part_is_not_read() -> None:
+    joins = SzlParts()
+    assert joins.add((False, 9), COMPONENTS[:100], last=False) is None
+    assert joins.add((False, 9), COMPONENTS[200:], last=True) is None  # bytes 100-199 were lost
+    assert joins.dropped == 1 and not joins.joins
+    joins.add((False, 9), COMPONENTS[:100], last=False)
+    joins.add((False, 9), COMPONENTS[100:200], last=False)
+    assert joins.add((False, 9), COMPONENTS[200:], last=True) == COMPONENTS
