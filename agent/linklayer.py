@@ -22,6 +22,7 @@ ETH_PTP = 0x88F7
 
 LLC_KEY = 0x10000  # flow-key "EtherType" of an 802.3/LLC frame: LLC_KEY | DSAP
 LLC_STP = 0x42
+LLC_BACNET = 0x82  # BACnet/Ethernet (ASHRAE 135 clause 7)
 
 
 def llc_key(dsap: int) -> int:
@@ -47,6 +48,7 @@ ETHERTYPE_NAMES: dict[int, str] = {
     0x88AB: "powerlink",
     0x22F0: "avtp",
     llc_key(LLC_STP): "stp",
+    llc_key(LLC_BACNET): "bacnet",
 }
 
 

@@ -9,6 +9,7 @@ all of them onto the contract keys, so the inventory and the tests treat every p
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from agent.decoders.base import RESPONSE, OtMessage
@@ -91,3 +92,15 @@ def message_identity(msg: OtMessage) -> tuple[dict[str, str | int], str] | None:
             if found:
                 return found, "modbus device identification (MEI 14)"
     return None
+
+
+def identity_owner(fields: dict[str, Any]) -> bytes | None:
+    """The address whose identity a message reveals when it is not its sender's: ``identity_of``
+    (CONTRACTS.md), e.g. the original B/IP sender of a BACnet Forwarded-NPDU that a BBMD relayed."""
+    text = fields.get("identity_of")
+    if not isinstance(text, str):
+        return None
+    try:
+        return ipaddress.ip_address(text).packed
+    except ValueError:
+        return None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.assets.identity import CIP_DEVICE_ROLES, message_identity
+from agent.assets.identity import CIP_DEVICE_ROLES, identity_owner, message_identity
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
@@ -238,7 +238,8 @@ class AssetInventory:
                 s.truncated += 1
         found = message_identity(msg)
         if found is not None:
-            self._identity(self._host(sender, msg.ts), found[0], found[1], msg)
+            owner = identity_owner(msg.fields) or sender
+            self._identity(self._host(owner, msg.ts), found[0], found[1], msg)
         elif msg.direction == RESPONSE and msg.protocol == "s7comm":
             szl = msg.fields.get("szl_id")
             if isinstance(szl, int) and szl & 0xFF in S7_IDENTITY_SZL:
@@ -538,7 +539,7 @@ def _unread_identity(host: Host) -> str:
     if not host.identity_lists:
         return ""
     lists = ", ".join(sorted(host.identity_lists))
-    return f"answered {lists} (identity lists; their contents are not decoded yet)"
+    return f"answered {lists} (identity lists, but no identity could be read from them)"
 
 
 def _sort_key(addr: bytes) -> tuple[int, bytes]:

@@ -50,6 +50,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
     s7comm.SPEC,
     s7comm.SPEC_ANY_PORT,
     bacnet.SPEC,
+    bacnet.SPEC_LLC,
     mqtt.SPEC,
     mqtt.SPEC_ANY_PORT,
     opcua.SPEC,

@@ -1,4 +1,5 @@
-"""BACnet/IP (UDP 47808): BVLC (Annex J), NPDU (clause 6), APDU (clause 20) and the common services.
+"""BACnet/IP (UDP 47808): BVLC (Annex J), NPDU (clause 6), APDU (clause 20) and the common services;
+also BACnet/Ethernet (clause 7, 802.2 LLC to LSAP 0x82), whose frames carry the NPDU without a BVLC.
 
 Checked against ASHRAE 135 (BVLL functions, NPCI control octet and network-layer message types,
 PDU types and their header bits, tag encoding, service choices, error/reject/abort enumerations)
@@ -20,8 +21,9 @@ Every BVLC datagram becomes one message (or, when it cannot be read at all, one 
 Routed messages are attributed to the routed device: the pairing key carries the NPDU source and
 destination specifiers. ``identity`` (an I-Am's device instance and vendor id; the Device object's
 name, model, firmware revision, vendor name or id read back in a ReadProperty ACK) is only given
-when the sender is the IP host itself (no source specifier, not a Forwarded-NPDU): the asset
-inventory keys identities by address.
+when the sender is the device itself (no NPDU source specifier: the asset inventory keys identities
+by address, and a routed device has none there). A Forwarded-NPDU names the B/IP address of the
+device that sent it, so its identity is given with ``identity_of`` set to that address.
 
 Backup and restore (DOMAIN.md section 6): ReinitializeDevice startBackup / startRestore opens a
 backup or restore of that device; until endBackup / endRestore / abortRestore, AtomicReadFile is
@@ -35,9 +37,10 @@ import struct
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from agent.decoders.base import DecoderContext, ProtocolSpec
+from agent.decoders.base import DecoderContext, ProtocolSpec, link_layer_spec
 from agent.decoders.message import MessageDecoder
 from agent.decoders.stream import INVALID, NEED_MORE
+from agent.linklayer import LLC_BACNET, llc_key
 
 if TYPE_CHECKING:
     from agent.flows import Flow
@@ -512,7 +515,7 @@ class BacnetDecoder(MessageDecoder):
                 "bad_encoding", f"BACnet {fields.get('service', service)} parameters are not well-formed tags"
             )
         elif service == I_AM:
-            self._i_am(buf, tags, fields, direct=src is None and "original_address" not in fields)
+            self._i_am(buf, tags, fields, direct=src is None)
         elif service == WHO_IS or service == WHO_HAS:
             for number, context, kind, vpos, vlen in tags:
                 if context and kind == 0 and number in (0, 1) and 1 <= vlen <= 4:
@@ -546,6 +549,7 @@ class BacnetDecoder(MessageDecoder):
                       vendor_id=vendor_id)  # fmt: skip
         if direct:
             fields["identity"] = {"device_instance": instance, "vendor_id": vendor_id}
+            _relayed_identity(fields)
 
     def _request_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
                             operation: str, device: Hashable, partial: bool) -> str:  # fmt: skip
@@ -688,7 +692,7 @@ class BacnetDecoder(MessageDecoder):
             service = buf[pos + header]
             keep = segmented and bool(first & 0x04)  # more segments of this reply follow
             if not (segmented and buf[pos + 2] != 0):
-                direct = src is None and "original_address" not in fields
+                direct = src is None
                 self._ack_parameters(service, buf, pos + header + 1, end, fields, keep, direct)
         elif kind == SEGMENT_ACK:
             fields.update(negative_ack=bool(first & 0x02), sent_by_server=bool(first & 0x01),
@@ -781,6 +785,30 @@ class BacnetDecoder(MessageDecoder):
         else:
             return
         fields["identity"] = {"device_instance": fields["instance"], key: value}
+        _relayed_identity(fields)
+
+
+def _relayed_identity(fields: dict[str, Any]) -> None:
+    """A Forwarded-NPDU's identity is its original B/IP sender's, not the BBMD's that relayed it:
+    ``identity_of`` (CONTRACTS.md) tells the inventory whose it is."""
+    original = fields.get("original_address")
+    if isinstance(original, str):
+        fields["identity_of"] = original.rpartition(":")[0]
+
+
+class BacnetLlcDecoder(BacnetDecoder):
+    """BACnet/Ethernet (clause 7): ISO 8802-2 LLC frames to LSAP 0x82, the NPDU right after the LLC
+    header, no BVLC. The dissector strips 802.3 padding and the LLC header (agent.linklayer), so one
+    frame's payload is one NPDU; the sender is a MAC, and its identity belongs to that MAC."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def message_length(buf: bytes, off: int, avail: int) -> int:
+        return avail  # never framed: link-layer flows feed whole frames
+
+    def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
+        self._npdu(buf, off, off + length, from_client, {})
 
 
 SPEC = ProtocolSpec(
@@ -790,3 +818,4 @@ SPEC = ProtocolSpec(
     probe=probe,
     factory=BacnetDecoder,
 )
+SPEC_LLC: ProtocolSpec = link_layer_spec("bacnet", frozenset({llc_key(LLC_BACNET)}), BacnetLlcDecoder)

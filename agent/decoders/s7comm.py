@@ -53,12 +53,14 @@ from agent.decoders.cotp import (
     message_length,
 )
 from agent.decoders.message import MessageDecoder
+from agent.decoders.s7_szl import IDENTITY_LISTS, SzlParts, szl_contents
 
 if TYPE_CHECKING:
     from agent.flows import Flow
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
+_HH = struct.Struct("!HH")
 _HHH = struct.Struct("!HHH")
 _S7 = struct.Struct("!BBHHHH")  # protocol id, ROSCTR, redundancy id, PDU reference, param length, data length
 _SEQ = struct.Struct("!I")
@@ -343,7 +345,7 @@ class S7commDecoder(CotpDecoder):
     """One ISO-on-TCP connection: COTP, then S7comm or S7comm-plus (see the module docstring)."""
 
     protocol = "s7comm"
-    __slots__ = ("_deferred", "_kind", "_plus", "_plus_first")
+    __slots__ = ("_deferred", "_kind", "_plus", "_plus_first", "_szl_parts")
 
     def __init__(self, flow: Flow, ctx: DecoderContext, initiator_is_client: bool = True) -> None:
         super().__init__(flow, ctx, initiator_is_client)
@@ -352,6 +354,7 @@ class S7commDecoder(CotpDecoder):
         self._deferred: list[_Deferred] = []
         self._kind = _UNDECIDED
         self._plus: _PlusMessages | None = None
+        self._szl_parts = SzlParts()  # SZL answers in several parts (identity lists only)
 
     # -- framing ---------------------------------------------------------------------------------
 
@@ -689,7 +692,7 @@ class S7commDecoder(CotpDecoder):
         if dend - pend >= 4:
             fields["return_code"] = pdu[pend]
             if group == GROUP_CPU and subfunction == SUBF_READ_SZL:
-                self._szl(pdu, pend, dend, ud_type, fields)
+                self._szl(pdu, pend, dend, ud_type, fields, from_client)
         if group == GROUP_MODE:
             operation = MODE_TRANSITION_OPERATION
         else:
@@ -712,16 +715,29 @@ class S7commDecoder(CotpDecoder):
                 self.anomaly("unknown_userdata_type", f"S7comm userdata type {ud_type} is not defined")
             self.response(None, function, operation, fields, from_client=from_client)
 
-    def _szl(self, pdu: bytes, d: int, dend: int, ud_type: int, fields: dict[str, Any]) -> None:
+    def _szl(self, pdu: bytes, d: int, dend: int, ud_type: int, fields: dict[str, Any],
+             from_client: bool) -> None:  # fmt: skip
         # Return code, transport size, length, then SZL-ID and index: in every request that asks
         # for a list and in the first (or only) part of a successful response.
-        if dend - d < 8:
+        if ud_type == UD_REQUEST:
+            if dend - d >= 8:
+                fields["szl_id"], fields["szl_index"] = _HH.unpack_from(pdu, d + 4)
             return
-        if ud_type == UD_REQUEST or (pdu[d] == 0xFF and not fields.get("data_unit_ref")):
-            fields["szl_id"], fields["szl_index"] = (
-                _H.unpack_from(pdu, d + 4)[0],
-                _H.unpack_from(pdu, d + 6)[0],
-            )
+        if pdu[d] != 0xFF:
+            return
+        unit = fields.get("data_unit_ref")
+        answer: bytes | None = pdu[d + 4 : dend]
+        if unit:
+            # One part of a longer answer: identity lists are joined and read with the last part.
+            answer = self._szl_parts.add((from_client, unit), pdu[d + 4 : dend], fields["last_data_unit"])
+        if answer is None or len(answer) < 4:
+            return
+        fields["szl_id"], fields["szl_index"] = _HH.unpack_from(answer)
+        if answer[1] in IDENTITY_LISTS:
+            identity, other = szl_contents(answer)
+            fields.update(other)
+            if identity:
+                fields["identity"] = identity
 
     # -- S7comm-plus -----------------------------------------------------------------------------
 

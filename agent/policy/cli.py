@@ -291,19 +291,33 @@ def _grid_line(label: str, cells: list[str], widths: list[int], label_width: int
     help="Zones list the hosts seen instead of their subnets: a device not seen while learning is then "
     "a host in no zone.",
 )
-def learn(captures: tuple[str, ...], output: str, hosts_only: bool) -> None:
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    metavar="IANA",
+    help="Time zone learned schedules are written in (the plant's local time, e.g. Europe/Berlin).",
+)
+def learn(captures: tuple[str, ...], output: str, hosts_only: bool, timezone: str) -> None:
     """Draft a policy from observed traffic: zones by subnet, conduits with what was seen."""
+    import zoneinfo
+
     from agent.analysis import AnalysisError
     from agent.policy.learn import draft, learn_result
     from agent.report.model import sha256_file
 
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        click.echo(f"conduitwatch: error: --timezone {timezone!r} is not an IANA time zone", err=True)
+        sys.exit(EXIT_INVALID)
     try:
         model, inventory, result = learn_result(captures)
     except AnalysisError as e:
         click.echo(f"conduitwatch: error: {e}", err=True)
         sys.exit(EXIT_INVALID)
     names = [s.name for s in result.sources]
-    text = draft(model, inventory, names, [sha256_file(n) for n in names], hosts_only)
+    text = draft(model, inventory, names, [sha256_file(n) for n in names], hosts_only, timezone)
     if output == STDIN:
         click.echo(text, nl=False)
     else:

@@ -5,7 +5,9 @@ zones of their own), names each zone after the roles of its hosts and the VLANs 
 writes one conduit per pair of zones that talked, with a flow rule per (initiator zone, responder
 zone, protocol, port set) listing the operation classes seen and, as YAML comments, the counts. The
 draft allows exactly what the captures show, so replaying them against it raises no alert; an
-engineer then narrows it (schedules, asset-level initiators) and removes what should not be there.
+engineer then narrows it (asset-level initiators) and removes what should not be there. Engineering
+operations and remote-access sessions seen only at some hours get a schedule around those hours
+(agent.policy.schedules), in a rule of their own so that polling on the same flows stays unscheduled.
 
 The rules are written the way the engine matches flows: a flow is judged when it starts, by the
 protocol its port suggests, and again once a decoder has named the payload. A protocol that only a
@@ -21,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.decoders.base import REQUEST, OtMessage
+from agent.decoders.base import AUDITED_OPERATIONS, REQUEST, OtMessage
 from agent.flows import Flow
 from agent.linklayer import format_mac
-from agent.ports import guess_app_proto
+from agent.policy.schedules import Coverage, TimeSamples, Window, propose
+from agent.ports import CATEGORIES, guess_app_proto
 
 if TYPE_CHECKING:
     from agent.assets.inventory import AssetInventory
@@ -62,6 +65,8 @@ class RuleStats:
     bytes: int = 0
     ports: set[int] = field(default_factory=set)
     operations: dict[str, int] = field(default_factory=dict)
+    # when engineering operations (or, on remote-access rules, sessions) were seen: for schedules
+    changes: TimeSamples = field(default_factory=TimeSamples)
 
 
 @dataclass(slots=True)
@@ -73,6 +78,11 @@ class ZoneStats:
 
 # (initiator zone, responder zone, protocol name or "any", guessed protocol) -> stats
 RuleKey = tuple[str, str, str]
+
+# Interactive sessions people open: their rules get a schedule when the evidence supports one.
+SESSION_PROTOCOLS = CATEGORIES["remote_access"]
+# Engineering operations: done by people at chosen times, not by polling loops (agent.policy.schedules)
+CHANGE_OPERATIONS = AUDITED_OPERATIONS
 
 
 class TrafficModel:
@@ -86,6 +96,7 @@ class TrafficModel:
         # destination MAC or None for a group address, protocol) -> stats, placed in zones at draft
         # time, when the inventory says which IP host (hence which zone) owns each MAC.
         self.l2: dict[tuple[str, str | None, str], RuleStats] = {}
+        self.coverage = Coverage()  # when the captures carried traffic: may weekdays be learned?
 
     def _zone(self, addr: bytes, vlan: tuple[int, ...]) -> str:
         zone_id, network = zone_for(addr)
@@ -138,9 +149,12 @@ class TrafficModel:
         if flow.ip_version == 0:
             self._link_layer(flow)
             return
+        self.coverage.add_span(flow.first_ts, flow.last_ts)
         stats = self._rule(flow)
         if stats is None:
             return
+        if self.rule_protocol(flow) in SESSION_PROTOCOLS:
+            stats.changes.add_span(flow.first_ts, flow.last_ts)
         stats.flows += 1
         stats.bytes += flow.bytes_toserver + flow.bytes_toclient
         if flow.proto in (6, 17) and len(stats.ports) <= MAX_PORTS:
@@ -152,6 +166,8 @@ class TrafficModel:
         stats = self._rule(msg.flow)
         if stats is not None:
             stats.operations[msg.operation] = stats.operations.get(msg.operation, 0) + 1
+            if msg.operation in CHANGE_OPERATIONS:
+                stats.changes.add(msg.ts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,25 +207,41 @@ def _zone_name(zone_id: str, zone: ZoneStats, roles: dict[str, int]) -> tuple[st
     return where, f"{len(zone.hosts)} hosts seen"
 
 
-def _rule_lines(index: int, key: RuleKey, stats: RuleStats) -> list[str]:
+def _rule_lines(index: int, key: RuleKey, stats: RuleStats, timezone: str, coverage: Coverage) -> list[str]:
     initiator, responder, protocol = key
     ops = ", ".join(f"{op} {n}" for op, n in sorted(stats.operations.items(), key=lambda kv: (-kv[1], kv[0])))
-    lines = [f"      # {stats.flows} flows, {stats.bytes:,} bytes" + (f"; requests: {ops}" if ops else "")]
     name = {ANY: "port", ANY_IP: "ip"}.get(protocol, protocol)
-    lines.append(f"      - id: r{index}-{name}")
-    lines.append(f"        initiator: {initiator}")
-    lines.append(f"        responder: {responder}")
     is_any = protocol == ANY or protocol == ANY_IP
-    lines.append(f"        category: {ANY}" if is_any else f"        protocol: {protocol}")
+    head = [f"        initiator: {initiator}", f"        responder: {responder}"]
+    head.append(f"        category: {ANY}" if is_any else f"        protocol: {protocol}")
     if protocol == ANY_IP:
-        lines.append("        # IP protocols without ports (ICMP, IGMP, ...)")
+        head.append("        # IP protocols without ports (ICMP, IGMP, ...)")
     elif stats.ports and len(stats.ports) <= MAX_PORTS:
-        lines.append(f"        ports: [{', '.join(map(str, sorted(stats.ports)))}]")
+        head.append(f"        ports: [{', '.join(map(str, sorted(stats.ports)))}]")
     elif protocol == ANY:
-        lines.append("        # more than 16 responder ports: any port allowed; narrow this rule")
-    if stats.operations:
-        lines.append(f"        operations: [{', '.join(sorted(stats.operations))}]")
+        head.append("        # more than 16 responder ports: any port allowed; narrow this rule")
+    window = propose(stats.changes, coverage, timezone)
+    changes = sorted(op for op in stats.operations if op in CHANGE_OPERATIONS)
+    lines = [f"      # {stats.flows} flows, {stats.bytes:,} bytes" + (f"; requests: {ops}" if ops else "")]
+    if window is not None and protocol in SESSION_PROTOCOLS:
+        sessions = f"{stats.flows} sessions"
+        lines += [f"      - id: r{index}-{name}", *head, *_schedule_lines(window, sessions)]
+        return lines
+    others = sorted(op for op in stats.operations if window is None or op not in CHANGE_OPERATIONS)
+    if others or window is None:
+        lines += [f"      - id: r{index}-{name}", *head]
+        if others:
+            lines.append(f"        operations: [{', '.join(others)}]")
+    if window is not None:
+        lines += [f"      - id: r{index}-{name}-changes", *head]
+        lines.append(f"        operations: [{', '.join(changes)}]")
+        lines += _schedule_lines(window, f"{stats.changes.count} {'/'.join(changes)} requests")
     return lines
+
+
+def _schedule_lines(window: Window, what: str) -> list[str]:
+    evidence = [f"        #   {line}" for line in window.evidence()]
+    return [f"        # schedule learned from {what}", *evidence, f"        schedule: {window.yaml()}"]
 
 
 MAX_ZONE_HOSTS = 4096  # hosts kept per learned zone; a zone with more is written by network
@@ -221,11 +253,13 @@ def draft(
     captures: Sequence[str],
     digests: Sequence[str],
     hosts_only: bool = False,
+    timezone: str = "UTC",
 ) -> str:
     """The learned policy as YAML text (deterministic for the same traffic).
 
     ``hosts_only``: zones list the hosts seen (as assets) instead of their subnets, so that a device
     that was not there while learning is a host in no zone (an ``unknown_host`` alert).
+    ``timezone``: the IANA zone learned schedules are written in (the plant's local time reads best).
     """
     from agent import __version__
     from agent.assets.inventory import address_text, infer_roles
@@ -247,8 +281,9 @@ def draft(
     lines += [f"#   {name} (sha256 {digest})" for name, digest in zip(captures, digests, strict=True)]
     lines += [
         "# It allows exactly the traffic those captures show. Review it: rename zones, set purdue_level,",
-        "# sl_t and owners, restrict initiators to named assets, add schedules to program/mode/firmware",
-        "# rules, and delete whatever should not happen. Counts are in the comments.",
+        "# sl_t and owners, restrict initiators to named assets, check the learned schedules (engineering",
+        "# operations and remote sessions seen only at some hours; the evidence is in the comments), and",
+        "# delete whatever should not happen. Counts are in the comments.",
         "version: 1",
         "system:",
         f"  name: {_q('learned from ' + ', '.join(captures))[:200]}",
@@ -310,7 +345,7 @@ def draft(
     for (a, b), rules in sorted(conduits.items()):
         lines += [f"  - id: {a}--{b}", f"    zones: [{a}, {b}]", "    flows:"]
         for index, (key, stats) in enumerate(sorted(rules, key=lambda kr: kr[0]), 1):
-            lines += _rule_lines(index, key, stats)
+            lines += _rule_lines(index, key, stats, timezone, model.coverage)
     if model.dropped:
         lines.append(f"# {model.dropped} flows were not learned: more than {MAX_RULES} distinct rules")
     return "\n".join(lines) + "\n"

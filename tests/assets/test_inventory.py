@@ -126,7 +126,7 @@ def test_infer_roles_of_an_engineering_station() -> None:
     assert roles[0].role == "engineering-station" and "s7comm program x5" in roles[0].evidence
 
 
-def test_s7_identity_lists_are_noted_until_decoded(tmp_path: Path) -> None:
+def test_s7_identity_lists_without_a_readable_identity_are_noted(tmp_path: Path) -> None:
     from agent.decoders.base import RESPONSE, OtMessage
     from agent.flows import Flow
 
@@ -139,7 +139,7 @@ def test_s7_identity_lists_are_noted_until_decoded(tmp_path: Path) -> None:
     assert plc_record.identity == {}
     assert (
         plc_record.identity_from
-        == "answered s7comm SZL 0x0011 (identity lists; their contents are not decoded yet)"
+        == "answered s7comm SZL 0x0011 (identity lists, but no identity could be read from them)"
     )
 
 

@@ -127,7 +127,8 @@ class _Run:
         self.flows.append(flow)
 
     def on_message(self, msg: OtMessage) -> None:
-        if msg.protocol == "bacnet":
+        # Zeek (ICSNPP) and nDPI see BACnet/IP only; BACnet/Ethernet frames (802.2 LLC) are ours alone.
+        if msg.protocol == "bacnet" and msg.flow.ip_version:
             self.messages.append(msg)
 
     def emit(self, event: Any) -> None:

@@ -1,7 +1,9 @@
-"""BACnet/IP against tshark, frame by frame (see ot_oracle): BVLC function, APDU type, services.
+"""BACnet/IP and BACnet/Ethernet against tshark, frame by frame (see ot_oracle): BVLC function, APDU
+type, services.
 
-One tshark run per corpus capture with BVLC (display filter ``bvlc``: the corpus also holds BACnet
-over 802.2 LLC and MS/TP, which is not IP and not ours) serves six comparisons: ``bvlc.function``
+One tshark run per corpus capture with BACnet (display filter ``bvlc || llc.dsap == 0x82``: BACnet/IP
+and BACnet over 802.2 LLC; the corpus also holds MS/TP, in Cimetrics or ARCNET framing, which is not
+decoded) serves six comparisons: ``bvlc.function``
 of every datagram, ``bacapp.type``, ``bacapp.confirmed_service`` (requests, SimpleACK, ComplexACK,
 Error), ``bacapp.unconfirmed_service``, network-layer message types (``bacnet.mesgtyp``), and the
 first object type, instance and property of ReadProperty/WriteProperty requests.
@@ -41,13 +43,13 @@ Decoded = dict[str, tuple[dict[int, list[str]], dict[int, list[OtMessage]]]]
 
 @pytest.fixture(scope="module")
 def decoded() -> Decoded:
-    """capture -> (tshark's fields by frame, our bacnet messages by frame), for every BVLC capture."""
-    captures = captures_with("BVLC")
+    """capture -> (tshark's fields by frame, our bacnet messages by frame), for every BACnet capture."""
+    captures = sorted(set(captures_with("BVLC")) | set(captures_with("BACNET")))
     if not captures:
         pytest.skip("corpus not available")
     return {
         str(path.relative_to(CORPUS / "pcaps")): (
-            tshark_fields(path, "bvlc", FIELDS),
+            tshark_fields(path, "bvlc || llc.dsap == 0x82", FIELDS),
             our_messages(path, "bacnet"),
         )
         for path in captures

@@ -2,7 +2,10 @@
 
 Every message that reveals its sender's identity (``fields["identity"]`` of the decoders, the CIP
 ListIdentity/Get_Attributes_All identity, Modbus MEI device identification) is compared with
-tshark's fields for the same frame, mapped onto the contract keys (CONTRACTS.md). Oracles exist for
+tshark's fields for the same frame (S7: the SZL identity lists' fields), mapped onto the contract
+keys (CONTRACTS.md), and, where the
+oracle says whose identity it is (BACnet: a BBMD relays other devices' I-Am), with the address the
+inventory gives it to. Oracles exist for
 CIP, Modbus, BACnet I-Am and PROFINET DCP; a protocol whose decoder is not in this build is skipped
 with the reason, so BACnet and PROFINET are covered as soon as their decoders are registered.
 Frames tshark shows an identity in must give us one too, and the values must be equal.
@@ -18,13 +21,16 @@ from pathlib import Path
 import pytest
 
 from agent.analysis import analyse
-from agent.assets.identity import clean_text, message_identity
+from agent.assets.identity import clean_text, identity_owner, message_identity
+from agent.assets.inventory import address_text
 from agent.decoders import PROTOCOLS
 from agent.decoders.base import OtMessage
 from agent.flows import Flow
+from agent.linklayer import format_mac
 from tests.corpus.conftest import CORPUS, load_inventory
 
 SEP = "\x1f"
+OWNER = "(owner)"  # the address an identity is given to, beside the contract keys
 MODBUS_OBJECTS = {0: "vendor", 1: "product_code", 2: "revision", 4: "product", 5: "model", 6: "name"}
 
 
@@ -39,6 +45,8 @@ class Oracle:
     token: str  # INVENTORY.tsv protocol token of captures to check
     display_filter: str
     fields: dict[str, tuple[str, Callable[[str], str | int]]]  # tshark field -> (contract key, convert)
+    # tshark fields naming whose identity it is, first non-empty wins (compared when given)
+    owner: tuple[str, ...] = ()
 
 
 def _int(text: str) -> int:
@@ -79,15 +87,17 @@ ORACLES = (
     Oracle(
         "bacnet",
         "BACAPP",
-        # BACnet/IP I-Am sent by the device itself. Not compared: BACnet over Ethernet/LLC (only
-        # BACnet/IP is decoded), and I-Am that a router (NPDU source network) or a BBMD
-        # (Forwarded-NPDU) relayed: the inventory is keyed by IP address, and that address is the
-        # relay's, so the decoder withholds the identity rather than give it to the wrong host.
-        "bacapp.unconfirmed_service == 0 && udp && !bacnet.snet && bvlc.function != 0x04",
+        # I-Am over BACnet/IP (sent by the device, or relayed by a BBMD as a Forwarded-NPDU, which
+        # names the device's B/IP address) and over BACnet/Ethernet (802.2 LLC, LSAP 0x82). Not
+        # compared: I-Am a router relayed from another network (NPDU source specifier): the device
+        # has no address of its own there, so the decoder withholds the identity rather than give
+        # it to the router; and MS/TP or ARCNET frames, whose link layers are not decoded.
+        "bacapp.unconfirmed_service == 0 && !bacnet.snet && (udp || llc.dsap == 0x82)",
         {
             "bacapp.instance_number": ("device_instance", _int),
             "bacapp.vendor_identifier": ("vendor_id", _int),
         },
+        owner=("bvlc.fwd_ip", "ip.src", "eth.src"),
     ),
     Oracle(
         "profinet",
@@ -99,8 +109,43 @@ ORACLES = (
             "pn_dcp.suboption_vendor_id": ("vendor_id", _int),
         },
     ),
+    # S7 SZL module identification (xy11) and component identification (xy1C) answers; tshark joins
+    # answers sent in several parts and shows them on the last, as the decoder does.
+    Oracle("s7comm", "S7COMM", "s7comm.szl.xy11.0001.index || s7comm.szl.001c.000x.index", {}),
 )
 DECODED = {p.name for p in PROTOCOLS}
+S7_FIELDS = (
+    "s7comm.szl.xy11.0001.index",
+    "s7comm.szl.xy11.0001.anz",  # the order number (MlfB)
+    "s7comm.szl.xy11.0001.ausbg",
+    "s7comm.szl.xy11.0001.ausbe",
+    "s7comm.szl.001c.0001.name",
+    "s7comm.szl.001c.0002.name",
+    "s7comm.szl.001c.0005.serialn",
+    "s7comm.szl.001c.0007.cputypname",
+    "s7comm.szl.001c.0009.manufacturer_id",
+)
+
+
+def _s7_identity(values: list[str]) -> dict[str, str | int]:
+    """Contract keys from tshark's SZL fields (agent/decoders/s7_szl.py says which record is which)."""
+    indexes, order_numbers, major, minor, name, module, serial, type_name, maker = values
+    ident: dict[str, str | int] = {}
+    records = list(zip(indexes.split(SEP), order_numbers.split(SEP), major.split(SEP), minor.split(SEP),
+                       strict=False)) if indexes else []  # fmt: skip
+    by_index = {int(i, 0): (o.strip(), int(g or "0"), int(e or "0")) for i, o, g, e in records}
+    model = by_index.get(1, ("", 0, 0))[0] or by_index.get(6, ("", 0, 0))[0]
+    if model:
+        ident["model"] = model
+    if 7 in by_index and by_index[7][1] >> 8 == ord("V"):
+        _, g, e = by_index[7]
+        ident["revision"] = f"V{g & 0xFF}.{e >> 8}.{e & 0xFF}"
+    for key, text in (("name", name), ("serial", serial), ("product", type_name or module)):
+        if clean_text(text):
+            ident[key] = clean_text(text)
+    if maker:
+        ident["vendor_id"] = int(maker, 0)
+    return ident
 
 
 def captures(token: str) -> list[Path]:
@@ -117,13 +162,18 @@ class IdentityLog:
     def on_message(self, msg: OtMessage) -> None:
         found = message_identity(msg)
         if found is not None:
-            self.by_frame.setdefault((msg.protocol, msg.pcap_cnt), []).append(found[0])
+            sender = msg.flow.src if msg.to_server else msg.flow.dst
+            owner = identity_owner(msg.fields) or sender
+            text = format_mac(owner) if len(owner) == 6 else address_text(owner)
+            self.by_frame.setdefault((msg.protocol, msg.pcap_cnt), []).append({**found[0], OWNER: text})
 
 
 def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str | int]]:
     names = (
         ["modbus.object_id", "modbus.object_str_value"]
         if oracle.protocol == "modbus"
+        else list(S7_FIELDS)
+        if oracle.protocol == "s7comm"
         else list(oracle.fields)
     )
     cmd = [
@@ -136,7 +186,7 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
         "fields",
         "-e",
         "frame.number",
-        *(a for n in names for a in ("-e", n)),
+        *(a for n in (*names, *oracle.owner) for a in ("-e", n)),
         "-E",
         f"aggregator={SEP}",
         "-E",
@@ -146,8 +196,12 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
     result: dict[int, dict[str, str | int]] = {}
     for line in out.splitlines():
         frame, *values = line.split("\t")
+        owners = values[len(values) - len(oracle.owner) :] if oracle.owner else []
+        values = values[: len(values) - len(oracle.owner)]
         ident: dict[str, str | int] = {}
-        if oracle.protocol == "modbus":
+        if oracle.protocol == "s7comm":
+            ident = _s7_identity(values)
+        elif oracle.protocol == "modbus":
             ids, texts = values[0].split(SEP), values[1].split(SEP)
             for oid, text in zip(ids, texts, strict=False):
                 if int(oid, 0) in MODBUS_OBJECTS and text:
@@ -157,6 +211,9 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
                 first = value.split(SEP)[0]
                 if first:
                     ident[key] = convert(first)
+        owner = next((o.split(SEP)[0] for o in owners if o), "")
+        if ident and owner:
+            ident[OWNER] = owner
         if ident:
             result[int(frame)] = ident
     return result
@@ -185,4 +242,4 @@ def test_identity_matches_tshark(oracle: Oracle, path: Path, tshark: str) -> Non
 
 def test_the_identity_oracles_cover_the_corpus() -> None:
     """The parametrization above is not empty: the corpus has identity frames for CIP and Modbus."""
-    assert {o.token for o, _p in CASES} >= {"ENIP", "CIP", "MBTCP"}
+    assert {o.token for o, _p in CASES} >= {"ENIP", "CIP", "MBTCP", "BACAPP", "S7COMM"}

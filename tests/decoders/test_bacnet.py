@@ -1,16 +1,21 @@
 """BACnet/IP decoder: BVLC, NPDU routing, APDU types, services, pairing, backup, anomalies, robustness."""
 
 import json
+import socket
 import struct
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet, Raw
 
+from agent.assets.inventory import AssetInventory
 from agent.decoders import bacnet
 from agent.decoders.base import OPERATIONS, DecoderConfig, DecoderContext
 from agent.flows import Flow
+from agent.linklayer import LLC_BACNET, llc_key
 from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
 from tests import factory
@@ -165,14 +170,63 @@ def test_i_am_gives_the_device_identity_and_who_is_its_range() -> None:
     assert i_am.fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
 
 
-def test_routed_and_forwarded_i_am_carry_no_identity_for_the_ip_sender() -> None:
+def test_routed_i_am_carries_no_identity_and_forwarded_i_am_names_its_original_sender() -> None:
     routed = bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(5, b"\x17")))
     forwarded = bvlc(0x04, bytes([192, 0, 2, 99]) + struct.pack("!H", 47808) + npdu(unconfirmed(0, I_AM)))
     msgs, anomalies, _ = decode([(False, routed), (False, forwarded)])
     assert not anomalies
     assert msgs[0].fields["snet"] == 5 and msgs[0].fields["sadr"] == "17" and "identity" not in msgs[0].fields
-    assert msgs[1].fields["original_address"] == "192.0.2.99:47808" and "identity" not in msgs[1].fields
+    assert msgs[1].fields["original_address"] == "192.0.2.99:47808"
     assert msgs[1].fields["bvlc_name"] == "forwarded-npdu" and msgs[1].fields["device_instance"] == 1234
+    # The BBMD relayed it: the identity is the device's at 192.0.2.99, not the BBMD's.
+    assert msgs[1].fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
+    assert msgs[1].fields["identity_of"] == "192.0.2.99"
+
+
+def test_the_inventory_gives_a_forwarded_identity_to_the_original_sender() -> None:
+    forwarded = bvlc(0x04, bytes([192, 0, 2, 99]) + struct.pack("!H", 47808) + npdu(unconfirmed(0, I_AM)))
+    inventory = AssetInventory()
+    packets = [factory.udp(DEVICE, "192.0.2.255", 47808, 47808, forwarded)]
+    Pipeline(PipelineConfig(), consumers=[inventory]).run(factory.ListSource(packets))
+    assert inventory.hosts[bytes([192, 0, 2, 99])].identity == {"device_instance": 1234, "vendor_id": 260}
+    assert not inventory.hosts[socket.inet_aton(DEVICE)].identity  # the BBMD
+
+
+# -- BACnet/Ethernet: 802.2 LLC to LSAP 0x82, the NPDU without a BVLC -----------------------------
+
+ROUTER_MAC, DEVICE_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def llc_frame(src: str, dst: str, npdu_bytes: bytes, padding: int = 0) -> Packet:
+    body = b"\x82\x82\x03" + npdu_bytes
+    return Ether(src=src, dst=dst, type=len(body)) / Raw(body + bytes(padding))  # type: length (802.3)
+
+
+def test_bacnet_over_llc_is_decoded_as_over_bvlc() -> None:
+    who_is = llc_frame(ROUTER_MAC, "ff:ff:ff:ff:ff:ff", npdu(unconfirmed(8)))
+    i_am = llc_frame(DEVICE_MAC, "ff:ff:ff:ff:ff:ff", npdu(unconfirmed(0, I_AM)))
+    request = llc_frame(ROUTER_MAC, DEVICE_MAC, npdu(confirmed(12, 7, READ_PROPERTY), expecting_reply=True))
+    ack = complex_ack(12, 7, READ_PROPERTY + opening(3) + app(4, struct.pack("!f", 21.5)) + closing(3))
+    reply = llc_frame(DEVICE_MAC, ROUTER_MAC, npdu(ack), padding=20)  # past the 802.3 length: not read
+    msgs, anomalies, _ = factory.decode([who_is, i_am, request, reply])
+    assert not anomalies
+    assert [(m.protocol, m.direction, m.function, m.operation) for m in msgs] == [
+        ("bacnet", "request", 0x108, "discovery"),
+        ("bacnet", "request", 0x100, "discovery"),
+        ("bacnet", "request", 12, "read"),
+        ("bacnet", "response", 12, "read"),
+    ]
+    assert msgs[1].fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
+    assert "bvlc_function" not in msgs[1].fields and msgs[1].flow.ip_version == 0
+    assert msgs[3].request_cnt == msgs[2].pcap_cnt
+    assert {m.flow.app_proto for m in msgs} == {"bacnet"}
+
+
+def test_the_inventory_gives_an_llc_identity_to_the_sending_mac() -> None:
+    inventory = AssetInventory()
+    i_am = llc_frame(DEVICE_MAC, "ff:ff:ff:ff:ff:ff", npdu(unconfirmed(0, I_AM)))
+    Pipeline(PipelineConfig(), consumers=[inventory]).run(factory.ListSource([i_am]))
+    assert inventory.hosts[bytes.fromhex("02000000000b")].identity["device_instance"] == 1234
 
 
 def test_pairing_key_holds_invoke_id_requester_and_routed_peer() -> None:
@@ -632,3 +686,19 @@ def test_tables_stay_bounded_under_many_requests() -> None:
         )
     assert len(decoder.pending) == 8 and len(decoder._backup) == bacnet.MAX_TRACKED_DEVICES
     assert decoder.stats.pending_evicted == 292
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_llc_frames_never_raise(data: st.DataObject) -> None:
+    ctx_ = DecoderContext(DecoderConfig(max_pending=8), lambda m: None, lambda a: None)
+    key = (bytes.fromhex("02000000000a"), bytes.fromhex("02000000000b"), 0, 0, llc_key(LLC_BACNET), ())
+    decoder = bacnet.BacnetLlcDecoder(Flow(key, 1, 0, 0.0, 1, 0, 60.0), ctx_, True)
+    for cnt in range(1, data.draw(st.integers(1, 6)) + 1):
+        frame = bytearray(data.draw(st.sampled_from(VALID))[4:])  # the NPDU without its BVLC header
+        for _ in range(data.draw(st.integers(0, 6))):
+            frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
+        cut = bytes(frame[: data.draw(st.integers(0, len(frame)))])
+        decoder.feed_segment(data.draw(st.booleans()), 0, cut, float(cnt), cnt, 0)
+        assert len(decoder.pending) <= 8
+    decoder.close("shutdown")
