@@ -21,7 +21,6 @@ from agent.capture.files import ReplaySource
 from agent.decoders.base import OtMessage
 from agent.dissect import format_ip
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
-from tests import factory
 from tests.corpus.ot_oracle import CORPUS
 
 PCAPS = CORPUS / "pcaps"
@@ -144,19 +143,6 @@ def our_counts(flows: Iterable[Any], app_proto: str) -> dict[FlowKey, FlowCounts
 
 
 # -- our side --------------------------------------------------------------------------------------
-
-
-def collect(capture: Path, ports: dict[str, tuple[int, ...]] | None = None) -> factory.Collector:
-    """Every message and finished flow of one capture (skips when the capture is absent)."""
-    if not capture.exists():
-        pytest.skip("corpus not available")
-    collector = factory.Collector()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(ports=ports or {}), consumers=[collector]).run(source)
-    finally:
-        source.close()
-    return collector
 
 
 class ProtocolRun:

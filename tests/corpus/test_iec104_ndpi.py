@@ -8,7 +8,8 @@ we must not call any other flow of the capture IEC 104.
 
 import pytest
 
-from tests.corpus.expected import EXPECTED, PCAPS, collect, ndpi_counts, our_counts
+from tests.corpus.expected import EXPECTED, PCAPS, ndpi_counts, our_counts
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 

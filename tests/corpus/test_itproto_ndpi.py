@@ -15,7 +15,8 @@ import pytest
 
 from agent.decoders.it_protocols import NAMES as IDENTIFIED
 from agent.dissect import format_ip
-from tests.corpus.expected import EXPECTED, PCAPS, collect, expected_rows, ndpi_flows
+from tests.corpus.expected import EXPECTED, PCAPS, expected_rows, ndpi_flows
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 

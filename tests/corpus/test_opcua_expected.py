@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from agent.decoders.base import REQUEST, OtMessage
-from tests.corpus.expected import EXPECTED, collect, ndpi_counts, our_counts, zeek_columns
-from tests.corpus.ot_oracle import CORPUS, our_messages
+from tests.corpus.expected import EXPECTED, ndpi_counts, our_counts, zeek_columns
+from tests.corpus.ot_oracle import CORPUS, collect, our_messages
 
 pytestmark = pytest.mark.corpus
 

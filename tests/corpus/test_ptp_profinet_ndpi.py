@@ -10,7 +10,8 @@ import ipaddress
 
 import pytest
 
-from tests.corpus.expected import EXPECTED, PCAPS, collect, ndpi_flows
+from tests.corpus.expected import EXPECTED, PCAPS, ndpi_flows
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.corpus.expected import EXPECTED, PCAPS, collect, ndpi_counts, zeek_log
+from tests.corpus.expected import EXPECTED, PCAPS, ndpi_counts, zeek_log
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 
