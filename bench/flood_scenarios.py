@@ -29,7 +29,7 @@ import random
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,11 @@ class Sc:
     def add(self, t: int, frame: bytes | bytearray, snap: bool = False) -> None:
         self.frames.append(Frame(t, len(self.frames), bytes(frame), snap))
 
+    def add_all(self, pkts: Iterable[tuple[int, bytes | bytearray]]) -> None:
+        """A handshake's or a close's packets, in order."""
+        for t, frame in pkts:
+            self.add(t, frame)
+
 
 # ------------------------------------------------------------------------------------------- bulk
 
@@ -148,8 +153,7 @@ def backup_bursts(
     rng = sc.rng(label)
     c, s = dirs(SPAN, client, server, rng.randrange(49152, 65000), 445, "tcp", rng)
     tcp = Tcp(c, s, rng, cwin=0x0402, swin=0x0402)
-    for t, frame in tcp.handshake(start, 300, 120):
-        sc.add(t, frame)
+    sc.add_all(tcp.handshake(start, 300, 120))
     t = start + 1000
     arrivals: list[tuple[int, int]] = []
     end = start + int(seconds * 1e6)
@@ -173,8 +177,7 @@ def backup_bursts(
         msg_id += 1
         offset += 65536
         t += max(ts - t, int(len(body) * 8e6 / rate_bps(t)))
-    for pkt_t, frame in tcp.close(t + 500, 200, 100):
-        sc.add(pkt_t, frame)
+    sc.add_all(tcp.close(t + 500, 200, 100))
     return arrivals
 
 
@@ -192,6 +195,20 @@ class Poll:
     degrade: Callable[[int], int] = lambda _t: 0  # extra processing at time t (a failing PLC)
 
 
+def poll_connection(sc: Sc, poll: Poll, rng: random.Random, at: int) -> Tcp:
+    """The HMI's Modbus/TCP connection to the PLC, from an ephemeral port, opened at ``at``."""
+    c, s = dirs(SPAN, poll.client, poll.server, rng.randrange(49152, 65000), 502, "tcp", rng)
+    tcp = Tcp(c, s, rng, cwin=0x0201, swin=0x0010)
+    sc.add_all(tcp.handshake(at, 900, 150))
+    return tcp
+
+
+def answer_read(sc: Sc, tcp: Tcp, rng: random.Random, t: int, tid: int) -> None:
+    """The PLC's answer to a poll's read of ten holding registers: random process values."""
+    values = struct.pack(">10H", *(rng.randrange(0, 4000) for _ in range(10)))
+    sc.add(t, tcp.sc(t, mb_read_resp(tid, 1, values))[1])
+
+
 def control_traffic(
     sc: Sc,
     poll: Poll,
@@ -204,10 +221,7 @@ def control_traffic(
     """Polling through the uplink queue (requests) shared with ``bulk`` arrivals; responses come back
     uncongested. Records the injected latency of every request in the labels."""
     rng = sc.rng(f"poll:{poll.client.name}>{poll.server.name}")
-    c, s = dirs(SPAN, poll.client, poll.server, rng.randrange(49152, 65000), 502, "tcp", rng)
-    tcp = Tcp(c, s, rng, cwin=0x0201, swin=0x0010)
-    for t, frame in tcp.handshake(start, 900, 150):
-        sc.add(t, frame)
+    tcp = poll_connection(sc, poll, rng, start)
     tid = rng.randrange(1, 0x4000)
     latencies: list[float] = []
     during: list[float] = []
@@ -235,8 +249,7 @@ def control_traffic(
             retransmissions += 1
             attempt += RTO_US
         response_t = depart + 100 + rng.randint(*poll.proc_us) + poll.degrade(sent) + 100
-        values = struct.pack(">10H", *(rng.randrange(0, 4000) for _ in range(10)))
-        sc.add(response_t, tcp.sc(response_t, mb_read_resp(tid, 1, values))[1])
+        answer_read(sc, tcp, rng, response_t, tid)
         latency = (response_t - sent) / 1e6
         latencies.append(latency)
         if flood is not None and flood[0] <= sent < flood[1]:
@@ -249,8 +262,7 @@ def control_traffic(
     if queue is not None:
         for arrival in bulk[bulk_i:]:
             queue.offer(*arrival)
-    for pkt_t, frame in tcp.close(t + 500, 900, 150):
-        sc.add(pkt_t, frame)
+    sc.add_all(tcp.close(t + 500, 900, 150))
     sc.loops.append(
         {
             "client_ip": poll.client.ip,
@@ -319,13 +331,7 @@ def normal_day(sc: Sc) -> None:
     start = local_us(TUESDAY, "02:00:00")
     bulk = backup_bursts(sc, "backup", BACKUP_1, SCADA_1, start + 10_000_000, 12, steady(20e6))
     run_plant(sc, start, 35, POLLS, bulk)
-    sc.never = [
-        "bulk_into_control_zone",
-        "bulk_over_budget",
-        "backup_outside_window",
-        "control_degradation",
-        "backup_interference",
-    ]
+    sc.never = list(NEVER_ANY)
 
 
 def uplink_saturation(sc: Sc) -> None:
@@ -370,13 +376,7 @@ def short_burst(sc: Sc) -> None:
     start = local_us(TUESDAY, "11:00:00")
     bulk = backup_bursts(sc, "burst", BACKUP_1, SCADA_1, start + 15_000_000, 0.3, steady(70e6))
     run_plant(sc, start, 30, POLLS, bulk)
-    sc.never = [
-        "bulk_into_control_zone",
-        "bulk_over_budget",
-        "backup_outside_window",
-        "control_degradation",
-        "backup_interference",
-    ]
+    sc.never = list(NEVER_ANY)
 
 
 def plc_degrading(sc: Sc) -> None:
@@ -513,8 +513,7 @@ def cyclic_io(sc: Sc) -> None:
     c, s = dirs(CELL_SPAN, PLC_F1, DRV_F1, rng.randrange(49152, 65000), 44818, "tcp", rng)
     tcp = Tcp(c, s, rng, cwin=0x0400, swin=0x0400)
     t = start + 500_000
-    for pkt_t, frame in tcp.handshake(t, 250, 90):
-        sc.add(pkt_t, frame)
+    sc.add_all(tcp.handshake(t, 250, 90))
     context = bytes(8)
     session = 0x00012A10
     t += 2_000
@@ -553,8 +552,7 @@ def cyclic_io(sc: Sc) -> None:
     sc.add(t, tcp.cs(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_close_request(conn)))[1])
     t += 1_600
     sc.add(t, tcp.sc(t, enip.encap(enip.SEND_RR_DATA, session, context, enip.forward_close_reply(conn)))[1])
-    for pkt_t, frame in tcp.close(t + 5_000, 300, 90):
-        sc.add(pkt_t, frame)
+    sc.add_all(tcp.close(t + 5_000, 300, 90))
     sc.never = list(NEVER_ANY)
 
 
@@ -572,14 +570,7 @@ def unresponsive_poll(sc: Sc, poll: Poll, start: int, end: int, outage: tuple[in
     first answered one after it)."""
     rng = sc.rng(f"poll:{poll.client.name}>{poll.server.name}")
 
-    def connect(at: int) -> Tcp:
-        c, s = dirs(SPAN, poll.client, poll.server, rng.randrange(49152, 65000), 502, "tcp", rng)
-        tcp = Tcp(c, s, rng, cwin=0x0201, swin=0x0010)
-        for pkt_t, frame in tcp.handshake(at, 900, 150):
-            sc.add(pkt_t, frame)
-        return tcp
-
-    tcp = connect(start)
+    tcp = poll_connection(sc, poll, rng, start)
     tid = rng.randrange(1, 0x4000)
     latencies: list[float] = []
     unanswered = resets = misses = 0
@@ -598,19 +589,17 @@ def unresponsive_poll(sc: Sc, poll: Poll, start: int, end: int, outage: tuple[in
                 sc.add(t, tcp.cs(t, b"", RST | ACK)[1])  # abortive close (SO_LINGER 0)
                 resets += 1
                 misses = 0
-                tcp = connect(t + RECONNECT_US)
+                tcp = poll_connection(sc, poll, rng, t + RECONNECT_US)
                 t = due = t + RECONNECT_US + 2000
             continue
         response_t = t + 100 + rng.randint(*poll.proc_us) + 100
-        values = struct.pack(">10H", *(rng.randrange(0, 4000) for _ in range(10)))
-        sc.add(response_t, tcp.sc(response_t, mb_read_resp((tid - 1) & 0xFFFF, 1, values))[1])
+        answer_read(sc, tcp, rng, response_t, (tid - 1) & 0xFFFF)
         latencies.append((response_t - t) / 1e6)
         if first_miss and not recovered:
             recovered = t
         due += poll.period_us
         t = max(due + rng.randint(-300, 300), response_t + 200)
-    for pkt_t, frame in tcp.close(t + 500, 900, 150):
-        sc.add(pkt_t, frame)
+    sc.add_all(tcp.close(t + 500, 900, 150))
     sc.loops.append({
         "client_ip": poll.client.ip,
         "server_ip": poll.server.ip,

@@ -54,6 +54,7 @@ from bench.gen_plant import (
     SMB2_NEGOTIATE,
     SMB2_SESSION_SETUP,
     SMB2_TREE_CONNECT,
+    Dir,
     Host,
     Pkt,
     Seg,
@@ -233,6 +234,18 @@ class Scenario:
 # ------------------------------------------------------------------------------------- TCP and UDP
 
 
+def new_flow(
+    rng: random.Random, client: Node, server: Node, sport: int | None, dport: int, l4: str, app_proto: str
+) -> tuple[FlowRec, Dir, Dir]:
+    """A flow's record and its two directions (``l4`` "tcp" or "udp"); without ``sport`` the client
+    picks an ephemeral port."""
+    if sport is None:
+        sport = rng.randrange(49152, 65535)
+    seg = segment_for(client, server)
+    c, s = dirs(seg, client, server, sport, dport, l4, rng)
+    return FlowRec(client, server, sport, dport, l4.upper(), app_proto, seg), c, s
+
+
 class TcpConv:
     """One TCP connection of a scenario: handshake, payloads split at the MSS, ACKs, FIN close."""
 
@@ -253,11 +266,7 @@ class TcpConv:
     ) -> None:
         self.sc = sc
         self.rng = rng = sc.rng(label)
-        if sport is None:
-            sport = rng.randrange(49152, 65535)
-        seg = segment_for(client, server)
-        self.flow = FlowRec(client, server, sport, dport, "TCP", app_proto, seg)
-        c, s = dirs(seg, client, server, sport, dport, "tcp", rng)
+        self.flow, c, s = new_flow(rng, client, server, sport, dport, "tcp", app_proto)
         self.tcp = Tcp(c, s, rng, cwin=cwin, swin=swin)
         self.t = t
         self.rtt = rtt
@@ -330,11 +339,7 @@ def udp_exchange(
 ) -> FlowRec:
     """One request datagram and its answer."""
     rng = sc.rng(label)
-    if sport is None:
-        sport = rng.randrange(49152, 65535)
-    seg = segment_for(client, server)
-    flow = FlowRec(client, server, sport, dport, "UDP", app_proto, seg)
-    q, r = dirs(seg, client, server, sport, dport, "udp", rng)
+    flow, q, r = new_flow(rng, client, server, sport, dport, "udp", app_proto)
     sc.emit(flow, (t, q.udp(request)))
     sc.emit(flow, (t + rng.randint(200, 1500), r.udp(response)))
     return flow

@@ -2,11 +2,11 @@
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, NetPair, send_udp
 
 PYTHON = sys.executable
@@ -16,19 +16,11 @@ def test_run_on_mirror_port_reports_flows_and_kernel_counters(netpair: NetPair, 
     out = tmp_path / "eve.json"
     cmd = ["ip", "netns", "exec", netpair.mon_ns, PYTHON, "-m", "agent.cli", "--log-level", "info", "run",
            "--interface", netpair.mon_if, "--bpf", "udp", "--eve", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "capturing on ..." once the socket is ready
-        assert "capturing on" in line, line
+    with agent_process(cmd) as proc:
+        wait_capturing(proc)
         send_udp(netpair, 600, ports=[20000, 20001, 20002], dsts=[FOREIGN_IP], rate=5000)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+        stdout, _stderr = stop(proc, signal.SIGTERM)
     events = [json.loads(x) for x in out.read_text().splitlines()]
     flows = [e for e in events if e["event_type"] == "flow"]
     assert sorted(f["dest_port"] for f in flows) == [20000, 20001, 20002]

@@ -62,6 +62,14 @@ def read_tlv(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
     return tag, off, value_end
 
 
+def read_expected(buf: bytes, off: int, end: int, tag: int, name: str) -> tuple[int, int]:
+    """(value offset, value end) of the element at ``off``, which must be ``name`` with ``tag``."""
+    found, value, value_end = read_tlv(buf, off, end)
+    if found != tag:
+        raise BerError("bad_pdu", f"tag 0x{found:02x} where {name} (0x{tag:02x}) was expected")
+    return value, value_end
+
+
 def unsigned(buf: bytes, off: int, end: int) -> int:
     """An INTEGER whose values are unsigned in practice (counters, revisions): at most 9 octets."""
     if end - off > 9 or end == off:

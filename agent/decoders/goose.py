@@ -16,11 +16,21 @@ duplicated publisher looks exactly like that.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.decoders.base import DecoderContext, ProtocolSpec, link_layer_spec
-from agent.decoders.ber import BerError, boolean, count_elements, read_tlv, signed, text, unsigned
+from agent.decoders.ber import (
+    BerError,
+    boolean,
+    count_elements,
+    read_expected,
+    read_tlv,
+    signed,
+    text,
+    unsigned,
+)
 from agent.decoders.message import MessageDecoder
 from agent.flows import Flow
 from agent.linklayer import ETH_GOOSE
@@ -35,8 +45,6 @@ GOCB_REF, TAL, DAT_SET, GO_ID, T, ST_NUM, SQ_NUM, SIMULATION, CONF_REV, NDS_COM,
     0x80, 0x8B
 )
 ALL_DATA = 0xAB
-MANDATORY = {GOCB_REF: "gocb_ref", TAL: "time_allowed_to_live", DAT_SET: "dat_set", T: "t", ST_NUM: "st_num",
-             SQ_NUM: "sq_num", CONF_REV: "conf_rev", NUM_ENTRIES: "num_dat_set_entries"}  # fmt: skip
 
 
 def utc_time(buf: bytes, off: int, end: int) -> str:
@@ -46,6 +54,16 @@ def utc_time(buf: bytes, off: int, end: int) -> str:
     seconds = int.from_bytes(buf[off : off + 4], "big")
     micros = int.from_bytes(buf[off + 4 : off + 7], "big") * 1_000_000 >> 24
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+# goosePdu tag -> (field name, reader of its value). SIMULATION is "test" in Ed.1, "simulation" in Ed.2.
+_FIELDS: dict[int, tuple[str, Callable[[bytes, int, int], Any]]] = {
+    GOCB_REF: ("gocb_ref", text), TAL: ("time_allowed_to_live", signed), DAT_SET: ("dat_set", text),
+    GO_ID: ("go_id", text), T: ("t", utc_time), ST_NUM: ("st_num", unsigned), SQ_NUM: ("sq_num", unsigned),
+    SIMULATION: ("simulation", boolean), CONF_REV: ("conf_rev", unsigned), NDS_COM: ("nds_com", boolean),
+    NUM_ENTRIES: ("num_dat_set_entries", signed), ALL_DATA: ("all_data_count", count_elements),
+}  # fmt: skip
+MANDATORY = [_FIELDS[tag][0] for tag in (GOCB_REF, TAL, DAT_SET, T, ST_NUM, SQ_NUM, CONF_REV, NUM_ENTRIES)]
 
 
 def parse_header(buf: bytes, off: int, length: int) -> tuple[dict[str, Any], int]:
@@ -91,7 +109,7 @@ class GooseDecoder(MessageDecoder):
         except BerError as err:
             self.anomaly(err.kind, f"GOOSE: {err}")
             return
-        missing = [name for name in MANDATORY.values() if name not in fields]
+        missing = [name for name in MANDATORY if name not in fields]
         if missing:
             self.anomaly("missing_field", "goosePdu without " + ", ".join(missing))
         if "st_num" in fields and "sq_num" in fields:
@@ -101,35 +119,13 @@ class GooseDecoder(MessageDecoder):
     @staticmethod
     def parse_pdu(buf: bytes, off: int, end: int, fields: dict[str, Any]) -> None:
         """The goosePdu at ``off`` into ``fields`` (raises BerError; shared with R-GOOSE)."""
-        tag, off, end = read_tlv(buf, off, end)
-        if tag != 0x61:
-            raise BerError("bad_pdu", f"tag 0x{tag:02x} where a goosePdu (0x61) was expected")
+        off, end = read_expected(buf, off, end, 0x61, "a goosePdu")
         while off < end:
             tag, value, off = read_tlv(buf, off, end)
-            if tag == GOCB_REF:
-                fields["gocb_ref"] = text(buf, value, off)
-            elif tag == TAL:
-                fields["time_allowed_to_live"] = signed(buf, value, off)
-            elif tag == DAT_SET:
-                fields["dat_set"] = text(buf, value, off)
-            elif tag == GO_ID:
-                fields["go_id"] = text(buf, value, off)
-            elif tag == T:
-                fields["t"] = utc_time(buf, value, off)
-            elif tag == ST_NUM:
-                fields["st_num"] = unsigned(buf, value, off)
-            elif tag == SQ_NUM:
-                fields["sq_num"] = unsigned(buf, value, off)
-            elif tag == SIMULATION:  # "test" in Ed.1, "simulation" in Ed.2
-                fields["simulation"] = boolean(buf, value, off)
-            elif tag == CONF_REV:
-                fields["conf_rev"] = unsigned(buf, value, off)
-            elif tag == NDS_COM:
-                fields["nds_com"] = boolean(buf, value, off)
-            elif tag == NUM_ENTRIES:
-                fields["num_dat_set_entries"] = signed(buf, value, off)
-            elif tag == ALL_DATA:
-                fields["all_data_count"] = count_elements(buf, value, off)
+            field = _FIELDS.get(tag)
+            if field is not None:
+                name, read = field
+                fields[name] = read(buf, value, off)
             else:
                 fields.setdefault("unknown_tags", []).append(tag)
 

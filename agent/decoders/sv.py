@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.decoders.base import DecoderContext, ProtocolSpec, link_layer_spec
-from agent.decoders.ber import BerError, read_tlv, text, unsigned
+from agent.decoders.ber import BerError, read_expected, read_tlv, text, unsigned
 from agent.decoders.goose import parse_header
 from agent.decoders.message import MessageDecoder
 from agent.flows import Flow
@@ -57,9 +57,7 @@ def _asdu(buf: bytes, off: int, end: int) -> dict[str, Any]:
 
 
 def parse_sav_pdu(buf: bytes, off: int, end: int, fields: dict[str, Any]) -> None:
-    tag, off, end = read_tlv(buf, off, end)
-    if tag != 0x60:
-        raise BerError("bad_pdu", f"tag 0x{tag:02x} where a savPdu (0x60) was expected")
+    off, end = read_expected(buf, off, end, 0x60, "a savPdu")
     asdus: list[dict[str, Any]] = []
     while off < end:
         tag, value, off = read_tlv(buf, off, end)
@@ -69,9 +67,7 @@ def parse_sav_pdu(buf: bytes, off: int, end: int, fields: dict[str, Any]) -> Non
             fields["security"] = True
         elif tag == 0xA2:
             while value < off:
-                asdu_tag, asdu_off, value = read_tlv(buf, value, off)
-                if asdu_tag != 0x30:
-                    raise BerError("bad_pdu", f"tag 0x{asdu_tag:02x} in seqASDU (0x30 expected)")
+                asdu_off, value = read_expected(buf, value, off, 0x30, "an ASDU")
                 asdus.append(_asdu(buf, asdu_off, value))
     if fields.get("no_asdu") != len(asdus):
         raise BerError("bad_count", f"noASDU {fields.get('no_asdu')} with {len(asdus)} ASDUs")

@@ -26,6 +26,7 @@ from agent.capture.files import ReplaySource
 from agent.decoders.base import OtMessage
 from agent.flows import Flow
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
+from tests import factory
 
 CORPUS = Path(
     os.environ.get("CONDUITWATCH_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus")
@@ -33,14 +34,19 @@ CORPUS = Path(
 KNOWN = Path(__file__).with_name("known_disagreements")
 
 
-def captures_with(protocol_token: str) -> list[Path]:
-    """Corpus captures whose tshark protocol hierarchy (INVENTORY.tsv) contains ``*TOKEN*``."""
+def captures_where(wanted: Callable[[dict[str, str]], bool]) -> list[Path]:
+    """Corpus captures whose INVENTORY.tsv row passes ``wanted`` (none when the corpus is absent)."""
     inventory = CORPUS / "INVENTORY.tsv"
     if not inventory.exists():
         return []
     with inventory.open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return [CORPUS / "pcaps" / r["path"] for r in rows if f"*{protocol_token}*(" in r["protocols"]]
+    return [CORPUS / "pcaps" / r["path"] for r in rows if wanted(r)]
+
+
+def captures_with(protocol_token: str) -> list[Path]:
+    """Corpus captures whose tshark protocol hierarchy (INVENTORY.tsv) contains ``*TOKEN*``."""
+    return captures_where(lambda row: f"*{protocol_token}*(" in row["protocols"])
 
 
 class _Collector:
@@ -69,6 +75,19 @@ def our_messages(
     finally:
         source.close()
     return collector.by_frame
+
+
+def collect(capture: Path, ports: dict[str, tuple[int, ...]] | None = None) -> factory.Collector:
+    """Every message and finished flow of one capture (skips when the capture is absent)."""
+    if not capture.exists():
+        pytest.skip("corpus not available")
+    collector = factory.Collector()
+    source = ReplaySource([str(capture)])
+    try:
+        Pipeline(PipelineConfig(ports=ports or {}), consumers=[collector]).run(source)
+    finally:
+        source.close()
+    return collector
 
 
 def tshark_fields(

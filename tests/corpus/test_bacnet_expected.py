@@ -31,7 +31,6 @@ Known differences, each checked against the bytes:
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from pathlib import Path
@@ -39,15 +38,21 @@ from typing import Any
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.base import OtMessage
-from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import (
+    EXPECTED,
+    PCAPS,
+    ProtocolRun,
+    ndpi_counts,
+    our_counts,
+    rows_comparing,
+    run_protocol,
+    zeek_log,
+)
 
 pytestmark = pytest.mark.corpus
 
-PCAPS = CORPUS / "pcaps"
-BASELINE = CORPUS / "expected" / "icsnpp-bacnet" / "baseline"
+BASELINE = EXPECTED / "icsnpp-bacnet" / "baseline"
 COMPARED = {
     "icsnpp-bacnet/baseline/analyzer.basic",
     "icsnpp-bacnet/baseline/analyzer.services",
@@ -115,50 +120,11 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).replace("-", "_").lower()
 
 
-class _Run:
-    name = "bacnet-expected"
-
-    def __init__(self) -> None:
-        self.messages: list[OtMessage] = []
-        self.flows: list[Any] = []
-        self.anomalies: Counter[str] = Counter()
-
-    def on_flow_end(self, flow: Any, reason: str) -> None:
-        self.flows.append(flow)
-
-    def on_message(self, msg: OtMessage) -> None:
-        # Zeek (ICSNPP) and nDPI see BACnet/IP only; BACnet/Ethernet frames (802.2 LLC) are ours alone.
-        if msg.protocol == "bacnet" and msg.flow.ip_version:
-            self.messages.append(msg)
-
-    def emit(self, event: Any) -> None:
-        anomaly = event.fields.get("anomaly", {})
-        if event.event_type == "anomaly" and anomaly.get("layer") == "bacnet":
-            self.anomalies[anomaly["event"]] += 1
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def replay(capture: Path) -> _Run:
-    if not capture.exists():
-        pytest.skip("corpus not available")
-    run = _Run()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(events=EVENTS_ALL), sinks=[run], consumers=[run]).run(source)
-    finally:
-        source.close()
+def replay(capture: Path) -> ProtocolRun:
+    run = run_protocol(capture, "bacnet")
+    # Zeek (ICSNPP) and nDPI see BACnet/IP only; BACnet/Ethernet frames (802.2 LLC) are ours alone.
+    run.messages = [msg for msg in run.messages if msg.flow.ip_version]
     return run
-
-
-def log_rows(path: Path) -> list[dict[str, str]]:
-    lines = path.read_text().splitlines()
-    names = next(line for line in lines if line.startswith("#fields")).split("\t")[1:]
-    return [dict(zip(names, line.split("\t"), strict=True)) for line in lines if not line.startswith("#")]
 
 
 def icsnpp_line(msg: OtMessage) -> tuple[str, ...]:
@@ -193,7 +159,7 @@ def expected_line(row: dict[str, str]) -> tuple[str, ...]:
 )
 def test_bacnet_log_matches_icsnpp(analyzer: str, capture: str, lines: int) -> None:
     run = replay(PCAPS / "icsnpp-bacnet" / "traces" / capture)
-    expected = [expected_line(r) for r in log_rows(BASELINE / analyzer / "bacnet.log")]
+    expected = [expected_line(r) for r in zeek_log(BASELINE / analyzer / "bacnet.log")]
     final = [m for m in run.messages if not (m.fields.get("apdu_type") == 3 and m.fields["more_follows"])]
     ours = [icsnpp_line(m) for m in final]
     assert len(expected) == lines
@@ -202,7 +168,8 @@ def test_bacnet_log_matches_icsnpp(analyzer: str, capture: str, lines: int) -> N
     # Every confirmed request is answered in these captures; the pairing must find each answer.
     replies = [m for m in run.messages if m.direction == "response" and m.fields.get("apdu_type") != 4]
     assert replies and all(m.request_cnt for m in replies)
-    assert run.anomalies == (Counter({"bad_length": 240}) if capture == "bacnet_example.pcap" else Counter())
+    expected_anomalies = Counter({"bad_length": 240}) if capture == "bacnet_example.pcap" else Counter()
+    assert run.anomaly_kinds == expected_anomalies
 
 
 @pytest.mark.parametrize(
@@ -211,7 +178,7 @@ def test_bacnet_log_matches_icsnpp(analyzer: str, capture: str, lines: int) -> N
 )
 def test_discovery_and_properties_match_icsnpp(analyzer: str, capture: str) -> None:
     run = replay(PCAPS / "icsnpp-bacnet" / "traces" / capture)
-    discovery = log_rows(BASELINE / analyzer / "bacnet_discovery.log")
+    discovery = zeek_log(BASELINE / analyzer / "bacnet_discovery.log")
     expected_discovery = Counter(
         (r["pdu_service"], r["instance_number"] if r["pdu_service"] == "i-am" else r["range"])
         for r in discovery
@@ -240,7 +207,7 @@ def test_discovery_and_properties_match_icsnpp(analyzer: str, capture: str) -> N
             r["instance_number"],
             PROPERTIES.get(r["property"], r["property"]),
         )
-        for r in log_rows(BASELINE / analyzer / "bacnet_property.log")
+        for r in zeek_log(BASELINE / analyzer / "bacnet_property.log")
         if r["pdu_service"] in names and (r["property"] in PROPERTIES or r["property"].startswith("Vendor"))
     )
     ours_props: set[tuple[Any, ...]] = set()
@@ -280,7 +247,7 @@ def test_device_identity_matches_icsnpp_property_values(analyzer: str, capture: 
     run = replay(PCAPS / "icsnpp-bacnet" / "traces" / capture)
     expected = {
         (r["invoke_id"], r["instance_number"], IDENTITY_PROPERTIES[r["property"]]): r["value"]
-        for r in log_rows(BASELINE / analyzer / "bacnet_property.log")
+        for r in zeek_log(BASELINE / analyzer / "bacnet_property.log")
         if r["pdu_service"] == "read-property-ack"
         and r["object_type"] == "device"
         and r["property"] in IDENTITY_PROPERTIES
@@ -315,7 +282,7 @@ def test_device_control_matches_icsnpp() -> None:
             r["result"],
             r["result_code"],
         )
-        for r in log_rows(BASELINE / "analyzer.services" / "bacnet_device_control.log")
+        for r in zeek_log(BASELINE / "analyzer.services" / "bacnet_device_control.log")
     )
     ours: Counter[tuple[str, ...]] = Counter()
     for m in run.messages:
@@ -333,47 +300,13 @@ def test_device_control_matches_icsnpp() -> None:
     assert len(expected) == 16 and ours == expected
 
 
-# nDPI: UDP 204.172.177.255:47808 -> 204.172.177.159:47808 [proto: 334/BACnet]...
-#     [14 pkts/833 bytes -> 0 pkts/0 bytes]
-FLOW_LINE = re.compile(
-    r"UDP (?P<src>[\d.]+):(?P<sport>\d+) <?-> (?P<dst>[\d.]+):(?P<dport>\d+) "
-    r"\[proto: \d+/(?P<proto>[\w.]+)\].*?"
-    r"\[(?P<pkts_ts>\d+) pkts/(?P<bytes_ts>\d+) bytes <?-> (?P<pkts_tc>\d+) pkts/(?P<bytes_tc>\d+) bytes\]"
-)
-
-
 def test_bacnet_flows_match_ndpi() -> None:
-    report = CORPUS / "expected" / "nDPI" / "bacnet.pcap.out"
     run = replay(PCAPS / "nDPI" / "bacnet.pcap")
-    expected = {}
-    for match in FLOW_LINE.finditer(report.read_text()):
-        if match["proto"] == "BACnet":
-            key = (match["src"], int(match["sport"]), match["dst"], int(match["dport"]))
-            expected[key] = tuple(int(match[k]) for k in ("pkts_ts", "bytes_ts", "pkts_tc", "bytes_tc"))
-    assert len(expected) == 10
-    ours = {}
-    for flow in run.flows:
-        if flow.app_proto == "bacnet":
-            key = (_ip(flow.src), flow.sport, _ip(flow.dst), flow.dport)
-            ours[key] = (flow.pkts_toserver, flow.bytes_toserver, flow.pkts_toclient, flow.bytes_toclient)
-    assert ours == expected
+    ndpi = ndpi_counts(EXPECTED / "nDPI" / "bacnet.pcap.out", "BACnet")
+    assert len(ndpi) == 10
+    assert our_counts(run.flows, "bacnet") == ndpi
     assert len(run.messages) == 23 and not run.anomalies  # every datagram is one message
 
 
-def _ip(raw: bytes) -> str:
-    return ".".join(str(b) for b in raw)
-
-
 def test_every_bacnet_row_is_compared() -> None:
-    inventory, expected = CORPUS / "INVENTORY.tsv", CORPUS / "EXPECTED.tsv"
-    if not inventory.exists() or not expected.exists():
-        pytest.skip("corpus not available")
-    with inventory.open(newline="") as f:
-        bacnet = {r["path"] for r in csv.DictReader(f, delimiter="\t") if "*BVLC*(" in r["protocols"]}
-    rows = set()
-    with expected.open(newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            pcaps = [p.split("):", 1)[-1] for p in row["pcaps"].split(";")]
-            if any(p in bacnet and (PCAPS / p).exists() for p in pcaps):
-                rows.add(row["expected"])
-    assert rows == COMPARED
+    assert rows_comparing(lambda capture: "*BVLC*(" in capture["protocols"]) == COMPARED

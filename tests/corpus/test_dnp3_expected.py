@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,13 @@ import pytest
 import yaml
 
 from agent.decoders.base import REQUEST, OtMessage
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import EXPECTED, PCAPS, expected_rows
 
 pytestmark = pytest.mark.corpus
 
-EXPECTED = CORPUS / "expected"
-
 
 def _rows(prefix: str) -> list[tuple[str, Path]]:
-    path = CORPUS / "EXPECTED.tsv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [(r["expected"], CORPUS / "pcaps" / r["pcaps"]) for r in rows if r["expected"].startswith(prefix)]
+    return [(r["expected"], PCAPS / r["pcaps"]) for r in expected_rows() if r["expected"].startswith(prefix)]
 
 
 class _Collector:

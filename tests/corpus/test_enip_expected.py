@@ -19,11 +19,12 @@ from agent.capture.files import ReplaySource
 from agent.decoders.base import OtMessage
 from agent.flows import Flow
 from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
+from tests.corpus.expected import EXPECTED, zeek_columns
 from tests.corpus.ot_oracle import CORPUS, our_messages
 
 pytestmark = pytest.mark.corpus
 
-BASELINE = CORPUS / "expected" / "icsnpp-enip" / "baseline"
+BASELINE = EXPECTED / "icsnpp-enip" / "baseline"
 EXAMPLE = "icsnpp-enip/traces/enip_cip_example.pcap"
 MSP = 0x0A
 
@@ -32,7 +33,7 @@ def zeek_rows(test: str, log: str) -> list[list[str]]:
     path = BASELINE / test / log
     if not path.exists():
         pytest.skip(f"baseline {path} not available")
-    return [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return zeek_columns(path)
 
 
 def messages(capture: str) -> list[OtMessage]:

@@ -9,18 +9,14 @@ agreement must stay at or above 95%.
 
 from __future__ import annotations
 
-import csv
-import re
 from pathlib import Path
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.it_protocols import NAMES as IDENTIFIED
 from agent.dissect import format_ip
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import EXPECTED, PCAPS, expected_rows, ndpi_flows
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 
@@ -52,43 +48,24 @@ NDPI_NAMES = {
 }
 OURS = frozenset().union(*NDPI_NAMES.values()) | (IDENTIFIED - {"mqtt-tls", "modbus-tls", "opcua-tls"})
 
-# "TCP 192.168.1.212:50694 <-> 90.130.70.73:21 [VLAN: 12][proto: 1/FTP_CONTROL]"
-_ENDPOINT = r"(\[[0-9a-fA-F:.]+\]|[\d.]+):(\d+)"
-FLOW_LINE = re.compile(
-    rf"^\s+\d+\s+(?P<l4>TCP|UDP) {_ENDPOINT} <?-> {_ENDPOINT} (?:\[VLAN: (?P<vlan>\d+)\])?"
-    r"\[proto: [\d.]+/(?P<proto>[\w.-]+)\]",
-    re.MULTILINE,
-)
-
 FlowKey = tuple[str, int, frozenset[tuple[str, int]]]  # TCP/UDP, VLAN id (0: none), endpoints
 
 
 def _reports() -> list[tuple[str, Path, Path]]:
     """(report name, capture, report) for every nDPI report whose capture is in the corpus."""
-    with (CORPUS / "EXPECTED.tsv").open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["suite"].endswith("nDPI")]
-    return [(r["expected"], CORPUS / "pcaps" / r["pcaps"], CORPUS / "expected" / r["expected"]) for r in rows]
+    rows = [r for r in expected_rows() if r["suite"].endswith("nDPI")]
+    return [(r["expected"], PCAPS / r["pcaps"], EXPECTED / r["expected"]) for r in rows]
 
 
 def _ndpi_flows(report: Path) -> dict[FlowKey, str]:
-    flows = {}
-    for m in FLOW_LINE.finditer(report.read_text()):
-        a = (m.group(2).strip("[]"), int(m.group(3)))
-        b = (m.group(4).strip("[]"), int(m.group(5)))
-        app = m["proto"].split(".")[-1]
-        flows[(m["l4"], int(m["vlan"] or 0), frozenset((a, b)))] = app
-    return flows
+    return {
+        (f.l4, f.vlan, frozenset((f.key[:2], f.key[2:]))): f.proto.split(".")[-1] for f in ndpi_flows(report)
+    }
 
 
 def _our_flows(capture: Path) -> dict[FlowKey, str]:
-    collector = factory.Collector()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
     ours: dict[FlowKey, str] = {}
-    for flow in collector.flows:
+    for flow in collect(capture).flows:
         if flow.proto not in (6, 17):
             continue
         endpoints = frozenset(((format_ip(flow.src), flow.sport), (format_ip(flow.dst), flow.dport)))

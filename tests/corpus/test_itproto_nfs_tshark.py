@@ -8,39 +8,25 @@ tshark's ``nfs.count3`` on WRITE calls.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.identify import flow_fields
 from agent.decoders.onc_rpc import NFS2_PROCEDURES, NFS3_PROCEDURES, NFS4_PROCEDURES
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS, tshark_fields
+from tests.corpus.ot_oracle import CORPUS, captures_where, collect, tshark_fields
 
 pytestmark = pytest.mark.corpus
 NAMES = {2: NFS2_PROCEDURES, 3: NFS3_PROCEDURES, 4: NFS4_PROCEDURES}
 
 
 def nfs_captures() -> list[Path]:
-    inventory = CORPUS / "INVENTORY.tsv"
-    if not inventory.exists():
-        return []
-    with inventory.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [CORPUS / "pcaps" / r["path"] for r in rows if "nfs(" in r["protocols"]]
+    return captures_where(lambda row: "nfs(" in row["protocols"])
 
 
 def ours(path: Path) -> tuple[Counter[str], int]:
-    collector = factory.Collector()
-    source = ReplaySource([str(path)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
+    collector = collect(path)
     calls: Counter[str] = Counter()
     written = 0
     for flow in collector.flows:

@@ -10,38 +10,24 @@ succeeded, where the capture holds 38 READ requests (4 answered STATUS_END_OF_FI
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.identify import flow_fields
 from agent.decoders.smb import SMB2_COMMANDS
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS, tshark_fields
+from tests.corpus.ot_oracle import CORPUS, captures_where, collect, tshark_fields
 
 pytestmark = pytest.mark.corpus
 
 
 def smb2_captures() -> list[Path]:
-    inventory = CORPUS / "INVENTORY.tsv"
-    if not inventory.exists():
-        return []
-    with inventory.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [CORPUS / "pcaps" / r["path"] for r in rows if "smb2(" in r["protocols"]]
+    return captures_where(lambda row: "smb2(" in row["protocols"])
 
 
 def ours(path: Path) -> Counter[str]:
-    collector = factory.Collector()
-    source = ReplaySource([str(path)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
+    collector = collect(path)
     counts: Counter[str] = Counter()
     for flow in collector.flows:
         # tshark dissects SMB on its ports only; we also find it elsewhere (smb-length-5770 relays

@@ -8,17 +8,13 @@ INVENTORY.tsv protocol hierarchy lists tls, http or ssh.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.identify import flow_fields
 from agent.dissect import format_ip
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS, tshark_fields
+from tests.corpus.ot_oracle import captures_where, collect, tshark_fields
 
 pytestmark = pytest.mark.corpus
 
@@ -36,22 +32,12 @@ ADDRESSES = ("ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dst
 
 
 def captures(token: str) -> list[Path]:
-    inventory = CORPUS / "INVENTORY.tsv"
-    if not inventory.exists():
-        return []
-    with inventory.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [CORPUS / "pcaps" / r["path"] for r in rows if f" {token}" in f" {r['protocols']}"]
+    return captures_where(lambda row: f" {token}" in f" {row['protocols']}")
 
 
 def _ours(path: Path) -> dict[FlowKey, tuple[dict[str, dict], bool]]:
     """Identification fields by flow, seen from either side (with: is that side the initiator)."""
-    collector = factory.Collector()
-    source = ReplaySource([str(path)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
+    collector = collect(path)
     result: dict[FlowKey, tuple[dict[str, dict], bool]] = {}
     for flow in collector.flows:
         fields = flow_fields(flow) or {}

@@ -66,7 +66,6 @@ Disagreements, each checked against the bytes (tshark and the Modbus spec v1.1b3
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import re
 from collections import Counter, defaultdict
@@ -76,15 +75,20 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.capture.files import ReplaySource
 from agent.decoders.base import REQUEST, OtMessage
-from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import (
+    EXPECTED,
+    PCAPS,
+    ProtocolRun,
+    ndpi_flows,
+    our_counts,
+    rows_comparing,
+    run_protocol,
+    zeek_log,
+)
 
 pytestmark = pytest.mark.corpus
 
-PCAPS = CORPUS / "pcaps"
-EXPECTED = CORPUS / "expected"
 ZEEK = EXPECTED / "zeek"
 MODBUS_PORT = 502
 
@@ -126,46 +130,9 @@ COMPARED = {
 # -- running our pipeline ------------------------------------------------------------------------
 
 
-class _Run:
-    """Consumer and sink: our modbus messages, every finished flow, our modbus anomalies."""
-
-    name = "modbus-expected"
-
-    def __init__(self) -> None:
-        self.messages: list[OtMessage] = []
-        self.flows: list[Any] = []
-        self.anomalies: list[tuple[int, str]] = []  # (pcap_cnt, kind)
-
-    def on_flow_end(self, flow: Any, reason: str) -> None:
-        self.flows.append(flow)
-
-    def on_message(self, msg: OtMessage) -> None:
-        if msg.protocol == "modbus":
-            self.messages.append(msg)
-
-    def emit(self, event: Any) -> None:
-        anomaly = event.fields.get("anomaly", {})
-        if event.event_type == "anomaly" and anomaly.get("layer") == "modbus":
-            self.anomalies.append((event.fields.get("pcap_cnt", 0), anomaly["event"]))
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def replay(capture: Path, *expected: Path) -> _Run:
-    for path in (capture, *expected):
-        if not path.exists():
-            pytest.skip(f"corpus file missing: {path}")
-    run = _Run()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(events=EVENTS_ALL), sinks=[run], consumers=[run]).run(source)
-    finally:
-        source.close()
-    return run
+def replay(capture: Path, *expected: Path) -> ProtocolRun:
+    """Our modbus messages, every finished flow, our modbus anomalies; skips when a file is missing."""
+    return run_protocol(capture, "modbus", needs=expected)
 
 
 def _ip(raw: bytes) -> str:
@@ -185,17 +152,6 @@ def raw_function(m: OtMessage) -> int:
 
 
 # -- Zeek ----------------------------------------------------------------------------------------
-
-
-def zeek_log(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=True)))
-    return rows
 
 
 def zeek_func(raw: int) -> str:
@@ -341,18 +297,7 @@ def _length_key(m: OtMessage) -> tuple[Any, ...]:
 
 def test_every_modbus_row_is_compared() -> None:
     """Every EXPECTED.tsv row naming a Modbus capture present in the snapshot is compared here."""
-    inventory, expected = CORPUS / "INVENTORY.tsv", CORPUS / "EXPECTED.tsv"
-    if not inventory.exists() or not expected.exists():
-        pytest.skip("corpus not available")
-    with inventory.open(newline="") as f:
-        modbus = {r["path"] for r in csv.DictReader(f, delimiter="\t") if "*MODBUS*(" in r["protocols"]}
-    rows = set()
-    with expected.open(newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            # ";"-separated captures; "MISSING(reason):path" names one that is not in the snapshot.
-            pcaps = [p.split("):", 1)[-1] for p in row["pcaps"].split(";")]
-            if any(p in modbus and (PCAPS / p).exists() for p in pcaps):
-                rows.add(row["expected"])
+    rows = rows_comparing(lambda capture: "*MODBUS*(" in capture["protocols"])
     assert rows == COMPARED
 
 
@@ -708,33 +653,15 @@ def test_suricata_verify_modbus_checks() -> None:
 
 # -- nDPI ----------------------------------------------------------------------------------------
 
-# TCP 192.168.110.131:2074 <-> 192.168.110.138:502 [proto: 44/Modbus]...[51 pkts/3366 bytes <-> ...]
-NDPI_FLOW = re.compile(
-    r"TCP (?P<src>[\d.]+):(?P<sport>\d+) <-> (?P<dst>[\d.]+):(?P<dport>\d+) "
-    r"\[proto: [\d.]+/(?P<proto>[\w.]+)\].*?"
-    r"\[(?P<pkts_ts>\d+) pkts/(?P<bytes_ts>\d+) bytes <-> (?P<pkts_tc>\d+) pkts/(?P<bytes_tc>\d+) bytes\]"
-)
-
 
 @pytest.mark.parametrize(("capture", "proto"), [("modbus.pcap", "Modbus"), ("umas.pcap", "Modbus.UMAS")])
 def test_modbus_flows_match_ndpi(capture: str, proto: str) -> None:
     report = EXPECTED / "nDPI" / f"{capture}.out"
     run = replay(PCAPS / "nDPI" / capture, report)
-    flows = list(NDPI_FLOW.finditer(report.read_text()))
-    expected = {
-        (m["src"], int(m["sport"]), m["dst"], int(m["dport"])): tuple(
-            int(m[k]) for k in ("pkts_ts", "bytes_ts", "pkts_tc", "bytes_tc")
-        )
-        for m in flows
-        if m["proto"].split(".")[0] == "Modbus"
-    }
-    assert len(flows) == len(expected) == 1 and flows[0]["proto"] == proto
-    ours = {
-        (_ip(f.src), f.sport, _ip(f.dst), f.dport): (f.pkts_toserver, f.bytes_toserver, f.pkts_toclient,
-                                                      f.bytes_toclient)
-        for f in run.flows
-        if f.app_proto == "modbus"
-    }  # fmt: skip
+    flows = ndpi_flows(report)
+    expected = {f.key: f.counts for f in flows if f.proto.split(".")[0] == "Modbus"}
+    assert len(flows) == len(expected) == 1 and flows[0].proto == proto
+    ours = our_counts(run.flows, "modbus")
     assert ours == expected
     functions = Counter(m.fields["function_code"] for m in run.messages)
     if proto == "Modbus.UMAS":

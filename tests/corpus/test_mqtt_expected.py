@@ -31,25 +31,30 @@ Known differences:
 
 from __future__ import annotations
 
-import csv
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from agent.capture.files import ReplaySource
 from agent.decoders import mqtt
 from agent.decoders.base import REQUEST, OtMessage
-from agent.pipeline import EVENTS_ALL, Pipeline, PipelineConfig
+from tests.corpus.expected import (
+    EXPECTED,
+    PCAPS,
+    ProtocolRun,
+    expected_rows,
+    ndpi_counts,
+    our_counts,
+    rows_comparing,
+    run_protocol,
+    zeek_log,
+)
 from tests.corpus.ot_oracle import CORPUS
 
 pytestmark = pytest.mark.corpus
 
-PCAPS = CORPUS / "pcaps"
-EXPECTED = CORPUS / "expected"
 ZEEK = EXPECTED / "zeek"
 ZEEK_ROWS = {
     "zeek/scripts.base.protocols.mqtt.mqtt",
@@ -59,62 +64,18 @@ ZEEK_ROWS = {
 NDPI_ROWS = {"nDPI/coap_mqtt.pcap.out"}
 
 
-class _Run:
-    name = "mqtt-expected"
-
-    def __init__(self) -> None:
-        self.messages: list[OtMessage] = []
-        self.flows: list[Any] = []
-        self.anomalies: Counter[str] = Counter()
-
-    def on_flow_end(self, flow: Any, reason: str) -> None:
-        self.flows.append(flow)
-
-    def on_message(self, msg: OtMessage) -> None:
-        if msg.protocol == "mqtt":
-            self.messages.append(msg)
-
-    def emit(self, event: Any) -> None:
-        anomaly = event.fields.get("anomaly", {})
-        if event.event_type == "anomaly" and anomaly.get("layer") == "mqtt":
-            self.anomalies[anomaly["event"]] += 1
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
+def replay(capture: Path, ports: dict[str, tuple[int, ...]] | None = None) -> ProtocolRun:
+    return run_protocol(capture, "mqtt", ports)
 
 
-def replay(capture: Path, ports: dict[str, tuple[int, ...]] | None = None) -> _Run:
-    if not capture.exists():
+def _expected_rows() -> list[dict[str, str]]:
+    rows = expected_rows()
+    if not rows:
         pytest.skip("corpus not available")
-    run = _Run()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(events=EVENTS_ALL, ports=ports or {}), sinks=[run], consumers=[run]).run(
-            source
-        )
-    finally:
-        source.close()
-    return run
-
-
-def expected_rows() -> list[dict[str, str]]:
-    path = CORPUS / "EXPECTED.tsv"
-    if not path.exists():
-        pytest.skip("corpus not available")
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    return rows
 
 
 # -- Zeek -----------------------------------------------------------------------------------------------
-
-
-def log_rows(path: Path) -> list[dict[str, str]]:
-    lines = path.read_text().splitlines()
-    names = next(line for line in lines if line.startswith("#fields")).split("\t")[1:]
-    return [dict(zip(names, line.split("\t"), strict=True)) for line in lines if not line.startswith("#")]
 
 
 ZEEK_QOS = ("at most once", "at least once", "exactly once")
@@ -138,7 +99,7 @@ def test_zeek_logs() -> None:
     ]
     assert ours_connect == [
         (r["proto_name"], r["proto_version"], r["client_id"], r["connect_status"], r["will_topic"])
-        for r in log_rows(base / "mqtt_connect.log")
+        for r in zeek_log(base / "mqtt_connect.log")
     ]
     publishes = [m for m in run.messages if m.function == mqtt.PUBLISH]
     ours_publish = [
@@ -152,7 +113,7 @@ def test_zeek_logs() -> None:
         for m in publishes
     ]
     for variant in ("mqtt", "mqtt-payload-cap"):
-        rows = log_rows(ZEEK / f"scripts.base.protocols.mqtt.{variant}" / "mqtt_publish.log")
+        rows = zeek_log(ZEEK / f"scripts.base.protocols.mqtt.{variant}" / "mqtt_publish.log")
         assert ours_publish == [
             (r["from_client"], r["retain"], r["qos"], r["topic"], r["payload_len"]) for r in rows
         ]
@@ -171,7 +132,7 @@ def test_zeek_logs() -> None:
     ]
     assert ours_subscribe == [
         (r["action"], r["topics"], r["qos_levels"], r["granted_qos_level"], r["ack"])
-        for r in log_rows(base / "mqtt_subscribe.log")
+        for r in zeek_log(base / "mqtt_subscribe.log")
     ]
     # The dynamic payload-cap test prints each publish's payload length as Zeek saw it.
     out = (ZEEK / "scripts.base.protocols.mqtt.mqtt-payload-cap-dynamic" / "out").read_text()
@@ -251,7 +212,9 @@ def our_value(msg: OtMessage, name: str, key: str) -> Any:
     return f.get(translated)
 
 
-def check_count(txs: list[dict[str, OtMessage]], run: _Run, match: dict[str, Any], case: str) -> int | None:
+def check_count(
+    txs: list[dict[str, OtMessage]], run: ProtocolRun, match: dict[str, Any], case: str
+) -> int | None:
     """Our count for one test.yaml filter, or None when the filter is not about what we produce."""
     event_type = match.get("event_type")
     if event_type == "anomaly" and set(match) <= {
@@ -261,7 +224,7 @@ def check_count(txs: list[dict[str, OtMessage]], run: _Run, match: dict[str, Any
         "anomaly.type",
         "anomaly.layer",
     }:
-        return run.anomalies[match["anomaly.event"]]
+        return run.anomaly_kinds[match["anomaly.event"]]
     if event_type != "mqtt" or any(CONFIG_DEPENDENT.search(key) for key in match):
         return None
     wanted: dict[tuple[str, str], Any] = {}
@@ -283,7 +246,7 @@ def check_count(txs: list[dict[str, OtMessage]], run: _Run, match: dict[str, Any
 
 
 def suricata_cases() -> list[tuple[str, str]]:
-    rows = expected_rows()
+    rows = _expected_rows()
     return [
         (r["expected"], r["pcaps"])
         for r in rows
@@ -316,54 +279,18 @@ def test_suricata_verify_checks(case: str) -> None:
 
 # -- nDPI --------------------------------------------------------------------------------------------
 
-FLOW_LINE = re.compile(
-    r"TCP (?P<src>[\d.]+):(?P<sport>\d+) <-> (?P<dst>[\d.]+):(?P<dport>\d+) "
-    r"\[proto: \d+/(?P<proto>[\w.]+)\].*?"
-    r"\[(?P<pkts_ts>\d+) pkts/(?P<bytes_ts>\d+) bytes <-> (?P<pkts_tc>\d+) pkts/(?P<bytes_tc>\d+) bytes\]"
-)
-
 
 def test_mqtt_flows_match_ndpi() -> None:
     report = EXPECTED / "nDPI" / "coap_mqtt.pcap.out"
-    expected = {}
-    for match in FLOW_LINE.finditer(report.read_text() if report.exists() else ""):
-        if match["proto"] == "MQTT":
-            key = (match["src"], int(match["sport"]), match["dst"], int(match["dport"]))
-            expected[key] = tuple(int(match[k]) for k in ("pkts_ts", "bytes_ts", "pkts_tc", "bytes_tc"))
+    expected = ndpi_counts(report, "MQTT") if report.exists() else {}
     assert len(expected) == 4 or not report.exists()
     hinted = replay(PCAPS / "nDPI" / "coap_mqtt.pcap", ports={"mqtt": (17501,)})
-    assert _mqtt_flows(hinted) == expected
-    unhinted = _mqtt_flows(replay(PCAPS / "nDPI" / "coap_mqtt.pcap"))
+    assert our_counts(hinted.flows, "mqtt") == expected
+    unhinted = our_counts(replay(PCAPS / "nDPI" / "coap_mqtt.pcap").flows, "mqtt")
     assert list(unhinted) == [("192.168.56.1", 53528, "192.168.56.101", 17501)]
 
 
-def _mqtt_flows(run: _Run) -> dict[tuple[str, int, str, int], tuple[int, ...]]:
-    return {
-        (_ip(f.src), f.sport, _ip(f.dst), f.dport): (
-            f.pkts_toserver,
-            f.bytes_toserver,
-            f.pkts_toclient,
-            f.bytes_toclient,
-        )
-        for f in run.flows
-        if f.app_proto == "mqtt"
-    }
-
-
-def _ip(raw: bytes) -> str:
-    return ".".join(str(b) for b in raw)
-
-
 def test_every_mqtt_row_is_compared() -> None:
-    inventory = CORPUS / "INVENTORY.tsv"
-    if not inventory.exists():
-        pytest.skip("corpus not available")
-    with inventory.open(newline="") as f:
-        captures = {r["path"] for r in csv.DictReader(f, delimiter="\t") if "mqtt" in r["families"]}
-    rows = set()
-    for row in expected_rows():
-        pcaps = [p.split("):", 1)[-1] for p in row["pcaps"].split(";")]
-        if any(p in captures and (PCAPS / p).exists() for p in pcaps):
-            rows.add(row["expected"])
+    rows = rows_comparing(lambda capture: "mqtt" in capture["families"])
     assert rows == ZEEK_ROWS | NDPI_ROWS | {c for c, _ in suricata_cases()}
     assert len(suricata_cases()) == 48

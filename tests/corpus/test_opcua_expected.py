@@ -29,15 +29,13 @@ from typing import Any
 
 import pytest
 
-from agent.capture.files import ReplaySource
 from agent.decoders.base import REQUEST, OtMessage
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS, our_messages
+from tests.corpus.expected import EXPECTED, ndpi_counts, our_counts, zeek_columns
+from tests.corpus.ot_oracle import CORPUS, collect, our_messages
 
 pytestmark = pytest.mark.corpus
 
-BASELINES = CORPUS / "expected" / "icsnpp-opcua-binary" / "baseline"
+BASELINES = EXPECTED / "icsnpp-opcua-binary" / "baseline"
 PCAPS = CORPUS / "pcaps" / "icsnpp-opcua-binary"
 CASES = {
     "analyzer.basic": ("traces/open62541_client-server_mainloop.pcap", {}),
@@ -68,10 +66,7 @@ def _value(text: str) -> int | str | None:
 def zeek_lines(baseline: str) -> dict[int, Counter[Line]]:
     """Client port -> multiset of comparable lines of one opcua_binary.log."""
     lines: dict[int, Counter[Line]] = defaultdict(Counter)
-    for raw in (BASELINES / baseline / "opcua_binary.log").read_text().splitlines():
-        if raw.startswith("#"):
-            continue
-        cols = raw.split("\t")
+    for cols in zeek_columns(BASELINES / baseline / "opcua_binary.log"):
         get = {name: _value(cols[i - 1]) for name, i in ZEEK_COLUMNS.items()}
         kind = get["msg_type"]
         if kind in ("HEL", "ACK"):
@@ -141,39 +136,15 @@ def test_non_standard_port_flow_is_found_by_probe() -> None:
 
 
 NDPI_CAPTURE = PCAPS / "pcaps" / "open62541_read_service_test_data_with_history.pcap"
-NDPI_REPORT = CORPUS / "expected" / "nDPI" / "opc-ua.pcap.out"
-FLOW_LINE = re.compile(
-    r"TCP (?P<src>[\d.]+):(?P<sport>\d+) <-> (?P<dst>[\d.]+):(?P<dport>\d+) "
-    r"\[proto: \d+/(?P<proto>[\w.-]+)\].*?"
-    r"\[(?P<pkts_ts>\d+) pkts/(?P<bytes_ts>\d+) bytes <-> (?P<pkts_tc>\d+) pkts/(?P<bytes_tc>\d+) bytes\]"
-)
+NDPI_REPORT = EXPECTED / "nDPI" / "opc-ua.pcap.out"
 
 
 def test_opcua_flows_match_ndpi() -> None:
     if not NDPI_CAPTURE.exists() or not NDPI_REPORT.exists():
         pytest.skip("corpus not available")
-    expected = {}
-    for match in FLOW_LINE.finditer(NDPI_REPORT.read_text()):
-        if match["proto"] == "OPC-UA":
-            key = (match["src"], int(match["sport"]), match["dst"], int(match["dport"]))
-            expected[key] = tuple(int(match[k]) for k in ("pkts_ts", "bytes_ts", "pkts_tc", "bytes_tc"))
+    expected = ndpi_counts(NDPI_REPORT, "OPC-UA")
     assert len(expected) == 1
-    collector = factory.Collector()
-    source = ReplaySource([str(NDPI_CAPTURE)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
-    ours = {}
-    for flow in collector.flows:
-        if flow.app_proto == "opcua":
-            key = (_ip(flow.src), flow.sport, _ip(flow.dst), flow.dport)
-            ours[key] = (flow.pkts_toserver, flow.bytes_toserver, flow.pkts_toclient, flow.bytes_toclient)
-    assert ours == expected
-
-
-def _ip(raw: bytes) -> str:
-    return ".".join(str(b) for b in raw)
+    assert our_counts(collect(NDPI_CAPTURE).flows, "opcua") == expected
 
 
 def test_operation_classes_and_pairing_in_real_captures() -> None:

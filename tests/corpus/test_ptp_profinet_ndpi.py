@@ -7,23 +7,13 @@ UDP flow is whoever spoke first), and no other flow of the capture may.
 """
 
 import ipaddress
-import re
-from pathlib import Path
 
 import pytest
 
-from agent.capture.files import ReplaySource
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import EXPECTED, PCAPS, ndpi_flows
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
-
-FLOW_LINE = re.compile(
-    r"UDP \[?(?P<src>[\w.:]+?)\]?:(?P<sport>\d+) <?-> \[?(?P<dst>[\w.:]+?)\]?:(?P<dport>\d+) "
-    r"\[proto: [\d.]+/(?P<proto>[\w.]+)\].*?"
-    r"\[(?P<pkts_a>\d+) pkts/\d+ bytes <?-> (?P<pkts_b>\d+) pkts/\d+ bytes\]"
-)
 
 
 def _endpoints(a: str, pa: int, b: str, pb: int) -> frozenset[tuple[str, int]]:
@@ -35,26 +25,18 @@ def _endpoints(a: str, pa: int, b: str, pb: int) -> frozenset[tuple[str, int]]:
     [("ptpv2.pcap", "PTPv2", "ptp"), ("profinet-io-le.pcap", "DCERPC.PROFINET_IO", "pn-cm")],
 )
 def test_flows_match_ndpi(capture: str, ndpi_proto: str, ours: str) -> None:
-    path: Path = CORPUS / "pcaps" / "nDPI" / capture
-    report = CORPUS / "expected" / "nDPI" / f"{capture}.out"
+    path = PCAPS / "nDPI" / capture
+    report = EXPECTED / "nDPI" / f"{capture}.out"
     if not path.exists() or not report.exists():
         pytest.skip("corpus not available")
-    expected = {
-        _endpoints(m["src"], int(m["sport"]), m["dst"], int(m["dport"])): sorted(
-            (int(m["pkts_a"]), int(m["pkts_b"]))
-        )
-        for m in FLOW_LINE.finditer(report.read_text())
-        if m["proto"] == ndpi_proto
-    }
+    flows = [f for f in ndpi_flows(report) if f.proto == ndpi_proto]
+    expected = {_endpoints(*f.key): sorted((f.counts[0], f.counts[2])) for f in flows}
     assert expected
-    collector = factory.Collector()
-    with ReplaySource([str(path)]) as source:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
     found = {
         _endpoints(
             str(ipaddress.ip_address(f.src)), f.sport, str(ipaddress.ip_address(f.dst)), f.dport
         ): sorted((f.pkts_toserver, f.pkts_toclient))
-        for f in collector.flows
+        for f in collect(path).flows
         if f.app_proto == ours
     }
     assert found == expected

@@ -12,46 +12,19 @@
 * nDPI's per-flow report of nDPI/s7comm.pcap: its one S7Comm flow is our one s7comm flow.
 """
 
-import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.capture.files import ReplaySource
-from agent.pipeline import Pipeline, PipelineConfig
-from tests import factory
-from tests.corpus.ot_oracle import CORPUS
+from tests.corpus.expected import EXPECTED, PCAPS, ndpi_counts, zeek_log
+from tests.corpus.ot_oracle import collect
 
 pytestmark = pytest.mark.corpus
 
-BASELINE = CORPUS / "expected" / "icsnpp-s7comm" / "baseline"
-TRACES = CORPUS / "pcaps" / "icsnpp-s7comm" / "traces"
+BASELINE = EXPECTED / "icsnpp-s7comm" / "baseline"
+TRACES = PCAPS / "icsnpp-s7comm" / "traces"
 UD_TYPE_BITS = {"push": 0, "request": 1, "response": 2}
-
-
-def zeek_log(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=True)))
-    return rows
-
-
-def replay(capture: Path) -> factory.Collector:
-    if not capture.exists():
-        pytest.skip("corpus not available")
-    collector = factory.Collector()
-    source = ReplaySource([str(capture)])
-    try:
-        Pipeline(PipelineConfig(), consumers=[collector]).run(source)
-    finally:
-        source.close()
-    return collector
 
 
 def _client_port(flow: Any) -> int:
@@ -105,7 +78,7 @@ def expected_s7comm_lines(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
 
 
 def test_s7ident_matches_icsnpp() -> None:
-    collector = replay(TRACES / "s7ident.pcap")
+    collector = collect(TRACES / "s7ident.pcap")
     s7 = [m for m in collector.messages if m.protocol == "s7comm" and "rosctr" in m.fields]
     acks = [m for m in s7 if m.fields["rosctr"] == 2]
     assert [(m.fields["error_class"], m.fields["error_code"], m.operation, m.exception) for m in acks] == [
@@ -131,7 +104,7 @@ def test_s7ident_matches_icsnpp() -> None:
 
 
 def test_s7comm_plus_trace_matches_icsnpp() -> None:
-    collector = replay(TRACES / "s7comm_plus.pcap")
+    collector = collect(TRACES / "s7comm_plus.pcap")
     baseline = BASELINE / "analyzer.s7comm_plus"
     conns = {row["uid"]: row for row in zeek_log(baseline / "conn.log")}
     by_port: dict[int, list[Any]] = {}
@@ -181,21 +154,14 @@ def test_s7comm_plus_trace_matches_icsnpp() -> None:
     assert ours_cotp == cotp
 
 
-NDPI_CAPTURE = CORPUS / "pcaps" / "nDPI" / "s7comm.pcap"
-NDPI_REPORT = CORPUS / "expected" / "nDPI" / "s7comm.pcap.out"
-FLOW_LINE = re.compile(
-    r"TCP (?P<src>[\d.]+):(?P<sport>\d+) <-> (?P<dst>[\d.]+):(?P<dport>\d+) \[proto: \d+/(?P<proto>\w+)\]"
-)
+NDPI_CAPTURE = PCAPS / "nDPI" / "s7comm.pcap"
+NDPI_REPORT = EXPECTED / "nDPI" / "s7comm.pcap.out"
 
 
 def test_ndpi_s7comm_flow_is_ours() -> None:
     if not NDPI_REPORT.exists():
         pytest.skip("corpus not available")
-    expected = {
-        (m["sport"], m["dport"])
-        for m in FLOW_LINE.finditer(NDPI_REPORT.read_text())
-        if m["proto"] == "S7Comm"
-    }
+    expected = {(str(sport), str(dport)) for _, sport, _, dport in ndpi_counts(NDPI_REPORT, "S7Comm")}
     assert expected == {("4185", "102")}
-    collector = replay(NDPI_CAPTURE)
+    collector = collect(NDPI_CAPTURE)
     assert {(str(f.sport), str(f.dport)) for f in collector.flows if f.app_proto == "s7comm"} == expected

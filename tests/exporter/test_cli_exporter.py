@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from agent.exporter.server import DEFAULT_PORT
+from tests.agent_process import agent_process, stop
 
 from .helpers import DEMO, DEMO_POLICY, ROOT
 from .test_prometheus import free_port
@@ -31,11 +32,8 @@ def scrape(port: int) -> str:
 def test_replay_keeps_serving_its_final_metrics_until_interrupted() -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [*CMD, "replay", str(DEMO), "--policy", str(DEMO_POLICY), "--web.listen-address", address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
-    )  # fmt: skip
-    try:
+    cmd = [*CMD, "replay", str(DEMO), "--policy", str(DEMO_POLICY), "--web.listen-address", address]
+    with agent_process(cmd, env=ENV, cwd=ROOT) as proc:
         deadline = time.monotonic() + 60
         text = ""
         while time.monotonic() < deadline:
@@ -52,12 +50,7 @@ def test_replay_keeps_serving_its_final_metrics_until_interrupted() -> None:
         assert proc.poll() is None, (
             "a replay with --web.listen-address and no --web.linger waits for a signal"
         )
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        out, err = stop(proc, signal.SIGINT, timeout=20)
     assert f"metrics stay at http://127.0.0.1:{port}/metrics until interrupted" in err
     assert "6,000" in out  # the summary was printed before lingering
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, NetPair, send_udp
 
 from .helpers import samples, values
@@ -56,10 +57,8 @@ def test_live_run_is_scraped_while_it_captures(netpair: NetPair) -> None:
         "--bpf",
         "udp",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        assert "capturing on" in proc.stderr.readline()
+    with agent_process(cmd) as proc:
+        wait_capturing(proc)
         assert "metrics at http://*:10620/metrics" in proc.stderr.readline()
         status, body = fetch(netpair, "/-/ready")
         assert status == 200, body
@@ -77,9 +76,4 @@ def test_live_run_is_scraped_while_it_captures(netpair: NetPair) -> None:
         assert values(got, "conduitwatch_capture_dropped_packets_total")[(("reason", "kernel"),)] == 0
         assert values(got, "conduitwatch_capture_kernel_packets_total")[()] >= 600
         assert values(got, "conduitwatch_flows_active")[()] >= 3  # the second burst may use a new source port
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+        stop(proc, signal.SIGTERM)

@@ -7,11 +7,11 @@ policy in force when it started, and none is left unjudged.
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, SRC_IP, NetPair, send_udp
 
 POLICY = """\
@@ -56,10 +56,8 @@ def test_reload_valid_then_invalid_policy_under_traffic(netpair: NetPair, tmp_pa
         "--eve",
         str(out),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        assert "capturing on" in proc.stderr.readline()
+    with agent_process(cmd) as proc:
+        wait_capturing(proc)
         send_udp(netpair, 300, ports=[10001, 10002, 10003], dsts=[FOREIGN_IP], rate=3000)  # judged by v1
         write(policy, ALLOW_ALL)
         proc.send_signal(signal.SIGHUP)
@@ -72,12 +70,7 @@ def test_reload_valid_then_invalid_policy_under_traffic(netpair: NetPair, tmp_pa
         time.sleep(0.5)
         send_udp(netpair, 300, ports=[10021, 10022, 10023], dsts=[FOREIGN_IP], rate=3000)  # still v2
         time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        _stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+        _stdout, stderr = stop(proc, signal.SIGTERM)
     assert "policy reloaded (SIGHUP)" in stderr
     assert "refused" in stderr and "policy.yaml:5:" in stderr  # the bad CIDR, with its line
     events = [json.loads(line) for line in out.read_text().splitlines()]
