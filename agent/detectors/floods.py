@@ -35,6 +35,7 @@ from agent.detectors.health import (
 )
 from agent.detectors.incidents import KINDS, EmitFn, Incident, Incidents
 from agent.detectors.load import DEFAULT_BUDGET_SHARE, VIEWS, Scope, Tracked, bulk_category, looks_like_bulk
+from agent.detectors.tcp_health import TcpCounts, TcpHealth
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_RESET, Flow
 from agent.ports import CATEGORIES
@@ -128,6 +129,9 @@ class FloodDetector:
         self.cyclic_dropped = 0
         self.sequence_gaps: dict[tuple[str, str], int] = {}
         self.resets: dict[tuple[str, str], int] = {}  # control flows ended by a TCP reset
+        # Retransmissions, duplicate ACKs and zero windows of control TCP flows, by (zone, protocol):
+        # every watched flow's TcpHealth adds to its zone's counts as it sees them.
+        self.tcp_counts: dict[tuple[str, str], TcpCounts] = {}
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -180,6 +184,8 @@ class FloodDetector:
     # -- flows -----------------------------------------------------------------------------------
 
     def on_flow_start(self, flow: Flow, _pkt: Packet | None = None) -> None:
+        if flow.proto == 6 and flow.app_proto in OT_PROTOCOLS:
+            self._watch_tcp(flow)
         if not self.zone_scopes and not self.conduit_scopes:
             return
         tracked = self._track(flow)
@@ -189,6 +195,15 @@ class FloodDetector:
             self.untracked += 1
             return
         self.tracked[flow] = tracked
+
+    def _watch_tcp(self, flow: Flow) -> None:
+        """Give a control TCP flow its retransmission/dup-ACK/zero-window state (the flow table then
+        feeds it every segment; other flows never pay for it)."""
+        key = (self._zones_of(flow)[1], flow.app_proto)
+        counts = self.tcp_counts.get(key)
+        if counts is None:
+            counts = self.tcp_counts[key] = TcpCounts()
+        flow.tcp = TcpHealth(counts)
 
     def _zones_of(self, flow: Flow) -> tuple[str, str, Conduit | None]:
         """(zone of flow.src, zone of flow.dst, conduit) from the policy verdict cached on the flow."""

@@ -1,0 +1,155 @@
+"""TCP retransmissions, duplicate ACKs and zero windows of control flows.
+
+A ``TcpHealth`` hangs on the ``tcp`` slot of a control TCP flow (the flood detector attaches it when
+the flow starts); the flow table feeds it every segment of that flow, from the fast path and the full
+path alike, including pure ACKs that carry no payload (the decoders never see those). Other flows keep
+``tcp`` at None and pay one attribute test per packet.
+
+The rules follow Wireshark's SEQ/ACK analysis closely enough that per-flow counts can be compared with
+tshark's ``tcp.analysis.*`` flags (tests/corpus/test_tcp_health_tshark.py), with one simplification: the
+sender's "next expected sequence number" is the highest sequence number plus length seen in that
+direction, and every data segment that starts before it is a retransmission. tshark splits those
+further by timing (fast retransmission after duplicate ACKs, out-of-order within an RTT, spurious when
+already acknowledged); here they are all one count, since each of them means the control loop lost
+time waiting for data it should already have had.
+
+Sequence numbers are compared modulo 2**32 (RFC 1982 serial arithmetic), so a connection that wraps
+its sequence space keeps being judged correctly.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.dissect import Packet
+
+_M32 = 0xFFFFFFFF
+_HALF = 0x80000000
+_SYN_FIN = 0x03
+_SYN_FIN_RST = 0x07
+_ACK = 0x10
+_U16 = Struct("!H")
+
+# What the last segment of a direction was, for the rules that look at the other direction's last one.
+_PLAIN = 0
+_KEEPALIVE = 1  # 0 or 1 byte one below the next expected sequence number: a probe, not lost data
+_WINDOW_PROBE = 2  # 1 byte at the next expected sequence number while the peer advertises window 0
+
+
+class TcpCounts:
+    """The counts of all control flows of one (zone, protocol): what the metrics publish."""
+
+    __slots__ = ("duplicate_acks", "retransmissions", "zero_windows")
+
+    def __init__(self) -> None:
+        self.retransmissions = 0
+        self.duplicate_acks = 0
+        self.zero_windows = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "retransmissions": self.retransmissions,
+            "duplicate_acks": self.duplicate_acks,
+            "zero_windows": self.zero_windows,
+        }
+
+
+class TcpHealth:
+    """Per-flow sequence state (two directions: 0 towards the server, 1 towards the client) and counts.
+
+    Small on purpose: a few integers a direction, no per-segment history.
+    """
+
+    __slots__ = (
+        "counts",
+        "duplicate_acks",
+        "last_ack",
+        "last_kind",
+        "last_window",
+        "next_seq",
+        "retransmissions",
+        "zero_windows",
+    )
+
+    def __init__(self, counts: TcpCounts) -> None:
+        self.counts = counts  # shared by the flows of a zone and protocol
+        self.next_seq = [-1, -1]  # highest sequence number + length (+1 for SYN/FIN); -1: none seen yet
+        self.last_ack = [-1, -1]
+        self.last_window = [-1, -1]
+        self.last_kind = [_PLAIN, _PLAIN]
+        self.retransmissions = 0
+        self.duplicate_acks = 0
+        self.zero_windows = 0
+
+    def continuation(self) -> TcpHealth:
+        """The state for the next record of a long flow (active timeout): same sequence state, counts
+        from zero, so each flow record reports what happened during it."""
+        nxt = TcpHealth(self.counts)
+        nxt.next_seq = list(self.next_seq)
+        nxt.last_ack = list(self.last_ack)
+        nxt.last_window = list(self.last_window)
+        nxt.last_kind = list(self.last_kind)
+        return nxt
+
+    def packet(self, pkt: Packet, to_server: bool) -> None:
+        """A dissected TCP segment (the flow table's full path: handshake, FIN, RST, first packets)."""
+        seq, ack, window = pkt.tcp_header()
+        self.segment(to_server, pkt.tcp_flags, seq, ack, window, segment_length(pkt))
+
+    def segment(self, to_server: bool, flags: int, seq: int, ack: int, window: int, length: int) -> None:
+        """Judge one segment; ``length`` is its TCP payload length as the IP header declares it."""
+        fwd = 0 if to_server else 1
+        rev = 1 - fwd
+        nxt = self.next_seq[fwd]
+        plain = not flags & _SYN_FIN_RST
+        kind = _PLAIN
+        if nxt >= 0:
+            if length == 1 and seq == nxt and self.last_window[rev] == 0:
+                kind = _WINDOW_PROBE
+            elif length <= 1 and plain and seq == (nxt - 1) & _M32:
+                kind = _KEEPALIVE
+        if window == 0 and plain and kind != _WINDOW_PROBE:
+            self.zero_windows += 1
+            self.counts.zero_windows += 1
+        if (
+            length == 0
+            and plain
+            and window
+            and kind == _PLAIN
+            and seq == nxt
+            and ack == self.last_ack[fwd]
+            and window == self.last_window[fwd]
+            and self.last_kind[rev] != _KEEPALIVE  # the answer to a keep-alive repeats itself by design
+        ):
+            # Nothing new: no data, the same acknowledgement and the same window as the last segment
+            # this side sent (a changed window is a window update, not a duplicate).
+            self.duplicate_acks += 1
+            self.counts.duplicate_acks += 1
+        end = (seq + length + (1 if flags & _SYN_FIN else 0)) & _M32
+        carries = length or flags & _SYN_FIN
+        if nxt >= 0 and carries and kind != _KEEPALIVE and 0 < (nxt - seq) & _M32 < _HALF:
+            # Starts before what this side already sent: the data (or SYN/FIN) is sent again.
+            self.retransmissions += 1
+            self.counts.retransmissions += 1
+        if kind != _WINDOW_PROBE and (nxt < 0 or 0 < (end - nxt) & _M32 < _HALF):
+            self.next_seq[fwd] = end
+        if flags & _ACK:
+            self.last_ack[fwd] = ack
+        self.last_window[fwd] = window
+        self.last_kind[fwd] = kind
+
+
+def segment_length(pkt: Packet) -> int:
+    """TCP payload length from the IP header's length field (a capture cut short by its snap length
+    still says how much data the segment carried); the captured payload when the field is 0 (TSO)."""
+    data = pkt.data
+    l3 = pkt.l3_off
+    if pkt.ip_version == 4:
+        total = _U16.unpack_from(data, l3 + 2)[0]
+        declared = l3 + total - pkt.payload_off
+    else:
+        total = _U16.unpack_from(data, l3 + 4)[0]
+        declared = l3 + 40 + total - pkt.payload_off
+    return declared if total and declared >= 0 else pkt.payload_len
