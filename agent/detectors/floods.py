@@ -688,15 +688,17 @@ class FloodDetector:
             "jitter_during_ms": _ms(loop.jitter(loop.during_intervals or [i for _, i in loop.intervals])),
             "unanswered": loop.unanswered,
             "exceptions": loop.exceptions,
+            "tcp_retransmissions": loop.retransmissions,
+            "tcp_retransmission_threshold": loop.retrans_threshold(),
         }  # fmt: skip
 
     @staticmethod
     def _loop_sentence(loop: Loop, state: str) -> str:
-        why = (
-            "request latency back within its baseline"
-            if state == "recovered"
-            else "request latency beyond its baseline"
-        )
+        if state == "recovered":
+            why = "request latency and TCP retransmissions back within their baselines"
+        else:
+            measure = "TCP retransmissions" if loop.retrans_degraded else "request latency"
+            why = f"{measure} beyond its baseline"
         if state == "no longer seen":
             why = "the loop stopped"
         return (

@@ -65,6 +65,7 @@ class TcpHealth:
     __slots__ = (
         "counts",
         "duplicate_acks",
+        "judged",
         "last_ack",
         "last_kind",
         "last_window",
@@ -82,6 +83,7 @@ class TcpHealth:
         self.retransmissions = 0
         self.duplicate_acks = 0
         self.zero_windows = 0
+        self.judged = 0  # of the retransmissions, those a control loop's health judgement has taken
 
     def continuation(self) -> TcpHealth:
         """The state for the next record of a long flow (active timeout): same sequence state, counts

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.capture.files import ReplaySource
 from agent.capture.pacing import paced
+from agent.dissect import format_ip
 from agent.pipeline import Pipeline, PipelineConfig
 from agent.policy.reload import compile_policy
 from agent.records import Event
@@ -135,6 +136,23 @@ def test_switch_queue_drops_and_retransmits_control_requests() -> None:
     for loop in labels["loops"]:
         during, before = loop["latency_during_flood_s"], loop["latency_s"]
         assert during["p50"] > 0.015 > before["p50"]  # requests wait behind the backup in the uplink queue
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_agent_counts_the_retransmissions_the_queue_caused(runs: Any, name: str) -> None:
+    """Every request the uplink queue dropped and the HMI sent again is a TCP retransmission of its
+    control flow, counted per loop and per (zone, protocol); nothing else is."""
+    _sink, pipeline, labels = runs[name]
+    assert pipeline.floods is not None
+    loops = {(format_ip(lp.client), format_ip(lp.server)): lp for lp in pipeline.floods.loops.values()}
+    for want in labels["loops"]:
+        assert loops[(want["client_ip"], want["server_ip"])].retransmissions == want["retransmissions"]
+    counts = {key: c.as_dict() for key, c in pipeline.floods.tcp_counts.items()}
+    total = sum(x["retransmissions"] for x in labels["loops"])
+    assert sum(c["retransmissions"] for c in counts.values()) == total
+    assert total > 0 or name != "floods-uplink-saturation"
+    assert not any(c["duplicate_acks"] or c["zero_windows"] for c in counts.values())
+    assert {zone for zone, protocol in counts if protocol == "modbus"} == {"cell-filtration"}
 
 
 def test_queue_model() -> None:
