@@ -797,7 +797,15 @@ class FloodDetector:
             "cyclic_dropped": self.cyclic_dropped,
             "incidents": dict(self.incidents.total),
             "incidents_open": self.incidents.active_counts(),
+            "tcp": self._tcp_stats(),
         }
+
+    def _tcp_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Retransmissions, duplicate ACKs and zero windows of control flows, by zone then protocol."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (zone, protocol), counts in sorted(self.tcp_counts.items()):
+            out.setdefault(zone, {})[protocol] = counts.as_dict()
+        return out
 
     def loop_summary(self) -> list[dict[str, Any]]:
         """Latency percentiles per control loop over its last samples (for reports and tests)."""
@@ -833,6 +841,22 @@ class FloodDetector:
                     key = (stream.zone, stream.protocol)
                     jitter[key] = max(jitter.get(key, 0.0), value)
         return jitter
+
+    def _tcp_metrics(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        for attribute, name, doc in (
+            ("retransmissions", "conduitwatch_tcp_retransmissions",
+             "Control TCP segments carrying data (or SYN/FIN) already sent"),
+            ("duplicate_acks", "conduitwatch_tcp_duplicate_acks",
+             "Duplicate ACKs on control TCP flows (no data, same ACK and window as before)"),
+            ("zero_windows", "conduitwatch_tcp_zero_windows",
+             "Zero-window advertisements on control TCP flows (a receiver that cannot keep up)"),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, doc, labels=("zone", "protocol"))
+            for (zone, protocol), counts in list(self.tcp_counts.items()):
+                family.add_metric((zone, protocol), getattr(counts, attribute))
+            yield family
 
     def collect_metrics(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -895,6 +919,7 @@ class FloodDetector:
         for (zone, protocol), n in list(self.resets.items()):
             resets.add_metric((zone, protocol), n)
         yield resets
+        yield from self._tcp_metrics()
         active = GaugeMetricFamily("conduitwatch_incidents_active", "Open incidents", labels=("kind",))
         for kind, n in self.incidents.active_counts().items():
             active.add_metric((kind,), n)
