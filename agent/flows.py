@@ -284,11 +284,12 @@ class FlowTable:
             self.fast_vlan += 1
         tcp = flow.tcp
         if tcp is not None:
-            # A watched control flow: every segment counts, pure ACKs too. The payload length is
-            # the one the IP header declares (a snap length may have cut the frame).
+            # A watched control flow: every segment counts, pure ACKs too. A frame cut by the snap
+            # length carried the payload its IP header declares.
             thl = (doff >> 4) << 2
             ack, win = _TCP_ACK_WIN.unpack_from(data, off - thl + 8)
-            tcp.segment(to_server, flags, seq, ack, win, total_len - ihl - thl if total_len else end - off)
+            length = total_len - ihl - thl if total_len and n < wirelen else end - off
+            tcp.segment(to_server, flags, seq, ack, win, length)
         app = flow.app
         if app is not None and end > off:
             app.feed_segment(to_server, seq, data[off:end], ts, cnt, source)
@@ -334,7 +335,7 @@ class FlowTable:
                 flow.bytes_toclient += wirelen
             tcp = flow.tcp
             if tcp is not None:
-                tcp.packet(pkt, to_server)
+                tcp.packet(pkt, to_server, wirelen)
         elif to_server:
             flow.pkts_toserver += 1
             flow.bytes_toserver += wirelen

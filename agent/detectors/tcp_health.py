@@ -8,7 +8,8 @@ path alike, including pure ACKs that carry no payload (the decoders never see th
 The rules follow Wireshark's SEQ/ACK analysis closely enough that per-flow counts can be compared with
 tshark's ``tcp.analysis.*`` flags (tests/corpus/test_tcp_health_tshark.py), with one simplification: the
 sender's "next expected sequence number" is the highest sequence number plus length seen in that
-direction, and every data segment that starts before it is a retransmission. tshark splits those
+direction, and every data segment that starts before it, or that the receiver has acknowledged
+already, is a retransmission. tshark splits those
 further by timing (fast retransmission after duplicate ACKs, out-of-order within an RTT, spurious when
 already acknowledged); here they are all one count, since each of them means the control loop lost
 time waiting for data it should already have had.
@@ -95,10 +96,11 @@ class TcpHealth:
         nxt.last_kind = list(self.last_kind)
         return nxt
 
-    def packet(self, pkt: Packet, to_server: bool) -> None:
+    def packet(self, pkt: Packet, to_server: bool, wirelen: int) -> None:
         """A dissected TCP segment (the flow table's full path: handshake, FIN, RST, first packets)."""
         seq, ack, window = pkt.tcp_header()
-        self.segment(to_server, pkt.tcp_flags, seq, ack, window, segment_length(pkt))
+        length = segment_length(pkt) if len(pkt.data) < wirelen else pkt.payload_len
+        self.segment(to_server, pkt.tcp_flags, seq, ack, window, length)
 
     def segment(self, to_server: bool, flags: int, seq: int, ack: int, window: int, length: int) -> None:
         """Judge one segment; ``length`` is its TCP payload length as the IP header declares it."""
@@ -130,9 +132,14 @@ class TcpHealth:
             self.duplicate_acks += 1
             self.counts.duplicate_acks += 1
         end = (seq + length + (1 if flags & _SYN_FIN else 0)) & _M32
-        carries = length or flags & _SYN_FIN
-        if nxt >= 0 and carries and kind != _KEEPALIVE and 0 < (nxt - seq) & _M32 < _HALF:
-            # Starts before what this side already sent: the data (or SYN/FIN) is sent again.
+        acked = self.last_ack[rev]
+        if kind != _KEEPALIVE and (
+            # Starts before what this side already sent: the data (or SYN/FIN) is sent again ...
+            (nxt >= 0 and (length or flags & _SYN_FIN) and 0 < (nxt - seq) & _M32 < _HALF)
+            # ... or the receiver has acknowledged all of it already (the original went by unseen:
+            # a mirror that reorders or drops; tshark calls it a spurious retransmission).
+            or (length and acked >= 0 and (acked - seq - length) & _M32 < _HALF)
+        ):
             self.retransmissions += 1
             self.counts.retransmissions += 1
         if kind != _WINDOW_PROBE and (nxt < 0 or 0 < (end - nxt) & _M32 < _HALF):
@@ -144,8 +151,9 @@ class TcpHealth:
 
 
 def segment_length(pkt: Packet) -> int:
-    """TCP payload length from the IP header's length field (a capture cut short by its snap length
-    still says how much data the segment carried); the captured payload when the field is 0 (TSO)."""
+    """TCP payload length from the IP header's length field, for a frame cut short by the capture's
+    snap length (an uncut frame's bytes are the truth: a length field beyond them is bogus); the
+    captured payload when the field is 0 (TSO)."""
     data = pkt.data
     l3 = pkt.l3_off
     if pkt.ip_version == 4:

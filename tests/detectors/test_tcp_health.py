@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from agent.detectors.floods import FloodDetector
 from agent.detectors.tcp_health import TcpCounts, TcpHealth
 from agent.flows import Flow
 from agent.pipeline import Pipeline, PipelineConfig
+from agent.records import Frame
 from tests.factory import ListSource, eth, write
 from tests.tooling import require_tool
 
@@ -192,13 +194,46 @@ def test_fast_path_and_full_path_agree() -> None:
     assert counts(fast_flow) == counts(slow_flow) == expected
 
 
-def test_snapped_frames_use_the_declared_length() -> None:
-    """A capture cut to its headers still says how much data a segment carried."""
-    health = TcpHealth(TcpCounts())
-    health.segment(True, 0x18, 100, 1, 512, 1460)
-    health.segment(True, 0x18, 1560, 1, 512, 1460)
-    health.segment(True, 0x18, 1560, 1, 512, 1460)
-    assert health.retransmissions == 1 and health.next_seq[0] == 3020
+class SnappedSource(ListSource):
+    """Frames cut to their headers as a capture with a small snap length writes them."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        for ts, data, wirelen, iface, linktype, cnt, src in super().__iter__():
+            yield ts, data[:SNAP], wirelen, iface, linktype, cnt, src
+
+
+SNAP = 62  # Ethernet, IPv4 and TCP headers (and the second VLAN tag), not the payload
+
+
+@pytest.mark.parametrize("tags", [0, 2], ids=["fast_path", "full_path"])
+def test_snapped_frames_count_the_payload_their_ip_header_declares(tags: int) -> None:
+    conn, expected = cases()["request_retransmitted"]
+    packets = conn.packets
+    if tags:
+        packets = [eth() / Dot1Q(vlan=10) / Dot1Q(vlan=20) / p[IP].copy() for p in packets]
+    detector = FloodDetector(None, lambda *_a: None)
+    ended: list[Flow] = []
+
+    class Ended:
+        def on_flow_end(self, flow: Flow, reason: str) -> None:
+            ended.append(flow)
+
+    Pipeline(PipelineConfig(), consumers=[detector, Ended()]).run(SnappedSource(packets))
+    (flow,) = ended
+    assert counts(flow) == expected
+
+
+def test_a_length_field_beyond_an_uncut_frame_is_not_believed() -> None:
+    """A bogus IP total length on a frame that was captured whole (fuzzed or damaged traffic) does not
+    make later segments look like retransmissions."""
+    conn = Conn(40010).handshake().poll()
+    bogus = conn.packets[-2].copy()
+    bogus[IP].len = 1400
+    del bogus[IP].chksum
+    conn.packets[-2] = bogus
+    conn.poll().poll()
+    (flow,) = replay(conn.packets)[0]
+    assert counts(flow) == (0, 0, 0)
 
 
 def test_a_continued_flow_keeps_its_sequence_state_and_starts_counting_anew() -> None:
