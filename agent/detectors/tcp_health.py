@@ -31,6 +31,7 @@ _HALF = 0x80000000
 _SYN_FIN = 0x03
 _SYN_FIN_RST = 0x07
 _ACK = 0x10
+_ACK_SYN_FIN_RST = 0x17
 _U16 = Struct("!H")
 
 # What the last segment of a direction was, for the rules that look at the other direction's last one.
@@ -105,6 +106,28 @@ class TcpHealth:
     def segment(self, to_server: bool, flags: int, seq: int, ack: int, window: int, length: int) -> None:
         """Judge one segment; ``length`` is its TCP payload length as the IP header declares it."""
         fwd = 0 if to_server else 1
+        next_seq = self.next_seq
+        if seq == next_seq[fwd] and window and flags & _ACK_SYN_FIN_RST == _ACK:
+            # The usual segments of a polling loop, checked first and alone: new data in order (a
+            # request, a response), or an ACK of new data. Neither is a probe, a duplicate or a zero
+            # window; only an ACK the receiver already sent for the data makes it a retransmission.
+            if length > 1:
+                acked = self.last_ack[1 - fwd]
+                if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
+                    self.retransmissions += 1
+                    self.counts.retransmissions += 1
+                next_seq[fwd] = (seq + length) & _M32
+            elif length or ack == self.last_ack[fwd]:
+                self._judge(fwd, flags, seq, ack, window, length)
+                return
+            self.last_ack[fwd] = ack
+            self.last_window[fwd] = window
+            self.last_kind[fwd] = _PLAIN
+            return
+        self._judge(fwd, flags, seq, ack, window, length)
+
+    def _judge(self, fwd: int, flags: int, seq: int, ack: int, window: int, length: int) -> None:
+        """Every other segment: handshake, ACKs, probes, retransmissions, windows."""
         rev = 1 - fwd
         nxt = self.next_seq[fwd]
         plain = not flags & _SYN_FIN_RST
