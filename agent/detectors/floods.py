@@ -8,8 +8,10 @@ loop (``agent.detectors.health``), and raises incidents (``agent.detectors.incid
   safety zone);
 * ``bulk_over_budget``: bulk load on a link above its budget (1 s average);
 * ``backup_outside_window``: bulk load on a link that declares backup windows, outside all of them;
-* ``control_degradation``: a control loop's latency beyond its learned baseline, or requests left
-  unanswered;
+* ``control_degradation``: a control loop's latency beyond its learned baseline, requests left
+  unanswered, or TCP retransmissions on its connection beyond their learned rate
+  (``agent.detectors.tcp_health`` counts them, with duplicate ACKs and zero windows, on every control
+  TCP flow);
 * ``backup_interference``: a link over its bulk budget while control loops whose path crosses that
   link are degraded. Degradation with no overload on its path is only ever ``control_degradation``.
 
