@@ -59,29 +59,35 @@ class TcpCounts:
 
 
 class TcpHealth:
-    """Per-flow sequence state (two directions: 0 towards the server, 1 towards the client) and counts.
-
-    Small on purpose: a few integers a direction, no per-segment history.
+    """Per-flow sequence state of both directions (``_ts`` towards the server, ``_tc`` towards the
+    client) and counts. Small on purpose: four integers a direction, no per-segment history; plain
+    attributes rather than per-direction lists, which cost twice as much on every segment.
     """
 
     __slots__ = (
+        "ack_tc",
+        "ack_ts",
         "counts",
         "duplicate_acks",
         "judged",
-        "last_ack",
-        "last_kind",
-        "last_window",
-        "next_seq",
+        "kind_tc",
+        "kind_ts",
+        "next_tc",
+        "next_ts",
         "retransmissions",
+        "window_tc",
+        "window_ts",
         "zero_windows",
     )
 
     def __init__(self, counts: TcpCounts) -> None:
         self.counts = counts  # shared by the flows of a zone and protocol
-        self.next_seq = [-1, -1]  # highest sequence number + length (+1 for SYN/FIN); -1: none seen yet
-        self.last_ack = [-1, -1]
-        self.last_window = [-1, -1]
-        self.last_kind = [_PLAIN, _PLAIN]
+        # Per direction: highest sequence number + length (+1 for SYN/FIN) sent, -1 before the first
+        # segment; the last segment's acknowledgement number (-1: none yet), window and kind.
+        self.next_ts = self.next_tc = -1
+        self.ack_ts = self.ack_tc = -1
+        self.window_ts = self.window_tc = -1
+        self.kind_ts = self.kind_tc = _PLAIN
         self.retransmissions = 0
         self.duplicate_acks = 0
         self.zero_windows = 0
@@ -91,10 +97,18 @@ class TcpHealth:
         """The state for the next record of a long flow (active timeout): same sequence state, counts
         from zero, so each flow record reports what happened during it."""
         nxt = TcpHealth(self.counts)
-        nxt.next_seq = list(self.next_seq)
-        nxt.last_ack = list(self.last_ack)
-        nxt.last_window = list(self.last_window)
-        nxt.last_kind = list(self.last_kind)
+        nxt.next_ts, nxt.ack_ts, nxt.window_ts, nxt.kind_ts = (
+            self.next_ts,
+            self.ack_ts,
+            self.window_ts,
+            self.kind_ts,
+        )
+        nxt.next_tc, nxt.ack_tc, nxt.window_tc, nxt.kind_tc = (
+            self.next_tc,
+            self.ack_tc,
+            self.window_tc,
+            self.kind_tc,
+        )
         return nxt
 
     def packet(self, pkt: Packet, to_server: bool, wirelen: int) -> None:
@@ -104,36 +118,57 @@ class TcpHealth:
         self.segment(to_server, pkt.tcp_flags, seq, ack, window, length)
 
     def segment(self, to_server: bool, flags: int, seq: int, ack: int, window: int, length: int) -> None:
-        """Judge one segment; ``length`` is its TCP payload length as the IP header declares it."""
-        fwd = 0 if to_server else 1
-        next_seq = self.next_seq
-        if seq == next_seq[fwd] and window and flags & _ACK_SYN_FIN_RST == _ACK:
-            # The usual segments of a polling loop, checked first and alone: new data in order (a
-            # request, a response), or an ACK of new data. Neither is a probe, a duplicate or a zero
-            # window; only an ACK the receiver already sent for the data makes it a retransmission.
-            if length > 1:
-                acked = self.last_ack[1 - fwd]
-                if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
-                    self.retransmissions += 1
-                    self.counts.retransmissions += 1
-                next_seq[fwd] = (seq + length) & _M32
-            elif length or ack == self.last_ack[fwd]:
-                self._judge(fwd, flags, seq, ack, window, length)
-                return
-            self.last_ack[fwd] = ack
-            self.last_window[fwd] = window
-            self.last_kind[fwd] = _PLAIN
-            return
-        self._judge(fwd, flags, seq, ack, window, length)
+        """Judge one segment; ``length`` is its TCP payload length as the IP header declares it.
 
-    def _judge(self, fwd: int, flags: int, seq: int, ack: int, window: int, length: int) -> None:
-        """Every other segment: handshake, ACKs, probes, retransmissions, windows."""
-        rev = 1 - fwd
-        nxt = self.next_seq[fwd]
+        The usual segments of a polling loop are checked first and alone: new data in order (a
+        request, a response), or an ACK of new data. Neither is a probe, a duplicate or a zero window;
+        only an ACK the receiver already sent for the data makes it a retransmission. Everything else
+        (handshake, FIN/RST, repeated ACKs, probes, data out of order) goes to ``_judge``.
+        """
+        if window and flags & _ACK_SYN_FIN_RST == _ACK:
+            if to_server:
+                if seq == self.next_ts:
+                    if length > 1:
+                        acked = self.ack_tc
+                        if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
+                            self.retransmissions += 1
+                            self.counts.retransmissions += 1
+                        self.next_ts = (seq + length) & _M32
+                    elif length or ack == self.ack_ts:
+                        self._judge(to_server, flags, seq, ack, window, length)
+                        return
+                    self.ack_ts = ack
+                    self.window_ts = window
+                    self.kind_ts = _PLAIN
+                    return
+            elif seq == self.next_tc:
+                if length > 1:
+                    acked = self.ack_ts
+                    if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
+                        self.retransmissions += 1
+                        self.counts.retransmissions += 1
+                    self.next_tc = (seq + length) & _M32
+                elif length or ack == self.ack_tc:
+                    self._judge(to_server, flags, seq, ack, window, length)
+                    return
+                self.ack_tc = ack
+                self.window_tc = window
+                self.kind_tc = _PLAIN
+                return
+        self._judge(to_server, flags, seq, ack, window, length)
+
+    def _judge(self, to_server: bool, flags: int, seq: int, ack: int, window: int, length: int) -> None:
+        """Every segment the first branch of ``segment`` does not settle."""
+        if to_server:
+            nxt, last_ack, last_window = self.next_ts, self.ack_ts, self.window_ts
+            peer_ack, peer_window, peer_kind = self.ack_tc, self.window_tc, self.kind_tc
+        else:
+            nxt, last_ack, last_window = self.next_tc, self.ack_tc, self.window_tc
+            peer_ack, peer_window, peer_kind = self.ack_ts, self.window_ts, self.kind_ts
         plain = not flags & _SYN_FIN_RST
         kind = _PLAIN
         if nxt >= 0:
-            if length == 1 and seq == nxt and self.last_window[rev] == 0:
+            if length == 1 and seq == nxt and peer_window == 0:
                 kind = _WINDOW_PROBE
             elif length <= 1 and plain and seq == (nxt - 1) & _M32:
                 kind = _KEEPALIVE
@@ -146,31 +181,32 @@ class TcpHealth:
             and window
             and kind == _PLAIN
             and seq == nxt
-            and ack == self.last_ack[fwd]
-            and window == self.last_window[fwd]
-            and self.last_kind[rev] != _KEEPALIVE  # the answer to a keep-alive repeats itself by design
+            and ack == last_ack
+            and window == last_window
+            and peer_kind != _KEEPALIVE  # the answer to a keep-alive repeats itself by design
         ):
             # Nothing new: no data, the same acknowledgement and the same window as the last segment
             # this side sent (a changed window is a window update, not a duplicate).
             self.duplicate_acks += 1
             self.counts.duplicate_acks += 1
-        end = (seq + length + (1 if flags & _SYN_FIN else 0)) & _M32
-        acked = self.last_ack[rev]
         if kind != _KEEPALIVE and (
             # Starts before what this side already sent: the data (or SYN/FIN) is sent again ...
             (nxt >= 0 and (length or flags & _SYN_FIN) and 0 < (nxt - seq) & _M32 < _HALF)
             # ... or the receiver has acknowledged all of it already (the original went by unseen:
             # a mirror that reorders or drops; tshark calls it a spurious retransmission).
-            or (length and acked >= 0 and (acked - seq - length) & _M32 < _HALF)
+            or (length and peer_ack >= 0 and (peer_ack - seq - length) & _M32 < _HALF)
         ):
             self.retransmissions += 1
             self.counts.retransmissions += 1
+        end = (seq + length + (1 if flags & _SYN_FIN else 0)) & _M32
         if kind != _WINDOW_PROBE and (nxt < 0 or 0 < (end - nxt) & _M32 < _HALF):
-            self.next_seq[fwd] = end
+            nxt = end
         if flags & _ACK:
-            self.last_ack[fwd] = ack
-        self.last_window[fwd] = window
-        self.last_kind[fwd] = kind
+            last_ack = ack
+        if to_server:
+            self.next_ts, self.ack_ts, self.window_ts, self.kind_ts = nxt, last_ack, window, kind
+        else:
+            self.next_tc, self.ack_tc, self.window_tc, self.kind_tc = nxt, last_ack, window, kind
 
 
 def segment_length(pkt: Packet) -> int:
