@@ -33,6 +33,7 @@ from agent.ports import guess_app_proto
 
 # The fast path also needs the TCP sequence number, which the dissector reads only on demand.
 _TCP = struct.Struct("!HHI4xBB")  # ports, sequence number, data offset, flags
+_TCP_ACK_WIN = struct.Struct("!I2xH")  # acknowledgement number, window: read for watched flows only
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -95,6 +96,7 @@ class Flow:
         "proto",
         "sport",
         "src",
+        "tcp",  # TCP health state of a watched control flow (agent.detectors.tcp_health), else None
         "tcp_flags_tc",
         "tcp_flags_ts",
         "tcp_state",
@@ -139,6 +141,7 @@ class Flow:
         self.app_proto = ""
         self.app: Any = None
         self.verdict: Any = None
+        self.tcp: Any = None
 
     @property
     def state(self) -> str:
@@ -279,6 +282,14 @@ class FlowTable:
         flow.last_source = source
         if vlan:
             self.fast_vlan += 1
+        tcp = flow.tcp
+        if tcp is not None:
+            # A watched control flow: every segment counts, pure ACKs too. A frame cut by the snap
+            # length carried the payload its IP header declares.
+            thl = (doff >> 4) << 2
+            ack, win = _TCP_ACK_WIN.unpack_from(data, off - thl + 8)
+            length = total_len - ihl - thl if total_len and n < wirelen else end - off
+            tcp.segment(to_server, flags, seq, ack, win, length)
         app = flow.app
         if app is not None and end > off:
             app.feed_segment(to_server, seq, data[off:end], ts, cnt, source)
@@ -322,6 +333,9 @@ class FlowTable:
                 flow.tcp_flags_tc |= flags
                 flow.pkts_toclient += 1
                 flow.bytes_toclient += wirelen
+            tcp = flow.tcp
+            if tcp is not None:
+                tcp.packet(pkt, to_server, wirelen)
         elif to_server:
             flow.pkts_toserver += 1
             flow.bytes_toserver += wirelen
@@ -481,6 +495,8 @@ class FlowTable:
         flow.app_proto = old.app_proto
         flow.app = old.app
         flow.verdict = old.verdict
+        if old.tcp is not None:
+            flow.tcp = old.tcp.continuation()
         self._insert(flow)
         return flow
 

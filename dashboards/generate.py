@@ -428,6 +428,39 @@ CONTROL = Dashboard(
         ),
         "TCP on control flows",
         Panel(
+            "TCP retransmissions of control flows per second",
+            [
+                (
+                    _rate("conduitwatch_tcp_retransmissions_total", "zone, protocol", 'zone=~"$zone"'),
+                    "{{zone}} {{protocol}}",
+                )
+            ],
+            width=8,
+            description="Segments sent again: each is a control message at least one retransmission timeout late.",
+        ),
+        Panel(
+            "TCP duplicate ACKs of control flows per second",
+            [
+                (
+                    _rate("conduitwatch_tcp_duplicate_acks_total", "zone, protocol", 'zone=~"$zone"'),
+                    "{{zone}} {{protocol}}",
+                )
+            ],
+            width=8,
+            description="A receiver repeating its last acknowledgement: data was lost or reordered on the way.",
+        ),
+        Panel(
+            "TCP zero windows of control flows per second",
+            [
+                (
+                    _rate("conduitwatch_tcp_zero_windows_total", "zone, protocol", 'zone=~"$zone"'),
+                    "{{zone}} {{protocol}}",
+                )
+            ],
+            width=8,
+            description="A device advertising no receive buffer: it cannot keep up with what it is sent.",
+        ),
+        Panel(
             "Resets of control connections per second",
             [
                 (
@@ -493,6 +526,18 @@ BACKUP = Dashboard(
             unit="s",
             width=24,
             height=7,
+        ),
+        Panel(
+            "TCP retransmissions of control flows per second",
+            [
+                (
+                    _rate("conduitwatch_tcp_retransmissions_total", "zone, protocol", 'zone=~"$zone"'),
+                    "{{zone}} {{protocol}}",
+                )
+            ],
+            width=24,
+            height=7,
+            description="Control packets a full switch queue dropped come back as retransmissions.",
         ),
         Panel(
             "Resets of control connections per second",

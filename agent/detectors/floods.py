@@ -8,8 +8,10 @@ loop (``agent.detectors.health``), and raises incidents (``agent.detectors.incid
   safety zone);
 * ``bulk_over_budget``: bulk load on a link above its budget (1 s average);
 * ``backup_outside_window``: bulk load on a link that declares backup windows, outside all of them;
-* ``control_degradation``: a control loop's latency beyond its learned baseline, or requests left
-  unanswered;
+* ``control_degradation``: a control loop's latency beyond its learned baseline, requests left
+  unanswered, or TCP retransmissions on its connection beyond their learned rate
+  (``agent.detectors.tcp_health`` counts them, with duplicate ACKs and zero windows, on every control
+  TCP flow);
 * ``backup_interference``: a link over its bulk budget while control loops whose path crosses that
   link are degraded. Degradation with no overload on its path is only ever ``control_degradation``.
 
@@ -39,6 +41,7 @@ from agent.detectors.health import (
 )
 from agent.detectors.incidents import KINDS, EmitFn, Incident, Incidents
 from agent.detectors.load import DEFAULT_BUDGET_SHARE, VIEWS, Scope, Tracked, bulk_category, looks_like_bulk
+from agent.detectors.tcp_health import TcpCounts, TcpHealth
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_RESET, Flow
 from agent.ports import CATEGORIES
@@ -139,6 +142,9 @@ class FloodDetector:
         self.cyclic_last_jitter: dict[tuple[str, str], float] = {}
         self.sequence_gaps: dict[tuple[str, str], int] = {}
         self.resets: dict[tuple[str, str], int] = {}  # control flows ended by a TCP reset
+        # Retransmissions, duplicate ACKs and zero windows of control TCP flows, by (zone, protocol):
+        # every watched flow's TcpHealth adds to its zone's counts as it sees them.
+        self.tcp_counts: dict[tuple[str, str], TcpCounts] = {}
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -191,6 +197,8 @@ class FloodDetector:
     # -- flows -----------------------------------------------------------------------------------
 
     def on_flow_start(self, flow: Flow, _pkt: Packet | None = None) -> None:
+        if flow.proto == 6 and flow.app_proto in OT_PROTOCOLS:
+            self._watch_tcp(flow)
         if not self.zone_scopes and not self.conduit_scopes:
             return
         tracked = self._track(flow)
@@ -200,6 +208,15 @@ class FloodDetector:
             self.untracked += 1
             return
         self.tracked[flow] = tracked
+
+    def _watch_tcp(self, flow: Flow) -> None:
+        """Give a control TCP flow its retransmission/dup-ACK/zero-window state (the flow table then
+        feeds it every segment; other flows never pay for it)."""
+        key = (self._zones_of(flow)[1], flow.app_proto)
+        counts = self.tcp_counts.get(key)
+        if counts is None:
+            counts = self.tcp_counts[key] = TcpCounts()
+        flow.tcp = TcpHealth(counts)
 
     def _zones_of(self, flow: Flow) -> tuple[str, str, Conduit | None]:
         """(zone of flow.src, zone of flow.dst, conduit) from the policy verdict cached on the flow."""
@@ -721,15 +738,17 @@ class FloodDetector:
             "jitter_during_ms": _ms(loop.jitter(loop.during_intervals or [i for _, i in loop.intervals])),
             "unanswered": loop.unanswered,
             "exceptions": loop.exceptions,
+            "tcp_retransmissions": loop.retransmissions,
+            "tcp_retransmission_threshold": loop.retrans_threshold(),
         }  # fmt: skip
 
     @staticmethod
     def _loop_sentence(loop: Loop, state: str) -> str:
-        why = (
-            "request latency back within its baseline"
-            if state == "recovered"
-            else "request latency beyond its baseline"
-        )
+        if state == "recovered":
+            why = "request latency and TCP retransmissions back within their baselines"
+        else:
+            measure = "TCP retransmissions" if loop.retrans_degraded else "request latency"
+            why = f"{measure} beyond its baseline"
         if state == "no longer seen":
             why = "the loop stopped"
         return (
@@ -831,7 +850,15 @@ class FloodDetector:
             "forward_opens_unreplied_dropped": self.cip.pending_dropped,
             "incidents": dict(self.incidents.total),
             "incidents_open": self.incidents.active_counts(),
+            "tcp": self._tcp_stats(),
         }
+
+    def _tcp_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Retransmissions, duplicate ACKs and zero windows of control flows, by zone then protocol."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (zone, protocol), counts in sorted(self.tcp_counts.items()):
+            out.setdefault(zone, {})[protocol] = counts.as_dict()
+        return out
 
     def loop_summary(self) -> list[dict[str, Any]]:
         """Latency percentiles per control loop over its last samples (for reports and tests)."""
@@ -874,6 +901,22 @@ class FloodDetector:
             if key not in running:
                 jitter[key] = max(jitter.get(key, 0.0), value)
         return jitter
+
+    def _tcp_metrics(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        for attribute, name, doc in (
+            ("retransmissions", "conduitwatch_tcp_retransmissions",
+             "Control TCP segments carrying data (or SYN/FIN) already sent"),
+            ("duplicate_acks", "conduitwatch_tcp_duplicate_acks",
+             "Duplicate ACKs on control TCP flows (no data, same ACK and window as before)"),
+            ("zero_windows", "conduitwatch_tcp_zero_windows",
+             "Zero-window advertisements on control TCP flows (a receiver that cannot keep up)"),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, doc, labels=("zone", "protocol"))
+            for (zone, protocol), counts in list(self.tcp_counts.items()):
+                family.add_metric((zone, protocol), getattr(counts, attribute))
+            yield family
 
     def collect_metrics(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -937,6 +980,7 @@ class FloodDetector:
         for (zone, protocol), n in list(self.resets.items()):
             resets.add_metric((zone, protocol), n)
         yield resets
+        yield from self._tcp_metrics()
         active = GaugeMetricFamily("conduitwatch_incidents_active", "Open incidents", labels=("kind",))
         for kind, n in self.incidents.active_counts().items():
             active.add_metric((kind,), n)

@@ -33,6 +33,14 @@ RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as
 LATE_MIN_S = 1.0
 MAX_PENDING = 256
 LOG_LIMIT = 4096  # messages logged between judgements before they are folded in early (bounded memory)
+# TCP retransmissions on a loop's flow (agent.detectors.tcp_health) against the rate learned while the
+# loop was healthy: degraded when the last second holds at least RETRANS_MIN of them and RETRANS_FACTOR
+# times what the baseline rate predicts. Each one is a control message that came at least one
+# retransmission timeout (~200 ms) late, so a clean network needs only two in a second.
+RETRANS_MIN = 2
+RETRANS_FACTOR = 4.0
+RETRANS_LEARN_S = 10.0  # healthy time to learn from before retransmissions are judged at all
+RETRANS_BASE_S = 600.0  # the baseline rate covers about the last ten minutes of healthy time
 
 # Histogram buckets of conduitwatch_request_latency_seconds (CONTRACTS.md: 1 ms .. 5 s).
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -101,6 +109,13 @@ class Loop:
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
     during_intervals: list[float] = field(default_factory=list)
+    retransmissions: int = 0  # TCP retransmissions seen on the loop's flows
+    retrans_window: deque[tuple[float, int]] = field(default_factory=deque)  # (judged at, new ones)
+    retrans_to_learn: deque[tuple[float, int, float]] = field(default_factory=deque)  # (at, n, seconds)
+    base_retrans: float = 0.0  # retransmissions over base_seconds of healthy time
+    base_seconds: float = 0.0
+    last_judged: float = -1.0
+    retrans_degraded: bool = False  # the last degraded verdict came from retransmissions
 
     def label(self) -> str:
         return f"{self.protocol} {self.zone}"
@@ -196,9 +211,33 @@ class Loop:
         usual = self.usual_interval
         return percentile([abs(i - usual) for i in intervals], 99)
 
+    def retrans_threshold(self) -> float | None:
+        """Retransmissions in the last second that mean degraded; None while the rate is being learned."""
+        if self.base_seconds < RETRANS_LEARN_S:
+            return None
+        return max(RETRANS_MIN, RETRANS_FACTOR * self.base_retrans / self.base_seconds * WINDOW_S)
+
+    def _take_retransmissions(self, now: float) -> tuple[int, float]:
+        """New retransmissions on the loop's current flow since the last judgement, and the time since."""
+        fresh = 0
+        tcp = self.flow.tcp
+        if tcp is not None:
+            fresh = tcp.retransmissions - tcp.judged
+            tcp.judged = tcp.retransmissions
+        elapsed = now - self.last_judged if self.last_judged >= 0 else 0.0
+        self.last_judged = now
+        window = self.retrans_window
+        if fresh:
+            self.retransmissions += fresh
+            window.append((now, fresh))
+        while window and window[0][0] <= now - WINDOW_S:
+            window.popleft()
+        return fresh, elapsed
+
     def judge(self, now: float) -> bool | None:
         """Whether the last second looks degraded; None when there is not enough to say."""
         self.digest()
+        fresh, elapsed = self._take_retransmissions(now)
         horizon = now - WINDOW_S
         samples = self.samples
         while samples and samples[0][0] < horizon:
@@ -221,11 +260,19 @@ class Loop:
                 verdict = True
             elif len(window) >= MIN_WINDOW_SAMPLES:
                 verdict = percentile(window, 50) > threshold
+        retrans_threshold = self.retrans_threshold()
+        self.retrans_degraded = False
+        if retrans_threshold is not None and sum(n for _, n in self.retrans_window) >= retrans_threshold:
+            self.retrans_degraded = verdict is not True  # latency, when it says so too, is the better why
+            verdict = True
         self.streak = self.streak + 1 if verdict is True else 0
+        self.retrans_to_learn.append((now, fresh, elapsed))
         if verdict is True or self.degraded:
             self.to_learn.clear()
             self.to_learn_intervals.clear()
+            self.retrans_to_learn.clear()
         else:
+            self._learn_retransmissions(now - LEARN_LAG_S)
             ripe = now - LEARN_LAG_S
             to_learn = self.to_learn
             if to_learn and to_learn[0][0] <= ripe:
@@ -242,6 +289,17 @@ class Loop:
                 while intervals_to_learn and intervals_to_learn[0][0] <= ripe:
                     self.base_intervals.append(intervals_to_learn.popleft()[1])
         return verdict
+
+    def _learn_retransmissions(self, ripe: float) -> None:
+        pending = self.retrans_to_learn
+        while pending and pending[0][0] <= ripe:
+            _, n, seconds = pending.popleft()
+            self.base_retrans += n
+            self.base_seconds += seconds
+        if self.base_seconds > RETRANS_BASE_S:
+            scale = RETRANS_BASE_S / self.base_seconds
+            self.base_retrans *= scale
+            self.base_seconds = RETRANS_BASE_S
 
     def _expire_pending(self, now: float) -> None:
         stats = self.baseline_stats()

@@ -123,6 +123,11 @@ def flow_event(flow: Flow, reason: str, sources: list[str] | None) -> Event:
             if both & bit:
                 tcp[name] = True
         tcp["state"] = TCP_STATE_NAMES[flow.tcp_state]
+        health = flow.tcp
+        if health is not None:  # a control flow the flood detector watched (agent.detectors.tcp_health)
+            tcp["retransmissions"] = health.retransmissions
+            tcp["duplicate_acks"] = health.duplicate_acks
+            tcp["zero_windows"] = health.zero_windows
         fields["tcp"] = tcp
     elif flow.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         fields["icmp_type"] = flow.icmp_type

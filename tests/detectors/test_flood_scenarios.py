@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.capture.files import ReplaySource
 from agent.capture.pacing import paced
+from agent.dissect import format_ip
 from agent.pipeline import Pipeline, PipelineConfig
 from agent.policy.reload import compile_policy
 from agent.records import Event
@@ -151,6 +152,50 @@ def test_switch_queue_drops_and_retransmits_control_requests() -> None:
     for loop in labels["loops"]:
         during, before = loop["latency_during_flood_s"], loop["latency_s"]
         assert during["p50"] > 0.015 > before["p50"]  # requests wait behind the backup in the uplink queue
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_agent_counts_the_retransmissions_the_queue_caused(runs: Any, name: str) -> None:
+    """Every request the uplink queue dropped and the HMI sent again is a TCP retransmission of its
+    control flow, counted per loop and per (zone, protocol); nothing else is."""
+    _sink, pipeline, labels = runs[name]
+    assert pipeline.floods is not None
+    loops = {(format_ip(lp.client), format_ip(lp.server)): lp for lp in pipeline.floods.loops.values()}
+    for want in labels["loops"]:
+        assert loops[(want["client_ip"], want["server_ip"])].retransmissions == want["retransmissions"]
+    counts = {key: c.as_dict() for key, c in pipeline.floods.tcp_counts.items()}
+    total = sum(x["retransmissions"] for x in labels["loops"])
+    assert sum(c["retransmissions"] for c in counts.values()) == total
+    assert total > 0 or name != "floods-uplink-saturation"
+    assert not any(c["duplicate_acks"] or c["zero_windows"] for c in counts.values())
+    modbus_zones = {zone for zone, protocol in counts if protocol == "modbus"}
+    # Every scenario polls the filtration cell over Modbus except the cyclic one (EtherNet/IP I/O only).
+    assert modbus_zones == (set() if name == "floods-cyclic-io" else {"cell-filtration"})
+
+
+def test_flow_records_and_stats_carry_the_tcp_counts(runs: Any) -> None:
+    """The EVE flow record of each control flow says how many of its segments were sent again, the
+    stats event has the zone totals, and both validate against docs/eve.schema.json."""
+    from agent.outputs.eve import eve_record
+    from tests.outputs.schema import validator
+
+    sink, _pipeline, labels = runs["floods-uplink-saturation"]
+    records = [eve_record(e) for e in sink.events if e.event_type in ("flow", "stats")]
+    for record in records:
+        errors = list(validator().iter_errors(json.loads(json.dumps(record))))
+        assert not errors, errors[0].message
+    control = {(r["src_ip"], r["dest_ip"]): r["tcp"] for r in records
+               if r["event_type"] == "flow" and r.get("dest_port") == 502}  # fmt: skip
+    assert {k: v["retransmissions"] for k, v in control.items()} == {
+        (x["client_ip"], x["server_ip"]): x["retransmissions"] for x in labels["loops"]
+    }
+    assert all(v["duplicate_acks"] == v["zero_windows"] == 0 for v in control.values())
+    bulk = [r["tcp"] for r in records if r["event_type"] == "flow" and r.get("dest_port") == 445]
+    assert bulk and not any("retransmissions" in t for t in bulk)  # only control flows are watched
+    (stats,) = [r["stats"] for r in records if r["event_type"] == "stats"]
+    assert stats["floods"]["tcp"] == {
+        "cell-filtration": {"modbus": {"retransmissions": 6, "duplicate_acks": 0, "zero_windows": 0}}
+    }
 
 
 def test_queue_model() -> None:
@@ -347,7 +392,8 @@ def test_metrics_use_the_contract_names_and_no_addresses(runs: Any) -> None:
     for name in ("conduitwatch_bulk_bytes", "conduitwatch_link_utilisation_peak_ratio",
                  "conduitwatch_request_latency_seconds", "conduitwatch_cyclic_interarrival_jitter_seconds",
                  "conduitwatch_unanswered_requests", "conduitwatch_incidents_active",
-                 "conduitwatch_incidents"):  # fmt: skip
+                 "conduitwatch_incidents", "conduitwatch_tcp_retransmissions",
+                 "conduitwatch_tcp_duplicate_acks", "conduitwatch_tcp_zero_windows"):  # fmt: skip
         assert name in families, name
     for family in families.values():
         for sample in family.samples:
@@ -366,6 +412,10 @@ def test_metrics_use_the_contract_names_and_no_addresses(runs: Any) -> None:
         if s.name.endswith("_total")
     }
     assert total["backup_interference"] == 1 and total["bulk_into_control_zone"] == 0
+    retransmissions = {(s.labels["zone"], s.labels["protocol"]): s.value
+                       for s in families["conduitwatch_tcp_retransmissions"].samples
+                       if s.name.endswith("_total")}  # fmt: skip
+    assert retransmissions == {("cell-filtration", "modbus"): 6}
     hist = [s for s in families["conduitwatch_request_latency_seconds"].samples if s.name.endswith("_count")]
     assert {(s.labels["zone"], s.labels["protocol"]) for s in hist} == {("cell-filtration", "modbus")}
 

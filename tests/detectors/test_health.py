@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from agent.detectors.health import LATENCY_BUCKETS, Cyclic, LatencyHistogram, Loop, percentile
+from agent.detectors.health import (
+    LATENCY_BUCKETS,
+    RETRANS_MIN,
+    Cyclic,
+    LatencyHistogram,
+    Loop,
+    percentile,
+)
+from agent.detectors.tcp_health import TcpCounts, TcpHealth
+from agent.flows import Flow
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -22,7 +29,8 @@ def test_histogram_buckets() -> None:
 
 
 def _loop() -> Loop:
-    flow: Any = object()
+    key = (b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 40000, 502, 6, ())
+    flow = Flow(key, 1, 4, 0.0, 1, 0, 600.0)
     return Loop(b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", "modbus", "cell", "sup", None, flow)
 
 
@@ -88,3 +96,48 @@ def test_busy_exceptions_signal_degradation() -> None:
     loop.busy.extend([10.2, 10.4])
     loop.on_response(10.45, 0.004, 0)
     assert loop.judge(10.5) is True
+
+
+def test_retransmissions_beyond_the_learned_rate_degrade_a_loop() -> None:
+    """Latency stays normal (the responses that come are fast) but requests keep being sent again."""
+    loop = _loop()
+    tcp = loop.flow.tcp = TcpHealth(TcpCounts())
+    _poll(loop, 0.0, 5.0, 0.004)
+    tcp.retransmissions += 1  # one now and then while healthy: part of the baseline once old enough
+    _poll(loop, 5.0, 10.0, 0.004)
+    assert loop.retransmissions == 1
+    threshold = loop.retrans_threshold()
+    assert threshold is not None and threshold == RETRANS_MIN  # 4 x (1 per ~15 s) is well below two
+    tcp.retransmissions += RETRANS_MIN
+    loop.on_request(15.2, 1)
+    loop.on_response(15.204, 0.004, 1)
+    assert loop.judge(15.5) is True and loop.retrans_degraded
+    assert loop.judge(16.0) is True  # still within the one-second window
+    assert loop.judge(16.5) is not True and not loop.retrans_degraded
+    assert loop.retransmissions == 1 + RETRANS_MIN
+
+
+def test_retransmissions_are_not_judged_before_a_rate_is_learned() -> None:
+    loop = _loop()
+    tcp = loop.flow.tcp = TcpHealth(TcpCounts())
+    _poll(loop, 0.0, 3.0, 0.004)
+    tcp.retransmissions += 5
+    assert loop.retrans_threshold() is None
+    assert loop.judge(3.5) is not True
+
+
+def test_a_loop_with_retransmissions_as_usual_is_not_degraded() -> None:
+    """A link that always loses a little: its usual rate is the baseline, not a degradation."""
+    loop = _loop()
+    tcp = loop.flow.tcp = TcpHealth(TcpCounts())
+    t = 0.0
+    for _ in range(60):
+        tcp.retransmissions += 1  # one a second
+        _poll(loop, t, 1.0, 0.004)
+        t += 1.0
+    threshold = loop.retrans_threshold()
+    assert threshold is not None and 3.0 < threshold < 5.0
+    tcp.retransmissions += 3
+    loop.on_request(t + 0.1, 1)
+    loop.on_response(t + 0.104, 0.004, 1)
+    assert loop.judge(t + 0.5) is not True
