@@ -480,6 +480,11 @@ class FlowTable:
     def _restart(self, old: Flow, pkt: Packet, ts: float, cnt: int, source: int, reason: str) -> Flow:
         """End ``old`` and start its continuation (active timeout) or successor (port reuse)."""
         self._remove(old)
+        # An active timeout only cuts the record: the connection goes on, and so does its decoder
+        # (its stream position and pending requests), which the end of the old record must not close.
+        app = None
+        if reason == "active_timeout":
+            app, old.app = old.app, None
         self._finish(old, reason)
         if reason == "port_reuse":
             return self._create(
@@ -493,8 +498,10 @@ class FlowTable:
         flow.icmp_type = old.icmp_type
         flow.icmp_code = old.icmp_code
         flow.app_proto = old.app_proto
-        flow.app = old.app
         flow.verdict = old.verdict
+        if app is not None:
+            flow.app = app
+            app.continue_on(flow)
         if old.tcp is not None:
             flow.tcp = old.tcp.continuation()
         self._insert(flow)

@@ -39,3 +39,38 @@ def test_fast_path_gives_the_same_events_as_full_dissection(
     assert fast_events == full_events
     assert fast_stats == full_stats  # layer counts included: the fast path counts what it skips
     assert len(fast_events) > 10
+
+
+def test_a_connection_cut_by_the_active_timeout_is_still_decoded_and_paired() -> None:
+    """Control connections live for days: when the record is cut (active timeout) the decoder goes
+    on in the continuation, and a request sent before the cut pairs with its answer after it."""
+    from agent.flows import FlowConfig
+    from tests.factory import Collector, ListSource, tcp_stream
+
+    def poll(tid: int) -> tuple[tuple[bool, bytes], tuple[bool, bytes]]:
+        request = tid.to_bytes(2, "big") + b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
+        answer = tid.to_bytes(2, "big") + b"\x00\x00\x00\x05\x01\x03\x02\x00\x2a"
+        return (True, request), (False, answer)
+
+    segments = [seg for tid in range(1, 9) for seg in poll(tid)]
+    packets = tcp_stream(segments)
+    # Handshake, then a poll every 0.5 s answered after 0.3 s: the 10 s active timeout falls between
+    # the fourth request (at 9.9 s) and its answer (10.2 s).
+    times = [0.0, 0.001, 0.002]
+    for i in range(8):
+        sent = 8.4 + i * 0.5
+        times += [sent, sent + 0.3]
+    start = 1_700_000_000.0
+    collector = Collector()
+    config = PipelineConfig(flows=FlowConfig(active_timeout=10.0), events=EVENTS_ALL)
+    pipeline = Pipeline(config, consumers=[collector])
+    pipeline.run(ListSource(packets, times=[start + t for t in times]))
+
+    messages = collector.messages
+    assert [m.direction for m in messages] == ["request", "response"] * 8
+    assert all(m.latency_s is not None and abs(m.latency_s - 0.3) < 1e-6 for m in messages[1::2])
+    first, second = collector.flows  # the cut record, then its continuation (ended at shutdown)
+    assert first.app_proto == second.app_proto == "modbus"
+    assert {m.flow for m in messages[:7]} == {first} and {m.flow for m in messages[7:]} == {second}
+    stats = pipeline.decoders.stats["modbus"]
+    assert (stats.requests, stats.responses, stats.matched, stats.unanswered) == (8, 8, 8, 0)

@@ -171,6 +171,9 @@ class _Probing:
         self.held: list[tuple[bool, int, bytes, float, int, int]] = []
         self.held_bytes = {True: b"", False: b""}
 
+    def continue_on(self, flow: Flow) -> None:
+        self.flow = flow
+
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
         data = pkt.data
         seq = _SEQ.unpack_from(data, pkt.l4_off + 4)[0] if self.flow.proto == 6 else 0

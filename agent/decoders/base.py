@@ -167,6 +167,11 @@ class FlowDecoder(Protocol):
         """The flow ended: flush what is buffered and expire pending requests."""
         ...
 
+    def continue_on(self, flow: Flow) -> None:
+        """The flow's record was cut (active timeout) and continues as ``flow``: decode on into it,
+        with the stream state and the pending requests as they are."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ProtocolSpec:

@@ -85,6 +85,9 @@ class Identifier:
 
     # -- FlowDecoder -----------------------------------------------------------------------------
 
+    def continue_on(self, flow: Flow) -> None:
+        self.flow = flow
+
     def feed(self, pkt: Packet, to_server: bool, ts: float, cnt: int, source: int) -> None:
         data = pkt.data
         off = pkt.payload_off

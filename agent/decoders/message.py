@@ -107,6 +107,9 @@ class MessageDecoder:
         else:
             framer.add(seq, payload)
 
+    def continue_on(self, flow: Flow) -> None:
+        self.flow = flow
+
     def close(self, reason: str) -> None:
         # Decode what waits behind holes that never filled; a partial last message is reported.
         for framer in (self._c2s, self._s2c):
