@@ -358,11 +358,11 @@ class S7commDecoder(CotpDecoder):
 
     # -- framing ---------------------------------------------------------------------------------
 
-
     def continue_on(self, flow: Flow) -> None:
         super().continue_on(flow)
         if self._plus is not None:
             self._plus.continue_on(flow)
+
     def _on_gap(self, kind: str, detail: str) -> None:
         self._plus_first = [None, None]
         super()._on_gap(kind, detail)
