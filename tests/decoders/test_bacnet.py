@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from agent.assets.inventory import AssetInventory
+from agent.assets.identity import identity_owner
+from agent.assets.inventory import AssetInventory, routed_sort_key
 from agent.decoders import bacnet
 from agent.decoders.base import OPERATIONS, DecoderConfig, DecoderContext
 from agent.flows import Flow
@@ -679,6 +680,8 @@ VALID = [
     unicast(bytes([0x50, 4, 12]) + app(9, b"\x02") + app(9, b"\x20")),
     unicast(bytes([0x3C, 11, 0, 4, 14]) + ctx(0, oid(8, 1)) + opening(1)),
     bvlc(0x00, b"\x00\x00"),
+    bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(5, b"\x17"))),  # routed from an MS/TP network
+    forwarded_by(bytes([192, 0, 2, 18]), npdu(unconfirmed(0, I_AM), snet=(11, bytes(6)))),
 ]
 
 
@@ -746,3 +749,36 @@ def test_mutated_llc_frames_never_raise(data: st.DataObject) -> None:
         decoder.feed_segment(data.draw(st.booleans()), 0, cut, float(cnt), cnt, 0)
         assert len(decoder.pending) <= 8
     decoder.close("shutdown")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    network=st.integers(0, 0xFFFF),
+    sadr=st.binary(max_size=8),
+    instance=st.integers(0, 0x3FFFFF),
+    vendor=st.integers(0, 0xFFFF),
+    forwarded=st.booleans(),
+)
+def test_a_routed_i_am_is_the_identity_of_exactly_the_device_its_source_names(
+    network: int, sadr: bytes, instance: int, vendor: int, forwarded: bool
+) -> None:
+    i_am = app(12, oid(DEVICE_OBJECT, instance)) + app(2, b"\x05\xc4") + app(9, b"\x03")
+    i_am += app(2, struct.pack("!H", vendor))
+    body = npdu(unconfirmed(0, i_am), snet=(network, sadr))
+    datagram = forwarded_by(bytes([192, 0, 2, 18]), body) if forwarded else bvlc(0x0B, body)
+    msgs: list = []
+    flow = Flow((b"\xc0\x00\x02\x0a", b"\xc0\x00\x02\xff", 47808, 47808, 17, ()), 1, 4, 0.0, 1, 0, 60.0)
+    decoder = bacnet.BacnetDecoder(flow, DecoderContext(DecoderConfig(), msgs.append, lambda a: None))
+    decoder.feed_segment(False, 0, datagram, 1.0, 1, 0)
+    [msg] = msgs
+    fields = msg.fields
+    assert (fields["snet"], fields["sadr"], fields["device_instance"]) == (network, sadr.hex(), instance)
+    if sadr and 0 < network < 0xFFFF:
+        assert fields["identity"] == {"device_instance": instance, "vendor_id": vendor}
+        assert fields["identity_of"] == f"bacnet:{network}:{sadr.hex()}"
+        assert fields.get("identity_via") == ("192.0.2.18" if forwarded else None)
+        # The inventory reads it back as that device's key, ordered by network and MAC.
+        assert identity_owner(fields) == fields["identity_of"]
+        assert routed_sort_key(fields["identity_of"]) == (network, sadr)
+    else:  # a broadcast or unnamed source is no device
+        assert "identity" not in fields and "identity_of" not in fields and "identity_via" not in fields
