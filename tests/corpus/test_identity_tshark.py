@@ -252,6 +252,15 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
 CASES = [(o, p) for o in ORACLES for p in captures(o.token)]
 
 
+def routed_devices(tshark: str) -> set[str]:
+    """``bacnet:NET:MACHEX`` of every device whose I-Am a router relayed, by tshark, in the corpus."""
+    [oracle] = [o for o in ORACLES if o.routed]
+    found: set[str] = set()
+    for path in captures(oracle.token):
+        found |= {str(i[OWNER]) for i in theirs(tshark, path, oracle).values() if VIA in i}
+    return found
+
+
 @pytest.mark.parametrize(
     ("oracle", "path"),
     CASES,
