@@ -23,6 +23,7 @@ CSV_COLUMNS = (
     "vendor",
     "vlans",
     "zone",
+    "via",
     "role",
     "roles",
     "protocols_served",
@@ -34,6 +35,7 @@ CSV_COLUMNS = (
     "revision",
     "serial",
     "name",
+    "device_instance",
     "identity_source",
     "first_seen",
     "last_seen",
@@ -60,13 +62,23 @@ def csv_rows(assets: list[AssetRecord]) -> list[list[str]]:
                 d["vendor"] or str(identity_vendor),
                 " ".join(map(str, d["vlans"])),
                 d["zone"],
+                " ".join(d["via"]),
                 d["role"],
                 "; ".join(f"{r['role']}: {r['evidence']}" for r in d["roles"]),
                 _join(d["protocols_served"]),
                 _join(d["protocols_used"]),
                 *(
                     str(ident.get(k, ""))
-                    for k in ("vendor_id", "product", "product_code", "model", "revision", "serial", "name")
+                    for k in (
+                        "vendor_id",
+                        "product",
+                        "product_code",
+                        "model",
+                        "revision",
+                        "serial",
+                        "name",
+                        "device_instance",
+                    )
                 ),
                 d["identity_source"],
                 d["first_seen"],
@@ -86,7 +98,7 @@ def to_csv(rows: list[list[str]]) -> str:
 
 
 def _table(assets: list[AssetRecord], vendor_note: str) -> str:
-    head = ["address", "mac", "vendor", "vlan", "zone", "role", "serves", "identity"]
+    head = ["address", "mac", "vendor", "vlan", "zone", "via", "role", "serves", "identity"]
     rows = [head]
     for a in assets:
         ident = ", ".join(f"{k}={v}" for k, v in sorted(a.identity.items()))
@@ -97,6 +109,7 @@ def _table(assets: list[AssetRecord], vendor_note: str) -> str:
                 (a.vendor or "-")[:28],
                 ",".join(map(str, a.vlans)) or "-",
                 a.zone or "-",
+                ",".join(a.via) or "-",  # the router(s) a device on another BACnet network is behind
                 a.roles[0].role if a.roles else "-",
                 _join(a.served)[:40] or "-",
                 ident[:60] or "-",
@@ -104,7 +117,9 @@ def _table(assets: list[AssetRecord], vendor_note: str) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.append(f"{len(assets)} assets" + (f"; {vendor_note}" if vendor_note else ""))
+    routed = sum(1 for a in assets if a.via)
+    behind = f" ({routed} behind BACnet routers)" if routed else ""
+    lines.append(f"{len(assets)} assets{behind}" + (f"; {vendor_note}" if vendor_note else ""))
     for a in assets:
         for r in a.roles:
             lines.append(f"  {a.address}: {r.role} - {r.evidence}")

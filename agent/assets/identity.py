@@ -94,10 +94,29 @@ def message_identity(msg: OtMessage) -> tuple[dict[str, str | int], str] | None:
     return None
 
 
-def identity_owner(fields: dict[str, Any]) -> bytes | None:
+ROUTED_PREFIX = "bacnet:"  # a device on another BACnet network, reached through a router
+
+
+def identity_owner(fields: dict[str, Any]) -> bytes | str | None:
     """The address whose identity a message reveals when it is not its sender's: ``identity_of``
-    (CONTRACTS.md), e.g. the original B/IP sender of a BACnet Forwarded-NPDU that a BBMD relayed."""
+    (CONTRACTS.md). An IP address (bytes) for the original B/IP sender of a BACnet Forwarded-NPDU
+    that a BBMD relayed; the text ``bacnet:NET:MACHEX`` for a device on another BACnet network whose
+    I-Am a router relayed (it has no IP or MAC of its own on the captured link)."""
     text = fields.get("identity_of")
+    if not isinstance(text, str):
+        return None
+    if text.startswith(ROUTED_PREFIX):
+        return text
+    try:
+        return ipaddress.ip_address(text).packed
+    except ValueError:
+        return None
+
+
+def identity_via(fields: dict[str, Any]) -> bytes | None:
+    """The router a routed identity came through when it is not the message's sender: a BBMD
+    forwarded the router's datagram, and ``identity_via`` is the router's B/IP address."""
+    text = fields.get("identity_via")
     if not isinstance(text, str):
         return None
     try:

@@ -6,8 +6,14 @@ seen. Roles (controller, HMI, engineering station, historian, ...) are inferred 
 that behaviour, each with the evidence a reviewer can check. Nothing here runs per packet: new
 flows, ended flows and application messages only.
 
-Bounded: at most ``max_assets`` hosts (the host seen least recently is evicted and counted), and
-per host at most ``MAX_ITEMS`` entries per table (further ones counted in ``truncated``).
+BACnet devices on another BACnet network (an MS/TP controller behind a BACnet/IP router) have no IP
+or MAC of their own on the captured link: what reveals them is an I-Am the router relayed, with the
+device's network number and MAC in the NPDU source specifier. They are assets of their own, keyed by
+that BACnet address (``bacnet:NET:MACHEX``), with the routers they were reached through (``via``).
+
+Bounded: at most ``max_assets`` hosts and as many routed BACnet devices (the one seen least recently
+is evicted and counted), and per host at most ``MAX_ITEMS`` entries per table (further ones counted
+in ``truncated``).
 
 With an ``emit`` callback (live mode) it reports a new host and an identity or firmware change as
 EVE ``asset`` events, and changes (and, against a baseline inventory, new devices) as alerts.
@@ -20,7 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.assets.identity import CIP_DEVICE_ROLES, identity_owner, message_identity
+from agent.assets.identity import (
+    CIP_DEVICE_ROLES,
+    identity_owner,
+    identity_via,
+    message_identity,
+)
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
@@ -125,6 +136,21 @@ class Host:
     truncated: int = 0  # entries not kept because a table was full
     # Identity lists the device answered without a decoder reading their contents (S7 SZL ids).
     identity_lists: dict[str, int] = field(default_factory=dict)
+    # A device on another BACnet network: its BACnet address (``addr`` is empty then) and the
+    # routers (IP or MAC) whose relayed messages revealed it -> messages.
+    network_address: str = ""
+    via: dict[str, int] = field(default_factory=dict)
+
+
+def host_address(host: Host) -> str:
+    """The address an asset is known by: its IP or MAC, or a routed BACnet device's network address."""
+    return host.network_address or address_text(host.addr)
+
+
+def routed_sort_key(address: str) -> tuple[int, bytes]:
+    """``bacnet:NET:MACHEX`` ordered by network number, then MAC."""
+    _, net, mac = address.split(":", 2)
+    return int(net), bytes.fromhex(mac)
 
 
 class AssetInventory:
@@ -141,6 +167,9 @@ class AssetInventory:
         self.announce = announce  # EVE ``asset`` events for new hosts (live mode)
         self.hosts: OrderedDict[bytes, Host] = OrderedDict()  # least recently seen first
         self.evicted = 0
+        # BACnet devices behind routers, by ``bacnet:NET:MACHEX``; bounded by ``max_assets`` too.
+        self.routed: OrderedDict[str, Host] = OrderedDict()
+        self.routed_evicted = 0
         self.emit = emit
         self.baseline = baseline  # addresses known before: any other is a new device (alert)
         self.mac_ips: dict[str, set[bytes]] = {}  # bounded by MAC_SHARED_BY entries a MAC
@@ -180,7 +209,9 @@ class AssetInventory:
             self._mac(dst, dst_mac)
         if self.emit is not None and (self.announce or self.baseline is not None):
             for addr in new:
-                self._announce(self.hosts[addr], flow)
+                host = self.hosts.get(addr)  # a one-host table may have evicted it already
+                if host is not None:
+                    self._announce(host, flow)
 
     def _mac(self, host: Host, mac: str) -> None:
         if int(mac[:2], 16) & 1:  # a group address (broadcast, multicast) is nobody's own
@@ -238,12 +269,36 @@ class AssetInventory:
                 s.truncated += 1
         found = message_identity(msg)
         if found is not None:
-            owner = identity_owner(msg.fields) or sender
-            self._identity(self._host(owner, msg.ts), found[0], found[1], msg)
+            owner = identity_owner(msg.fields)
+            if isinstance(owner, str):
+                self._routed_identity(owner, identity_via(msg.fields) or sender, found, msg)
+            else:
+                self._identity(self._host(owner or sender, msg.ts), found[0], found[1], msg)
         elif msg.direction == RESPONSE and msg.protocol == "s7comm":
             szl = msg.fields.get("szl_id")
             if isinstance(szl, int) and szl & 0xFF in S7_IDENTITY_SZL:
                 _bump(self._host(sender, msg.ts).identity_lists, f"s7comm SZL 0x{szl:04x}")
+
+    def _routed_identity(
+        self, address: str, router: bytes, found: tuple[dict[str, str | int], str], msg: OtMessage
+    ) -> None:
+        """A device behind a BACnet router: an asset of its own, reached through ``router``."""
+        host = self.routed.get(address)
+        new = host is None
+        if host is None:
+            if len(self.routed) >= self.max_assets:
+                self.routed.popitem(last=False)
+                self.routed_evicted += 1
+            host = self.routed[address] = Host(b"", msg.ts, msg.ts, network_address=address)
+        else:
+            if msg.ts > host.last_seen:
+                host.last_seen = msg.ts
+            self.routed.move_to_end(address)
+        if not _bump(host.via, address_text(router)):
+            host.truncated += 1
+        self._identity(host, found[0], found[1], msg)
+        if new and self.emit is not None and (self.announce or self.baseline is not None):
+            self._announce(host, msg.flow, msg.pcap_cnt, msg.source)
 
     # -- identity ----------------------------------------------------------------------------------
 
@@ -274,7 +329,7 @@ class AssetInventory:
         if self.emit is not None:
             kind = "firmware_changed" if "revision" in changed else "identity_changed"
             what = ", ".join(f"{c.key} {c.old!r} -> {c.new!r}" for c in changes)
-            sentence = f"{address_text(host.addr)} announced a different identity over {how}: {what}"
+            sentence = f"{host_address(host)} announced a different identity over {how}: {what}"
             self._alert(kind, sentence, msg.ts, msg.flow, msg.pcap_cnt, msg.source, host)
             self.emit(
                 "asset",
@@ -287,16 +342,22 @@ class AssetInventory:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _announce(self, host: Host, flow: Flow | None) -> None:
+    def _announce(
+        self, host: Host, flow: Flow | None, cnt: int | None = None, source: int | None = None
+    ) -> None:
+        """A new asset: seen first on ``flow`` (its first packet unless ``cnt``/``source`` say)."""
         assert self.emit is not None
         ts = host.first_seen
-        cnt = flow.first_cnt if flow is not None else 0
-        source = flow.last_source if flow is not None else -1
+        if cnt is None:
+            cnt = flow.first_cnt if flow is not None else 0
+        if source is None:
+            source = flow.last_source if flow is not None else -1
         if self.announce:
             self.emit("asset", ts, flow, cnt, source, {"asset": {"event": "new", **self.describe(host)}})
-        if self.baseline is not None and address_text(host.addr) not in self.baseline:
+        address = host_address(host)
+        if self.baseline is not None and address not in self.baseline:
             self.new_devices += 1
-            sentence = f"{address_text(host.addr)} appeared on the network: not in the baseline inventory"
+            sentence = f"{address} appeared on the network: not in the baseline inventory"
             self._alert("new_device", sentence, ts, flow, cnt, source, host)
 
     def _alert(
@@ -329,7 +390,9 @@ class AssetInventory:
     @staticmethod
     def describe(host: Host) -> dict[str, Any]:
         """The short form used in EVE events."""
-        out: dict[str, Any] = {"address": address_text(host.addr)}
+        out: dict[str, Any] = {"address": host_address(host)}
+        if host.via:
+            out["via"] = sorted(host.via)
         if host.macs:
             out["mac"] = max(host.macs.items(), key=lambda kv: (kv[1], kv[0]))[0]
         if host.identity:
@@ -340,6 +403,8 @@ class AssetInventory:
         return {
             "assets": len(self.hosts),
             "evicted": self.evicted,
+            "routed_devices": len(self.routed),
+            "routed_evicted": self.routed_evicted,
             "max": self.max_assets,
             "identity_changes": self.identity_changes,
             "new_devices": self.new_devices,
@@ -482,6 +547,7 @@ class AssetRecord:
     bytes_received: int
     peers: int
     truncated: int
+    via: list[str] = field(default_factory=list)  # routers a device on another BACnet network is behind
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -490,6 +556,7 @@ class AssetRecord:
             "vendor": self.vendor,
             "vlans": self.vlans,
             "zone": self.zone,
+            "via": self.via,
             "role": self.roles[0].role if self.roles else "",
             "roles": [{"role": r.role, "evidence": r.evidence} for r in self.roles],
             "protocols_served": dict(sorted(self.served.items())),
@@ -579,21 +646,7 @@ def records(
         if policy is not None and len(addr) != 6:
             found, _asset = policy.zone_of(addr, (vlans[-1],) if len(vlans) == 1 else (), mac or None)
             zone = found or ""
-        src, cnt, ts = host.identity_packet
-        packet = None
-        if host.identity and 0 <= src < len(sources):
-            packet = {"pcap_filename": sources[src], "pcap_cnt": cnt, "timestamp": format_timestamp(ts)}
-        changes = [
-            {
-                "timestamp": format_timestamp(c.ts),
-                "key": c.key,
-                "old": c.old,
-                "new": c.new,
-                "pcap_filename": sources[c.source] if 0 <= c.source < len(sources) else "",
-                "pcap_cnt": c.pcap_cnt,
-            }
-            for c in host.changes
-        ]
+        packet, changes = _evidence(host, sources)
         out.append(
             AssetRecord(
                 address=address_text(addr),
@@ -615,6 +668,67 @@ def records(
                 bytes_received=host.bytes_received,
                 peers=len(set(host.clients) | set(host.servers)),
                 truncated=host.truncated,
+            )
+        )
+    out += _routed_records(inventory, out, sources)
+    return out
+
+
+def _evidence(host: Host, sources: list[str]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the packet that revealed the identity, the identity changes) with capture names."""
+    src, cnt, ts = host.identity_packet
+    packet = None
+    if host.identity and 0 <= src < len(sources):
+        packet = {"pcap_filename": sources[src], "pcap_cnt": cnt, "timestamp": format_timestamp(ts)}
+    changes = [
+        {
+            "timestamp": format_timestamp(c.ts),
+            "key": c.key,
+            "old": c.old,
+            "new": c.new,
+            "pcap_filename": sources[c.source] if 0 <= c.source < len(sources) else "",
+            "pcap_cnt": c.pcap_cnt,
+        }
+        for c in host.changes
+    ]
+    return packet, changes
+
+
+def _routed_records(
+    inventory: AssetInventory, hosts: list[AssetRecord], sources: list[str]
+) -> list[AssetRecord]:
+    """Devices behind BACnet routers, by network number and MAC, after the hosts. A device there has
+    no address a zone could be declared by: it sits in the zone of the router it is reached through
+    (the one that relayed most of its messages), as the segment behind a router belongs to it."""
+    zone_of = {r.address: r.zone for r in hosts}
+    zone_of.update((r.mac, r.zone) for r in hosts if r.mac and r.mac != r.address)
+    out = []
+    for address in sorted(inventory.routed, key=routed_sort_key):
+        host = inventory.routed[address]
+        routers = sorted(host.via, key=lambda r: (-host.via[r], r))
+        packet, changes = _evidence(host, sources)
+        out.append(
+            AssetRecord(
+                address=address,
+                mac="",
+                vendor="",
+                vlans=[],
+                zone=zone_of.get(routers[0], "") if routers else "",
+                roles=infer_roles(host),
+                served={},
+                used={},
+                identity=host.identity,
+                identity_from=host.identity_from,
+                identity_packet=packet,
+                identity_changes=changes,
+                first_seen=host.first_seen,
+                last_seen=host.last_seen,
+                flows=0,
+                bytes_sent=0,
+                bytes_received=0,
+                peers=0,
+                truncated=host.truncated,
+                via=sorted(host.via),
             )
         )
     return out

@@ -20,10 +20,13 @@ Every BVLC datagram becomes one message (or, when it cannot be read at all, one 
 
 Routed messages are attributed to the routed device: the pairing key carries the NPDU source and
 destination specifiers. ``identity`` (an I-Am's device instance and vendor id; the Device object's
-name, model, firmware revision, vendor name or id read back in a ReadProperty ACK) is only given
-when the sender is the device itself (no NPDU source specifier: the asset inventory keys identities
-by address, and a routed device has none there). A Forwarded-NPDU names the B/IP address of the
-device that sent it, so its identity is given with ``identity_of`` set to that address.
+name, model, firmware revision, vendor name or id read back in a ReadProperty ACK) goes with
+``identity_of`` (CONTRACTS.md) whenever the device is not the datagram's sender: a Forwarded-NPDU
+names the B/IP address of the device a BBMD relayed; a router relaying from another BACnet network
+adds a source specifier, so the device is ``bacnet:SNET:SADR`` (SADR in hex) and ``identity_via``
+names the router's B/IP address when a BBMD relayed that router's datagram (else the router is the
+sender). A source specifier that names no single device (network 0 or 0xFFFF, an empty SADR) gives
+no identity.
 
 Backup and restore (DOMAIN.md section 6): ReinitializeDevice startBackup / startRestore opens a
 backup or restore of that device; until endBackup / endRestore / abortRestore, AtomicReadFile is
@@ -515,7 +518,7 @@ class BacnetDecoder(MessageDecoder):
                 "bad_encoding", f"BACnet {fields.get('service', service)} parameters are not well-formed tags"
             )
         elif service == I_AM:
-            self._i_am(buf, tags, fields, direct=src is None)
+            self._i_am(buf, tags, fields, src)
         elif service == WHO_IS or service == WHO_HAS:
             for number, context, kind, vpos, vlen in tags:
                 if context and kind == 0 and number in (0, 1) and 1 <= vlen <= 4:
@@ -528,7 +531,7 @@ class BacnetDecoder(MessageDecoder):
         self.request(None, 0x100 | service, operation, fields, from_client)
 
     def _i_am(self, buf: bytes, tags: list[tuple[int, bool, int, int, int]], fields: dict[str, Any],
-              direct: bool) -> None:  # fmt: skip
+              src: tuple[int, str] | None) -> None:  # fmt: skip
         expected = (_APP_OBJECT_ID, _APP_UNSIGNED, _APP_ENUMERATED, _APP_UNSIGNED)
         if len(tags) != 4 or any(t[1] or t[0] != n or not 1 <= t[4] <= 4 for t, n in zip(tags, expected)):  # noqa: B905
             self.anomaly(
@@ -547,9 +550,8 @@ class BacnetDecoder(MessageDecoder):
                       max_apdu_accepted=_uint(buf, apos, alen),
                       segmentation=_name(SEGMENTATION, segmentation),
                       vendor_id=vendor_id)  # fmt: skip
-        if direct:
+        if _identity_owner(fields, src):
             fields["identity"] = {"device_instance": instance, "vendor_id": vendor_id}
-            _relayed_identity(fields)
 
     def _request_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
                             operation: str, device: Hashable, partial: bool) -> str:  # fmt: skip
@@ -692,8 +694,7 @@ class BacnetDecoder(MessageDecoder):
             service = buf[pos + header]
             keep = segmented and bool(first & 0x04)  # more segments of this reply follow
             if not (segmented and buf[pos + 2] != 0):
-                direct = src is None
-                self._ack_parameters(service, buf, pos + header + 1, end, fields, keep, direct)
+                self._ack_parameters(service, buf, pos + header + 1, end, fields, keep, src)
         elif kind == SEGMENT_ACK:
             fields.update(negative_ack=bool(first & 0x02), sent_by_server=bool(first & 0x01),
                           sequence_number=buf[pos + 2], window_size=buf[pos + 3])  # fmt: skip
@@ -749,7 +750,7 @@ class BacnetDecoder(MessageDecoder):
         fields["error_class"] = _name(ERROR_CLASSES, error_class)
 
     def _ack_parameters(self, service: int, buf: bytes, pos: int, end: int, fields: dict[str, Any],
-                        partial: bool, direct: bool) -> None:  # fmt: skip
+                        partial: bool, src: tuple[int, str] | None) -> None:  # fmt: skip
         if service not in (READ_PROPERTY, READ_PROPERTY_MULTIPLE, READ_RANGE) or pos >= end:
             return
         tags = _tags(buf, pos, end, partial)
@@ -757,13 +758,16 @@ class BacnetDecoder(MessageDecoder):
             self.anomaly("bad_encoding", f"BACnet {CONFIRMED_SERVICES[service]} ACK is not well-formed tags")
             return
         self._object_property(service, buf, tags, fields, ack=True)
-        if (service == READ_PROPERTY and fields.get("object_type") == DEVICE_OBJECT_TYPE and direct
+        if (service == READ_PROPERTY and fields.get("object_type") == DEVICE_OBJECT_TYPE
                 and fields.get("property_id") in IDENTITY_PROPERTIES):  # fmt: skip
-            self._identity_property(buf, tags, fields)
+            self._identity_property(buf, tags, fields, src)
 
     @staticmethod
     def _identity_property(
-        buf: bytes, tags: list[tuple[int, bool, int, int, int]], fields: dict[str, Any]
+        buf: bytes,
+        tags: list[tuple[int, bool, int, int, int]],
+        fields: dict[str, Any],
+        src: tuple[int, str] | None,
     ) -> None:
         """A Device object's name, vendor, model or firmware read back: identity of the replying device."""
         value_at = next((t[3] for t in tags if t[1] and t[2] == _OPENING and t[0] == 3), -1)
@@ -784,16 +788,35 @@ class BacnetDecoder(MessageDecoder):
             value = buf[vpos + 1 : vpos + vlen].decode(codec, "replace")
         else:
             return
-        fields["identity"] = {"device_instance": fields["instance"], key: value}
-        _relayed_identity(fields)
+        if _identity_owner(fields, src):
+            fields["identity"] = {"device_instance": fields["instance"], key: value}
 
 
-def _relayed_identity(fields: dict[str, Any]) -> None:
-    """A Forwarded-NPDU's identity is its original B/IP sender's, not the BBMD's that relayed it:
-    ``identity_of`` (CONTRACTS.md) tells the inventory whose it is."""
+def routed_address(network: int, mac_hex: str) -> str:
+    """The inventory's address of a device on another BACnet network: ``bacnet:NET:MACHEX``."""
+    return f"bacnet:{network}:{mac_hex}"
+
+
+def _identity_owner(fields: dict[str, Any], src: tuple[int, str] | None) -> bool:
+    """Set ``identity_of`` / ``identity_via`` for an identity the message reveals; False when the
+    sender is a router relaying from a source that names no single device (no identity then).
+
+    A Forwarded-NPDU's identity is its original B/IP sender's, not the BBMD's that relayed it. A
+    routed message's is the device at the source specifier, reached through the router: the original
+    B/IP sender when a BBMD forwarded the router's datagram, else the datagram's sender."""
     original = fields.get("original_address")
-    if isinstance(original, str):
-        fields["identity_of"] = original.rpartition(":")[0]
+    relay = original.rpartition(":")[0] if isinstance(original, str) else None
+    if src is None:
+        if relay is not None:
+            fields["identity_of"] = relay
+        return True
+    network, mac_hex = src
+    if not mac_hex or network == 0 or network == 0xFFFF:
+        return False
+    fields["identity_of"] = routed_address(network, mac_hex)
+    if relay is not None:
+        fields["identity_via"] = relay
+    return True
 
 
 class BacnetLlcDecoder(BacnetDecoder):

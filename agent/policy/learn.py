@@ -245,6 +245,49 @@ def _schedule_lines(window: Window, what: str) -> list[str]:
 
 
 MAX_ZONE_HOSTS = 4096  # hosts kept per learned zone; a zone with more is written by network
+MAX_ROUTED_LISTED = 256  # devices behind BACnet routers listed (as comments) per zone
+NO_ZONE = ""  # routed devices whose router no learned zone holds
+
+
+def _router_zone(router: str, mac_zone: dict[str, str]) -> str:
+    """The learned zone of a router named by IP or MAC text (the inventory's ``via``)."""
+    if router.count(":") == 5 and len(router) == 17:
+        return mac_zone.get(router, NO_ZONE)
+    try:
+        return zone_for(ipaddress.ip_address(router).packed)[0]
+    except ValueError:
+        return NO_ZONE
+
+
+def _routed_by_zone(inventory: AssetInventory | None, mac_zone: dict[str, str]) -> dict[str, list[str]]:
+    """Devices on other BACnet networks (an MS/TP trunk behind a BACnet/IP router), as comment text by
+    the zone of the router they were reached through. They have no IP or MAC on the captured link, so
+    a policy cannot place them; their traffic is the router's, which that zone's rules already judge.
+    Listing them there tells the engineer that the zone extends behind the router."""
+    from agent.assets.inventory import routed_sort_key
+
+    out: dict[str, list[str]] = {}
+    if inventory is None:
+        return out
+    for address in sorted(inventory.routed, key=routed_sort_key):
+        host = inventory.routed[address]
+        routers = sorted(host.via, key=lambda r: (-host.via[r], r))
+        if not routers:
+            continue
+        ident = host.identity
+        what = " ".join(
+            f"{k} {ident[k]}" for k in ("device_instance", "vendor_id", "name", "model") if k in ident
+        )
+        text = f"{address}" + (f" ({what})" if what else "") + f" via {', '.join(routers)}"
+        out.setdefault(_router_zone(routers[0], mac_zone), []).append(text)
+    return out
+
+
+def _routed_lines(devices: list[str], indent: str) -> list[str]:
+    lines = [f"{indent}#   {text}" for text in devices[:MAX_ROUTED_LISTED]]
+    if len(devices) > MAX_ROUTED_LISTED:
+        lines.append(f"{indent}#   ... and {len(devices) - MAX_ROUTED_LISTED} more")
+    return lines
 
 
 def draft(
@@ -297,6 +340,11 @@ def draft(
     macs_by_zone: dict[str, list[str]] = {}
     for mac, zone_id in mac_zone.items():
         macs_by_zone.setdefault(zone_id, []).append(mac)
+    routed = _routed_by_zone(inventory, mac_zone)
+    for zone_id in [z for z in routed if z not in model.zones and z not in (LINK_ZONE, NO_ZONE)]:
+        routed.setdefault(NO_ZONE, []).extend(routed.pop(zone_id))
+    behind = "    # BACnet devices on other networks behind a router in this zone (no IP of their own: the"
+    behind_rest = "    # router carries their traffic, and this zone's rules judge it):"
     for zone_id in sorted(
         model.zones,
         key=lambda z: (
@@ -324,10 +372,17 @@ def draft(
                 "    # link-layer devices (GOOSE, PROFINET, LLDP, ...): their flows are judged by MAC"
             )
             lines.append(f"    macs: [{', '.join(_q(m) for m in sorted(macs_by_zone[zone_id]))}]")
+        if routed.get(zone_id):
+            lines += [behind, behind_rest, *_routed_lines(routed[zone_id], "    ")]
     if macs_by_zone.get(LINK_ZONE):
         lines += [f"  - id: {LINK_ZONE}", f"    name: {_q('link-layer devices')}",
                   f"    description: {_q('seen only on link-layer flows, or MACs shared across zones')}",
                   f"    macs: [{', '.join(_q(m) for m in sorted(macs_by_zone[LINK_ZONE]))}]"]  # fmt: skip
+        if routed.get(LINK_ZONE):
+            lines += [behind, behind_rest, *_routed_lines(routed[LINK_ZONE], "    ")]
+    if routed.get(NO_ZONE):
+        lines += ["  # BACnet devices behind routers that no zone here holds:",
+                  *_routed_lines(routed[NO_ZONE], "  ")]  # fmt: skip
     all_rules = dict(model.rules)
     for (src, dst, protocol), l2_stats in model.l2.items():
         src_zone = mac_zone[src]

@@ -80,7 +80,7 @@ def produce(
     found = records(inventory, oui, sources, compiled)
     note = oui.missing or f"vendors from the IEEE OUI registry at {oui.path}"
     doc = model.build(result, tap, collector, events, found, note, policy_path, compiled, generated_at)
-    doc["limits"]["assets_evicted"] = inventory.evicted
+    doc["limits"]["assets_evicted"] = inventory.evicted + inventory.routed_evicted  # hosts and routed devices
     return doc, csvout.tables(doc, csv_rows(found)), [str(p) for p in result.problems]
 
 

@@ -409,9 +409,12 @@ def _assets(doc: dict[str, Any]) -> str:
         if a["identity_source"]:
             ident += f'<br><span class="muted">{_e(a["identity_source"])}</span>'
         roles = "<br>".join(f"<b>{_e(r['role'])}</b>: {_e(r['evidence'])}" for r in a["roles"])
+        address = _e(a["address"])
+        if a["via"]:  # a device on another BACnet network: its address says nothing without the router
+            address += f'<br><span class="muted">via {_e(", ".join(a["via"]))}</span>'
         rows.append(
             [
-                _e(a["address"]),
+                address,
                 _e(a["mac"]),
                 _e(a["vendor"]),
                 _e(",".join(map(str, a["vlans"]))),

@@ -76,3 +76,38 @@ def test_baseline_reads_an_assets_json(tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.json"
     inventory.write_text(assets(str(pcap), "--format", "json").stdout)
     assert load_baseline(str(inventory)) == {traffic.PLC, traffic.HMI}
+
+
+def test_devices_behind_a_bacnet_router_in_all_three_formats(tmp_path: Path) -> None:
+    pcap = write(tmp_path / "routed.pcap", traffic.routed_i_am())
+    done = assets(str(pcap), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    rows = {a["address"]: a for a in doc["assets"]}
+    routed = rows["bacnet:5:18"]
+    assert routed["via"] == [traffic.ROUTER] and routed["mac"] == "" and routed["vlans"] == []
+    assert routed["identity"] == {"device_instance": 518, "vendor_id": 42}
+    assert routed["identity_packet"] == {
+        "pcap_filename": str(pcap),
+        "pcap_cnt": 3,
+        "timestamp": routed["first_seen"],
+    }
+    assert rows[traffic.ROUTER]["via"] == [] and doc["counters"]["routed_devices"] == 2
+    table = {
+        r["address"]: r for r in csv.DictReader(io.StringIO(assets(str(pcap), "--format", "csv").stdout))
+    }
+    assert (table["bacnet:5:17"]["via"], table["bacnet:5:17"]["device_instance"]) == (traffic.ROUTER, "517")
+    assert table["bacnet:5:17"]["vendor_id"] == "42" and table[traffic.ROUTER]["via"] == ""
+    text = assets(str(pcap)).stdout
+    line = next(x for x in text.splitlines() if x.startswith("bacnet:5:17"))
+    assert traffic.ROUTER in line and "device_instance=517" in line
+    assert "(2 behind BACnet routers)" in text
+
+
+def test_a_baseline_names_devices_behind_routers(tmp_path: Path) -> None:
+    from agent.assets.inventory import load_baseline
+
+    pcap = write(tmp_path / "routed.pcap", traffic.routed_i_am())
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(assets(str(pcap), "--format", "json").stdout)
+    assert {"bacnet:5:17", "bacnet:5:18", traffic.ROUTER} <= load_baseline(str(inventory))

@@ -72,3 +72,26 @@ def test_run_reports_new_hosts_live(netpair: NetPair, tmp_path: Path) -> None:
     assert sorted(e["asset"]["address"] for e in assets) == sorted([SRC_IP, FOREIGN_IP])
     for event in assets:
         jsonschema.validate(event, schema())
+
+
+def test_asset_events_of_devices_behind_a_bacnet_router_match_the_schema(tmp_path: Path) -> None:
+    import jsonschema
+
+    out = tmp_path / "eve.json"
+    sink = EveSink(str(out))
+    inventory = AssetInventory(baseline=frozenset({traffic.ROUTER, traffic.BBMD, "bacnet:5:17"}))
+    pipeline = Pipeline(PipelineConfig(replay=False), sinks=[sink], consumers=[inventory])
+    inventory.emit = pipeline_emitter(pipeline)
+    pipeline.run(ListSource(traffic.routed_i_am() + traffic.routed_i_am(vendor_of_second=7)))
+    sink.close()
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    for event in events:
+        jsonschema.validate(event, schema())
+    routed = [e for e in events if e["event_type"] == "asset" and "via" in e["asset"]]
+    assert [(e["asset"]["event"], e["asset"]["address"]) for e in routed] == [
+        ("new", "bacnet:5:17"), ("new", "bacnet:5:18"), ("changed", "bacnet:5:18")]  # fmt: skip
+    assert all(e["asset"]["via"] == [traffic.ROUTER] and e["src_ip"] == traffic.ROUTER for e in routed[:2])
+    alerts = [
+        (e["alert"]["signature_id"], e["asset"]["address"]) for e in events if e["event_type"] == "alert"
+    ]
+    assert alerts == [(9100301, "bacnet:5:18"), (9100302, "bacnet:5:18")]

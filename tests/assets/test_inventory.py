@@ -168,3 +168,57 @@ def test_a_link_layer_identity_joins_the_ip_host_with_that_mac() -> None:
         and merged.identity_from == "profinet identity"
     )
     assert merged.served == {"profinet": 1, "modbus": 2} and merged.flows == 3 and merged.first_seen == 1.0
+
+
+def test_bacnet_devices_behind_a_router_are_assets_of_their_own(tmp_path: Path) -> None:
+    inventory, _ = run(traffic.routed_i_am())
+    assets = by_address(inventory, tmp_path)
+    first, second = assets["bacnet:5:17"], assets["bacnet:5:18"]
+    assert first.identity == {"device_instance": 517, "vendor_id": 42}
+    assert second.identity == {"device_instance": 518, "vendor_id": 42}
+    # Reached through the router; the BBMD forwarded the router's datagram, so it is no router.
+    assert first.via == [traffic.ROUTER] and second.via == [traffic.ROUTER]
+    assert first.identity_packet is not None and first.identity_packet["pcap_cnt"] == 2
+    assert second.identity_packet is not None and second.identity_packet["pcap_cnt"] == 3
+    assert first.mac == "" and first.vlans == [] and first.flows == 0
+    # The router keeps its own identity; the devices' are not given to it.
+    assert assets[traffic.ROUTER].identity == {"device_instance": 1001, "vendor_id": 42}
+    assert assets[traffic.ROUTER].via == [] and not assets[traffic.BBMD].identity
+    # Sorted after the hosts, by network number then MAC.
+    order = [r.address for r in records(inventory, None, ["x.pcap"])]
+    assert order[-2:] == ["bacnet:5:17", "bacnet:5:18"]
+    assert inventory.stats()["routed_devices"] == 2
+
+
+def test_routed_devices_take_the_zone_of_their_router(tmp_path: Path) -> None:
+    from agent.policy.engine import CompiledPolicy
+    from agent.policy.loader import load_policy_text
+
+    text = "version: 1\nsystem: {name: b}\nzones: [{id: building, networks: ['10.1.3.0/24']}]\nconduits: []\n"
+    loaded, problems = load_policy_text(text, "p.yaml")
+    assert loaded is not None, problems
+    policy = CompiledPolicy(loaded)
+    inventory, _ = run(traffic.routed_i_am())
+    zones = {r.address: r.zone for r in records(inventory, None, ["x.pcap"], policy)}
+    assert zones["bacnet:5:17"] == "building" == zones[traffic.ROUTER]
+
+
+def test_a_routed_device_changing_identity_is_an_alert_and_new_ones_are_announced() -> None:
+    packets = traffic.routed_i_am() + traffic.routed_i_am(vendor_of_second=7)
+    inventory, events = run(packets, baseline=frozenset({traffic.ROUTER, traffic.BBMD, "bacnet:5:17"}))
+    new = [f["asset"] for kind, f in events if kind == "asset" and f["asset"]["event"] == "new"]
+    routed = [a for a in new if a["address"].startswith("bacnet:")]
+    assert [(a["address"], a["via"], a["identity"]["device_instance"]) for a in routed] == [
+        ("bacnet:5:17", [traffic.ROUTER], 517),
+        ("bacnet:5:18", [traffic.ROUTER], 518),
+    ]
+    alerts = [(f["alert"]["rule"], f["asset"]["address"]) for kind, f in events if kind == "alert"]
+    assert ("new_device", "bacnet:5:18") in alerts and ("new_device", "bacnet:5:17") not in alerts
+    assert ("identity_changed", "bacnet:5:18") in alerts
+    assert inventory.routed["bacnet:5:18"].identity["vendor_id"] == 7
+
+
+def test_the_routed_device_table_is_bounded_and_counts_evictions() -> None:
+    inventory, _ = run(traffic.routed_i_am(), max_assets=1)
+    assert list(inventory.routed) == ["bacnet:5:17"]  # the most recently seen one stays
+    assert inventory.routed_evicted == 2 and inventory.stats()["routed_evicted"] == 2

@@ -73,3 +73,47 @@ def list_identity(
         Ether() / IP(src=device_ip, dst=HMI) / UDP(sport=44818, dport=50000) / Raw(enip_header(0x63, body))
     )
     return with_macs([request, reply])
+
+
+# -- BACnet devices behind a router: I-Am relayed from an MS/TP trunk -------------------------------
+
+ROUTER = "10.1.3.40"  # a BACnet/IP-to-MS/TP router
+ROUTER_MAC = "00:80:f4:01:03:28"
+BBMD = "10.1.3.1"
+MACS[ROUTER] = ROUTER_MAC
+MSTP_NETWORK = 5
+
+
+def bacnet_i_am(instance: int, vendor_id: int, snet: tuple[int, bytes] | None = None) -> bytes:
+    """A broadcast I-Am (Original-Broadcast-NPDU), with the NPDU source specifier a router adds."""
+    apdu = (
+        bytes([0x10, 0x00, 0xC4])
+        + struct.pack("!I", 8 << 22 | instance)
+        + bytes([0x22, 0x01, 0xE0, 0x91, 0x03, 0x21, vendor_id])
+    )
+    control = 0x08 if snet else 0x00
+    specifier = struct.pack("!HB", snet[0], len(snet[1])) + snet[1] if snet else b""
+    npdu = bytes([0x01, control]) + specifier + apdu
+    return bytes([0x81, 0x0B]) + struct.pack("!H", 4 + len(npdu)) + npdu
+
+
+def bacnet_forwarded(original: str, npdu_datagram: bytes) -> bytes:
+    """The BBMD's Forwarded-NPDU of a datagram ``original`` broadcast on its own subnet."""
+    body = bytes(int(x) for x in original.split(".")) + struct.pack("!H", 47808) + npdu_datagram[4:]
+    return bytes([0x81, 0x04]) + struct.pack("!H", 4 + len(body)) + body
+
+
+def routed_i_am(vendor_of_second: int = 42) -> list[Packet]:
+    """The router relays the I-Am of two MS/TP controllers (MACs 0x17 and 0x18 on network 5) and
+    announces itself; a BBMD forwards one of them again from another subnet."""
+    datagrams = [
+        (ROUTER, bacnet_i_am(1001, 42)),  # the router itself, on the IP network
+        (ROUTER, bacnet_i_am(517, 42, (MSTP_NETWORK, b"\x17"))),
+        (ROUTER, bacnet_i_am(518, vendor_of_second, (MSTP_NETWORK, b"\x18"))),
+        (BBMD, bacnet_forwarded(ROUTER, bacnet_i_am(517, 42, (MSTP_NETWORK, b"\x17")))),
+    ]
+    packets = [
+        Ether() / IP(src=src, dst="10.1.3.255") / UDP(sport=47808, dport=47808) / Raw(data)
+        for src, data in datagrams
+    ]
+    return with_macs(packets)

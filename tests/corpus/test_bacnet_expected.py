@@ -258,16 +258,17 @@ def test_device_identity_matches_icsnpp_property_values(analyzer: str, capture: 
         if identity and m.direction == "response":
             ((key, value),) = ((k, v) for k, v in identity.items() if k != "device_instance")
             ours[str(m.fields["invoke_id"]), str(identity["device_instance"]), key] = str(value)
-    # Device 29 of bacnet_services.pcap sits behind the router 192.168.0.24 (SNET 3): its properties
-    # are not an identity of the IP host that sent them, so they carry none (see agent.decoders.bacnet).
-    routed = {
-        (str(m.fields["invoke_id"]), str(m.fields["instance"]))
+    assert len(expected) >= 5 and ours == expected
+    # Device 29 of bacnet_services.pcap sits behind a router (SNET 3): its properties are the identity
+    # of the device at its BACnet address, not of the IP host that relayed them.
+    owners = {
+        str(m.fields["instance"]): m.fields.get("identity_of")
         for m in run.messages
-        if m.direction == "response" and "snet" in m.fields and "instance" in m.fields
+        if m.direction == "response" and "identity" in m.fields
     }
-    direct = {key: value for key, value in expected.items() if key[:2] not in routed}
-    assert len(expected) >= 5 and ours == direct
-    assert len(direct) == (0 if capture == "bacnet_services.pcap" else len(expected))
+    routed = {i: o for i, o in owners.items() if isinstance(o, str) and o.startswith("bacnet:")}
+    assert set(routed) == ({"29"} if capture == "bacnet_services.pcap" else set())
+    assert all(o.startswith("bacnet:3:") for o in routed.values())
 
 
 def test_device_control_matches_icsnpp() -> None:

@@ -4,8 +4,9 @@ Every message that reveals its sender's identity (``fields["identity"]`` of the 
 ListIdentity/Get_Attributes_All identity, Modbus MEI device identification) is compared with
 tshark's fields for the same frame (S7: the SZL identity lists' fields), mapped onto the contract
 keys (CONTRACTS.md), and, where the
-oracle says whose identity it is (BACnet: a BBMD relays other devices' I-Am), with the address the
-inventory gives it to. Oracles exist for
+oracle says whose identity it is (BACnet: a BBMD relays other devices' I-Am; a router relays the I-Am
+of a device on another BACnet network, which the inventory keys ``bacnet:NET:MACHEX`` and reaches
+through that router), with the address the inventory gives it to (and the router). Oracles exist for
 CIP, Modbus, BACnet I-Am and PROFINET DCP; a protocol whose decoder is not in this build is skipped
 with the reason, so BACnet and PROFINET are covered as soon as their decoders are registered.
 Frames tshark shows an identity in must give us one too, and the values must be equal.
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.analysis import analyse
-from agent.assets.identity import clean_text, identity_owner, message_identity
+from agent.assets.identity import clean_text, identity_owner, identity_via, message_identity
 from agent.assets.inventory import address_text
 from agent.decoders import PROTOCOLS
 from agent.decoders.base import OtMessage
@@ -31,6 +32,7 @@ from tests.corpus.conftest import CORPUS, load_inventory
 
 SEP = "\x1f"
 OWNER = "(owner)"  # the address an identity is given to, beside the contract keys
+VIA = "(via)"  # the router a device on another BACnet network is reached through
 MODBUS_OBJECTS = {0: "vendor", 1: "product_code", 2: "revision", 4: "product", 5: "model", 6: "name"}
 
 
@@ -47,6 +49,9 @@ class Oracle:
     fields: dict[str, tuple[str, Callable[[str], str | int]]]  # tshark field -> (contract key, convert)
     # tshark fields naming whose identity it is, first non-empty wins (compared when given)
     owner: tuple[str, ...] = ()
+    # tshark fields of a routed sender: its network number, then its address in the forms tshark
+    # shows by length (compared when the network is given; the owner fields then name the router)
+    routed: tuple[str, ...] = ()
 
 
 def _int(text: str) -> int:
@@ -88,16 +93,17 @@ ORACLES = (
         "bacnet",
         "BACAPP",
         # I-Am over BACnet/IP (sent by the device, or relayed by a BBMD as a Forwarded-NPDU, which
-        # names the device's B/IP address) and over BACnet/Ethernet (802.2 LLC, LSAP 0x82). Not
-        # compared: I-Am a router relayed from another network (NPDU source specifier): the device
-        # has no address of its own there, so the decoder withholds the identity rather than give
-        # it to the router; and MS/TP or ARCNET frames, whose link layers are not decoded.
-        "bacapp.unconfirmed_service == 0 && !bacnet.snet && (udp || llc.dsap == 0x82)",
+        # names the device's B/IP address) and over BACnet/Ethernet (802.2 LLC, LSAP 0x82), also
+        # when a router relayed it from another network (NPDU source specifier: the device is
+        # bacnet:SNET:SADR, reached through the B/IP or MAC sender). Not compared: MS/TP, ARCNET
+        # or SNAP-encapsulated frames, whose link layers are not decoded.
+        "bacapp.unconfirmed_service == 0 && (udp || llc.dsap == 0x82)",
         {
             "bacapp.instance_number": ("device_instance", _int),
             "bacapp.vendor_identifier": ("vendor_id", _int),
         },
         owner=("bvlc.fwd_ip", "ip.src", "eth.src"),
+        routed=("bacnet.snet", "bacnet.sadr_eth", "bacnet.sadr_mstp", "bacnet.sadr_tmp"),
     ),
     Oracle(
         "profinet",
@@ -164,8 +170,27 @@ class IdentityLog:
         if found is not None:
             sender = msg.flow.src if msg.to_server else msg.flow.dst
             owner = identity_owner(msg.fields) or sender
-            text = format_mac(owner) if len(owner) == 6 else address_text(owner)
-            self.by_frame.setdefault((msg.protocol, msg.pcap_cnt), []).append({**found[0], OWNER: text})
+            ident: dict[str, str | int] = dict(found[0])
+            if isinstance(owner, str):  # a device on another BACnet network: reached through a router
+                ident[OWNER] = owner
+                ident[VIA] = _text(identity_via(msg.fields) or sender)
+            else:
+                ident[OWNER] = _text(owner)
+            self.by_frame.setdefault((msg.protocol, msg.pcap_cnt), []).append(ident)
+
+
+def _text(addr: bytes) -> str:
+    return format_mac(addr) if len(addr) == 6 else address_text(addr)
+
+
+def _routed_owner(values: list[str]) -> str:
+    """``bacnet:NET:MACHEX`` from tshark's source specifier fields: the network number, then the
+    address as a MAC (6 bytes), an MS/TP station number (1 byte, decimal) or bytes (other lengths)."""
+    network, ether, mstp, other = (v.split(SEP)[0] for v in values)
+    if not network:
+        return ""
+    mac = f"{int(mstp):02x}" if mstp else (ether or other).replace(":", "").lower()
+    return f"bacnet:{int(network)}:{mac}"
 
 
 def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str | int]]:
@@ -186,7 +211,7 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
         "fields",
         "-e",
         "frame.number",
-        *(a for n in (*names, *oracle.owner) for a in ("-e", n)),
+        *(a for n in (*names, *oracle.owner, *oracle.routed) for a in ("-e", n)),
         "-E",
         f"aggregator={SEP}",
         "-E",
@@ -196,6 +221,8 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
     result: dict[int, dict[str, str | int]] = {}
     for line in out.splitlines():
         frame, *values = line.split("\t")
+        routed = _routed_owner(values[len(values) - len(oracle.routed) :]) if oracle.routed else ""
+        values = values[: len(values) - len(oracle.routed)]
         owners = values[len(values) - len(oracle.owner) :] if oracle.owner else []
         values = values[: len(values) - len(oracle.owner)]
         ident: dict[str, str | int] = {}
@@ -212,7 +239,10 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
                 if first:
                     ident[key] = convert(first)
         owner = next((o.split(SEP)[0] for o in owners if o), "")
-        if ident and owner:
+        if ident and routed:
+            ident[OWNER] = routed
+            ident[VIA] = owner
+        elif ident and owner:
             ident[OWNER] = owner
         if ident:
             result[int(frame)] = ident
@@ -220,6 +250,15 @@ def theirs(tshark: str, path: Path, oracle: Oracle) -> dict[int, dict[str, str |
 
 
 CASES = [(o, p) for o in ORACLES for p in captures(o.token)]
+
+
+def routed_devices(tshark: str) -> set[str]:
+    """``bacnet:NET:MACHEX`` of every device whose I-Am a router relayed, by tshark, in the corpus."""
+    [oracle] = [o for o in ORACLES if o.routed]
+    found: set[str] = set()
+    for path in captures(oracle.token):
+        found |= {str(i[OWNER]) for i in theirs(tshark, path, oracle).values() if VIA in i}
+    return found
 
 
 @pytest.mark.parametrize(

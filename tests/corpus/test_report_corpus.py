@@ -13,8 +13,14 @@ from tests.corpus.conftest import CORPUS, Capture
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_report_evidence_matches_the_inventory(inventory: tuple[Capture, ...], tmp_path: Path) -> None:
+def test_report_evidence_matches_the_inventory(
+    inventory: tuple[Capture, ...], tmp_path: Path, tshark: str
+) -> None:
     import csv
+
+    import jsonschema
+
+    from tests.corpus.test_identity_tshark import routed_devices
 
     with (CORPUS / "INVENTORY.tsv").open(newline="", encoding="utf-8") as f:
         digests = {row["path"]: row["sha256"] for row in csv.DictReader(f, delimiter="\t")}
@@ -42,3 +48,8 @@ def test_report_evidence_matches_the_inventory(inventory: tuple[Capture, ...], t
         if not ours["damage"]:
             assert ours["packets"] == capture.packets, capture.path
     assert (out / "report.html").stat().st_size > 0
+    jsonschema.validate(doc, json.loads((ROOT / "docs" / "report.schema.json").read_text()))
+    # Every device whose I-Am a BACnet router relayed is an asset of its own, reached through a router.
+    routed = {a["address"]: a for a in doc["assets"] if a["address"].startswith("bacnet:")}
+    assert set(routed) == routed_devices(tshark)
+    assert all(a["via"] and isinstance(a["identity"].get("device_instance"), int) for a in routed.values())

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from agent.assets.inventory import AssetInventory
+from agent.assets.identity import identity_owner
+from agent.assets.inventory import AssetInventory, routed_sort_key
 from agent.decoders import bacnet
 from agent.decoders.base import OPERATIONS, DecoderConfig, DecoderContext
 from agent.flows import Flow
@@ -170,17 +171,58 @@ def test_i_am_gives_the_device_identity_and_who_is_its_range() -> None:
     assert i_am.fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
 
 
-def test_routed_i_am_carries_no_identity_and_forwarded_i_am_names_its_original_sender() -> None:
-    routed = bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(5, b"\x17")))
-    forwarded = bvlc(0x04, bytes([192, 0, 2, 99]) + struct.pack("!H", 47808) + npdu(unconfirmed(0, I_AM)))
-    msgs, anomalies, _ = decode([(False, routed), (False, forwarded)])
+def forwarded_by(ip: bytes, body: bytes) -> bytes:
+    return bvlc(0x04, ip + struct.pack("!H", 47808) + body)
+
+
+@pytest.mark.parametrize(
+    ("network", "sadr", "address"),
+    [
+        (5, b"\x17", "bacnet:5:17"),  # an MS/TP station behind an IP router
+        (2001, b"\x00\x2a", "bacnet:2001:002a"),  # a LonTalk / ARCNET-style two-byte address
+        (11, bytes([192, 168, 0, 16, 0xBA, 0xC0]), "bacnet:11:c0a80010bac0"),  # B/IP on another net
+        (65534, bytes(range(1, 8)), "bacnet:65534:01020304050607"),  # a seven-byte (LonTalk) address
+    ],
+)
+def test_routed_i_am_gives_the_identity_to_the_device_at_its_network_address(
+    network: int, sadr: bytes, address: str
+) -> None:
+    msgs, anomalies, _ = decode([(False, bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(network, sadr))))])
     assert not anomalies
-    assert msgs[0].fields["snet"] == 5 and msgs[0].fields["sadr"] == "17" and "identity" not in msgs[0].fields
-    assert msgs[1].fields["original_address"] == "192.0.2.99:47808"
-    assert msgs[1].fields["bvlc_name"] == "forwarded-npdu" and msgs[1].fields["device_instance"] == 1234
+    fields = msgs[0].fields
+    assert (fields["snet"], fields["sadr"]) == (network, sadr.hex())
+    assert fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
+    assert fields["identity_of"] == address and "identity_via" not in fields  # via: the sender
+
+
+def test_a_routed_i_am_a_bbmd_forwarded_names_the_router_it_came_through() -> None:
+    routed = npdu(unconfirmed(0, I_AM), snet=(4, b"\x56"))
+    msgs, anomalies, _ = decode([(False, forwarded_by(bytes([192, 0, 2, 18]), routed))])
+    assert not anomalies
+    assert msgs[0].fields["identity_of"] == "bacnet:4:56"
+    assert msgs[0].fields["identity_via"] == "192.0.2.18"  # the router's B/IP address, not the BBMD's
+
+
+@pytest.mark.parametrize(
+    ("network", "sadr"),
+    [(5, b""), (0xFFFF, b"\x17"), (0, b"\x17")],
+    ids=["empty-sadr-broadcast", "broadcast-network", "network-0"],
+)
+def test_a_source_specifier_naming_no_single_device_gives_no_identity(network: int, sadr: bytes) -> None:
+    msgs, anomalies, _ = decode([(False, bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(network, sadr))))])
+    assert msgs[0].fields["device_instance"] == 1234  # still decoded, only not anyone's identity
+    assert "identity" not in msgs[0].fields and "identity_of" not in msgs[0].fields
+    assert events(anomalies) == ([] if network == 0 else ["bad_address"])
+
+
+def test_forwarded_i_am_names_its_original_sender() -> None:
+    msgs, anomalies, _ = decode([(False, forwarded_by(bytes([192, 0, 2, 99]), npdu(unconfirmed(0, I_AM))))])
+    assert not anomalies
+    assert msgs[0].fields["original_address"] == "192.0.2.99:47808"
+    assert msgs[0].fields["bvlc_name"] == "forwarded-npdu" and msgs[0].fields["device_instance"] == 1234
     # The BBMD relayed it: the identity is the device's at 192.0.2.99, not the BBMD's.
-    assert msgs[1].fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
-    assert msgs[1].fields["identity_of"] == "192.0.2.99"
+    assert msgs[0].fields["identity"] == {"device_instance": 1234, "vendor_id": 260}
+    assert msgs[0].fields["identity_of"] == "192.0.2.99" and "identity_via" not in msgs[0].fields
 
 
 def test_the_inventory_gives_a_forwarded_identity_to_the_original_sender() -> None:
@@ -290,9 +332,12 @@ def test_device_properties_read_back_give_the_identity() -> None:
         {"device_instance": 77, "model": "EAC-257"},
         {"device_instance": 77, "revision": "rév 2"},
         {"device_instance": 77, "vendor_id": 260},
+        {"device_instance": 77, "model": "EAC-257"},  # the routed device's, not the router's
         None,
         None,
-        None,
+    ]
+    assert [m.fields.get("identity_of") for m in msgs if "identity" in m.fields] == [None] * 3 + [
+        "bacnet:3:09"
     ]
     assert all("identity" not in m.fields for m in msgs if m.direction == "request")
 
@@ -635,6 +680,8 @@ VALID = [
     unicast(bytes([0x50, 4, 12]) + app(9, b"\x02") + app(9, b"\x20")),
     unicast(bytes([0x3C, 11, 0, 4, 14]) + ctx(0, oid(8, 1)) + opening(1)),
     bvlc(0x00, b"\x00\x00"),
+    bvlc(0x0B, npdu(unconfirmed(0, I_AM), snet=(5, b"\x17"))),  # routed from an MS/TP network
+    forwarded_by(bytes([192, 0, 2, 18]), npdu(unconfirmed(0, I_AM), snet=(11, bytes(6)))),
 ]
 
 
@@ -702,3 +749,36 @@ def test_mutated_llc_frames_never_raise(data: st.DataObject) -> None:
         decoder.feed_segment(data.draw(st.booleans()), 0, cut, float(cnt), cnt, 0)
         assert len(decoder.pending) <= 8
     decoder.close("shutdown")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    network=st.integers(0, 0xFFFF),
+    sadr=st.binary(max_size=8),
+    instance=st.integers(0, 0x3FFFFF),
+    vendor=st.integers(0, 0xFFFF),
+    forwarded=st.booleans(),
+)
+def test_a_routed_i_am_is_the_identity_of_exactly_the_device_its_source_names(
+    network: int, sadr: bytes, instance: int, vendor: int, forwarded: bool
+) -> None:
+    i_am = app(12, oid(DEVICE_OBJECT, instance)) + app(2, b"\x05\xc4") + app(9, b"\x03")
+    i_am += app(2, struct.pack("!H", vendor))
+    body = npdu(unconfirmed(0, i_am), snet=(network, sadr))
+    datagram = forwarded_by(bytes([192, 0, 2, 18]), body) if forwarded else bvlc(0x0B, body)
+    msgs: list = []
+    flow = Flow((b"\xc0\x00\x02\x0a", b"\xc0\x00\x02\xff", 47808, 47808, 17, ()), 1, 4, 0.0, 1, 0, 60.0)
+    decoder = bacnet.BacnetDecoder(flow, DecoderContext(DecoderConfig(), msgs.append, lambda a: None))
+    decoder.feed_segment(False, 0, datagram, 1.0, 1, 0)
+    [msg] = msgs
+    fields = msg.fields
+    assert (fields["snet"], fields["sadr"], fields["device_instance"]) == (network, sadr.hex(), instance)
+    if sadr and 0 < network < 0xFFFF:
+        assert fields["identity"] == {"device_instance": instance, "vendor_id": vendor}
+        assert fields["identity_of"] == f"bacnet:{network}:{sadr.hex()}"
+        assert fields.get("identity_via") == ("192.0.2.18" if forwarded else None)
+        # The inventory reads it back as that device's key, ordered by network and MAC.
+        assert identity_owner(fields) == fields["identity_of"]
+        assert routed_sort_key(fields["identity_of"]) == (network, sadr)
+    else:  # a broadcast or unnamed source is no device
+        assert "identity" not in fields and "identity_of" not in fields and "identity_via" not in fields

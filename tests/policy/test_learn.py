@@ -149,3 +149,37 @@ def test_diff_refuses_an_invalid_policy(tmp_path: Path) -> None:
     bad.write_text("version: 1\nzones: []\n")
     done = cli("diff", str(bad), "pcaps/demo.pcap")
     assert done.returncode == 2 and "bad.yaml" in done.stderr
+
+
+@pytest.mark.parametrize("hosts_only", [False, True], ids=["subnets", "hosts"])
+def test_devices_behind_a_bacnet_router_are_listed_in_the_routers_zone(
+    tmp_path: Path, hosts_only: bool
+) -> None:
+    from tests.assets import traffic
+    from tests.factory import write
+
+    pcap = write(tmp_path / "routed.pcap", traffic.routed_i_am())
+    model, inventory, _result = learn_result([str(pcap)])
+    text = draft(model, inventory, [str(pcap)], ["0" * 64], hosts_only)
+    policy, problems = load_policy_bytes(text.encode(), "learned.yaml")
+    assert policy is not None, [str(p) for p in problems if p.severity == "error"]
+    assert [z.id for z in policy.zones] == ["net-10.1.3.0-24"]  # no zone, asset or address for them
+    block = text[text.index("  - id: net-10.1.3.0-24") :]
+    assert f"#   bacnet:5:17 (device_instance 517 vendor_id 42) via {traffic.ROUTER}\n" in block
+    assert f"#   bacnet:5:18 (device_instance 518 vendor_id 42) via {traffic.ROUTER}\n" in block
+    assert alerts(pcap, CompiledPolicy(policy)) == []
+
+
+def test_routed_devices_whose_router_no_zone_holds_are_listed_apart(tmp_path: Path) -> None:
+    from agent.assets.inventory import Host
+    from tests.assets import traffic
+    from tests.factory import write
+
+    model, inventory, _result = learn_result([str(write(tmp_path / "routed.pcap", traffic.routed_i_am()))])
+    # A router the learned traffic never placed in a zone (its own flows were not learned).
+    inventory.routed["bacnet:7:2a"] = Host(b"", 0.0, 0.0, network_address="bacnet:7:2a", via={"10.9.9.9": 1})
+    text = draft(model, inventory, ["x.pcap"], ["0" * 64])
+    assert (
+        "  # BACnet devices behind routers that no zone here holds:\n  #   bacnet:7:2a via 10.9.9.9\n" in text
+    )
+    assert load_policy_bytes(text.encode(), "learned.yaml")[0] is not None

@@ -207,3 +207,29 @@ def test_a_firmware_change_is_a_finding_against_sr_3_4(tmp_path: Path) -> None:
     assert [(c["key"], c["old"], c["new"]) for c in plc["identity_changes"]] == [
         ("revision", "V2.70", "V3.10")
     ]
+
+
+def test_devices_behind_a_bacnet_router_are_in_every_form_of_the_report(tmp_path: Path) -> None:
+    import csv
+
+    import jsonschema
+
+    from tests.assets import traffic
+    from tests.factory import write
+
+    pcap = write(tmp_path / "routed.pcap", traffic.routed_i_am())
+    out = tmp_path / "out"
+    doc = report(out, str(pcap), policy=None)
+    jsonschema.validate(doc, json.loads((ROOT / "docs" / "report.schema.json").read_text()))
+    rows = {a["address"]: a for a in doc["assets"]}
+    routed = rows["bacnet:5:17"]
+    assert routed["via"] == [traffic.ROUTER] and routed["identity"]["device_instance"] == 517
+    assert (
+        routed["identity_packet"]["pcap_filename"] == str(pcap) and routed["identity_packet"]["pcap_cnt"] == 2
+    )
+    assert rows[traffic.ROUTER]["via"] == [] and doc["limits"]["assets_evicted"] == 0
+    html = (out / "report.html").read_text()
+    assert "bacnet:5:18<br>" in html and f"via {traffic.ROUTER}" in html
+    with (out / "assets.csv").open() as f:
+        table = {r["address"]: r for r in csv.DictReader(f)}
+    assert (table["bacnet:5:18"]["via"], table["bacnet:5:18"]["device_instance"]) == (traffic.ROUTER, "518")
