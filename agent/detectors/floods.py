@@ -484,7 +484,10 @@ class FloodDetector:
                     self.tracked[flow] = tracked
 
     def finish(self) -> None:
-        """End of the run: the last bin closes with what the flows carried."""
+        """End of the run: the last bin closes with what the flows carried, and the messages logged
+        since the last judgement reach the loops' samples and the latency histograms."""
+        for loop in list(self.loops.values()):
+            loop.digest()
         if not self.next_bin:
             return
         for tracked in list(self.tracked.values()):

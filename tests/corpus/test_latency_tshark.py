@@ -68,6 +68,7 @@ def our_latencies(
         pipeline.run(source)
     finally:
         source.close()
+    detector.finish()  # a consumer here, not the pipeline's own detector: the run does not finish it
     samples = [lat for loop in detector.loops.values() if loop.protocol == protocol for lat in loop.summary]
     if paired is not None:
         paired.append({frame: msgs[0] for frame, msgs in collector.kinds.items()})

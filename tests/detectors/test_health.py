@@ -141,3 +141,21 @@ def test_a_loop_with_retransmissions_as_usual_is_not_degraded() -> None:
     loop.on_request(t + 0.1, 1)
     loop.on_response(t + 0.104, 0.004, 1)
     assert loop.judge(t + 0.5) is not True
+
+
+def test_every_paired_response_reaches_the_histogram_by_the_end_of_the_run() -> None:
+    """Messages are logged and folded in at each judgement; the end of the run folds the rest, so
+    the last half second of a replay is not missing from the samples and the histogram."""
+    from agent.detectors.floods import FloodDetector
+    from agent.pipeline import Pipeline, PipelineConfig
+    from tests.factory import ListSource, tcp_stream
+
+    segments = []
+    for tid in range(1, 4):
+        segments.append((True, tid.to_bytes(2, "big") + b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"))
+        segments.append((False, tid.to_bytes(2, "big") + b"\x00\x00\x00\x05\x01\x03\x02\x00\x2a"))
+    detector = FloodDetector(None, lambda *_a: None)
+    Pipeline(PipelineConfig(), consumers=[detector]).run(ListSource(tcp_stream(segments), step=0.01))
+    detector.finish()
+    (loop,) = detector.loops.values()
+    assert len(loop.summary) == 3 and sum(loop.histogram.counts) == 3
