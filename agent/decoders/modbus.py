@@ -14,6 +14,7 @@ from agent.decoders.message import MessageDecoder
 from agent.decoders.stream import INVALID, NEED_MORE
 
 _MBAP = struct.Struct("!HHHB")  # transaction id, protocol id, length, unit id
+_MBAP_FC = struct.Struct("!HHHBBB")  # the same, then the function code and the PDU's first byte
 _HH = struct.Struct("!HH")
 _HHHH = struct.Struct("!HHHH")
 _HHH = struct.Struct("!HHH")
@@ -98,6 +99,46 @@ class ModbusDecoder(MessageDecoder):
     __slots__ = ()
 
     message_length = staticmethod(message_length)
+
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
+        """The polling exchange in one step: an in-order segment that is exactly one read request
+        (function 1-4, 12 bytes) or one read-registers answer is framed and decoded here; anything
+        else takes the general path (MessageDecoder.feed_segment), which handles it identically."""
+        from_client = to_server == self.initiator_is_client
+        framer = self._c2s if from_client else self._s2c
+        n = len(payload)
+        if (
+            framer is not None
+            and seq == framer.next_seq
+            and n >= 10
+            and not (framer.buf or framer.resync or framer.ooo)
+        ):
+            tid, proto_id, length, unit, fc, b0 = _MBAP_FC.unpack_from(payload)
+            fields: dict[str, Any] | None = None
+            if proto_id or length + 6 != n:
+                pass
+            elif from_client:
+                if n == 12 and 1 <= fc <= 4:
+                    address, quantity = _HH.unpack_from(payload, 8)
+                    if 1 <= quantity <= (2000 if fc <= 2 else 125):  # else an anomaly: the general path
+                        fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
+                                  "address": address, "quantity": quantity}  # fmt: skip
+            elif 3 <= fc <= 4 and n == 9 + b0:
+                fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
+                          "values_count": b0 // 2}  # fmt: skip
+            if fields is not None:
+                self._ts = ts
+                self._cnt = cnt
+                self._source = source
+                framer.next_seq = (seq + n) & 0xFFFFFFFF
+                if from_client:
+                    self.request((tid, unit), fc, "read", fields)
+                else:
+                    self.response((tid, unit), fc, "read", fields)
+                return
+        MessageDecoder.feed_segment(self, to_server, seq, payload, ts, cnt, source)
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
         tid, _proto, _mbap_len, unit = _MBAP.unpack_from(buf, off)

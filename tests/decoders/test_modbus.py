@@ -5,6 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.decoders import modbus
+from agent.decoders.base import DecoderConfig, DecoderContext
+from agent.decoders.message import MessageDecoder
+from agent.flows import Flow
 from tests import factory
 
 
@@ -175,3 +178,97 @@ def test_mutated_frames_never_raise(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 8))):
         frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
     factory.decode(factory.tcp_stream([(True, bytes(frame[:20])), (False, bytes(frame[20:]))]))
+
+
+class _GeneralPathOnly(modbus.ModbusDecoder):
+    """The decoder without its polling fast path: every segment through MessageDecoder.feed_segment."""
+
+    __slots__ = ()
+
+    def feed_segment(
+        self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
+    ) -> None:
+        MessageDecoder.feed_segment(self, to_server, seq, payload, ts, cnt, source)
+
+
+def _run(cls: type[modbus.ModbusDecoder], segments: list[tuple[bool, int, bytes]]) -> tuple[list, list, dict]:
+    messages: list = []
+    anomalies: list = []
+    ctx = DecoderContext(DecoderConfig(), messages.append, anomalies.append)
+    flow = Flow((b"\xc0\x00\x02\x0a", b"\xc0\x00\x02\x14", 40000, 502, 6, ()), 1, 4, 0.0, 1, 0, 60.0)
+    decoder = cls(flow, ctx, True)
+    for i, (to_server, seq, payload) in enumerate(segments):
+        decoder.feed_segment(to_server, seq, payload, 1.0 + i * 0.01, i + 1, 0)
+    decoder.close("shutdown")
+    as_tuples = [
+        (m.ts, m.pcap_cnt, m.to_server, m.direction, m.function, m.operation, list(m.fields.items()),
+         m.request_cnt, m.latency_s, m.exception)
+        for m in messages
+    ]  # fmt: skip
+    return as_tuples, [(a.pcap_cnt, a.kind, a.detail) for a in anomalies], ctx.stats["modbus"].as_dict()
+
+
+_POLL = st.builds(
+    lambda tid, fc, qty: mbap(tid, 1, bytes([fc]) + struct.pack("!HH", 0, qty)),
+    st.integers(0, 3),
+    st.integers(0, 7),
+    st.sampled_from([0, 1, 10, 125, 126, 2000, 2001]),
+)
+_ANSWER = st.builds(
+    lambda tid, fc, n, extra: mbap(tid, 1, bytes([fc, n]) + bytes(max(0, n + extra))),
+    st.integers(0, 3),
+    st.sampled_from([3, 4, 4, 0x83, 6]),
+    st.sampled_from([0, 1, 2, 6, 20]),
+    st.sampled_from([0, 0, 0, 1, -1]),
+)
+# Mostly polls and answers (what the fast path takes, and its near misses), some noise.
+_POLL_PARTS = st.one_of(_POLL, _ANSWER, _POLL, _ANSWER, st.binary(min_size=1, max_size=20))  # fmt: skip
+
+
+_WHERE = st.sampled_from(["next", "next", "next", "gap", "again"])  # in order, after a hole, repeated
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), _POLL_PARTS, _WHERE), min_size=1, max_size=12))
+def test_the_polling_fast_path_decodes_exactly_as_the_general_path(
+    parts: list[tuple[bool, bytes, str]],
+) -> None:
+    """Polls and their answers take a fused path; on any stream (valid polls, bad quantities, odd
+    lengths, exceptions, holes and repeats) it must emit what the general path emits."""
+    next_seq = {True: 1000, False: 5000}
+    segments = []
+    for to_server, payload, where in parts:
+        seq = next_seq[to_server] + (7 if where == "gap" else 0) - (len(payload) if where == "again" else 0)
+        segments.append((to_server, seq & 0xFFFFFFFF, payload))
+        next_seq[to_server] = (seq + len(payload)) & 0xFFFFFFFF
+    assert _run(modbus.ModbusDecoder, segments) == _run(_GeneralPathOnly, segments)
+
+
+def test_the_fast_path_is_taken_for_polls() -> None:
+    """The differential test above must compare two different code paths."""
+    calls = []
+
+    class Spy(_GeneralPathOnly):
+        __slots__ = ()
+
+        def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
+            calls.append(length)
+            super().parse(buf, off, length, from_client)
+
+    # The first segment of each direction sets the stream position (general path); the second pair
+    # is in order.
+    second = (True, 1000 + len(READ_REQ), READ_REQ), (False, 5000 + len(READ_RESP), READ_RESP)
+    segments = [(True, 1000, READ_REQ), (False, 5000, READ_RESP), *second]
+    _run(Spy, segments)
+    assert len(calls) == 4  # the general path parses all four ...
+    calls.clear()
+
+    class FastSpy(modbus.ModbusDecoder):
+        __slots__ = ()
+
+        def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
+            calls.append(length)
+            super().parse(buf, off, length, from_client)
+
+    _run(FastSpy, segments)
+    assert len(calls) == 2  # ... the fast path only the first pair
