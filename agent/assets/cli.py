@@ -17,6 +17,17 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INVALID = 2
 
+# Identity fields with a CSV column of their own (the vendor name has its column from the MAC too).
+CSV_IDENTITY = (
+    "vendor_id",
+    "product",
+    "product_code",
+    "model",
+    "revision",
+    "serial",
+    "name",
+    "device_instance",
+)
 CSV_COLUMNS = (
     "address",
     "mac",
@@ -28,14 +39,7 @@ CSV_COLUMNS = (
     "roles",
     "protocols_served",
     "protocols_used",
-    "vendor_id",
-    "product",
-    "product_code",
-    "model",
-    "revision",
-    "serial",
-    "name",
-    "device_instance",
+    *CSV_IDENTITY,
     "identity_source",
     "first_seen",
     "last_seen",
@@ -67,19 +71,7 @@ def csv_rows(assets: list[AssetRecord]) -> list[list[str]]:
                 "; ".join(f"{r['role']}: {r['evidence']}" for r in d["roles"]),
                 _join(d["protocols_served"]),
                 _join(d["protocols_used"]),
-                *(
-                    str(ident.get(k, ""))
-                    for k in (
-                        "vendor_id",
-                        "product",
-                        "product_code",
-                        "model",
-                        "revision",
-                        "serial",
-                        "name",
-                        "device_instance",
-                    )
-                ),
+                *(str(ident.get(k, "")) for k in CSV_IDENTITY),
                 d["identity_source"],
                 d["first_seen"],
                 d["last_seen"],
