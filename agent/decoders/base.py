@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from agent.dissect import Packet
@@ -56,9 +56,14 @@ REQUEST = "request"
 RESPONSE = "response"
 
 
-@dataclass(slots=True)
-class OtMessage:
-    """One application-layer message of an industrial protocol."""
+class OtMessage(NamedTuple):
+    """One application-layer message of an industrial protocol.
+
+    A named tuple rather than a slotted class: one is built for every message, and a tuple is built
+    in C (``tuple.__new__``, see ``agent.decoders.message``) where a class runs a Python ``__init__``
+    of thirteen assignments; its fields read as fast as slots. Immutable: a decoder builds a response
+    with its request's operation and latency already known.
+    """
 
     ts: float
     flow: Flow

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from agent.flows import Flow
 
 _SEQ = struct.Struct("!I")
+_new = tuple.__new__  # builds a NamedTuple (OtMessage, PendingRequest) in C, without its Python __new__
 
 
 class MessageDecoder:
@@ -129,11 +130,21 @@ class MessageDecoder:
     def request(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
                 from_client: bool = True) -> OtMessage:  # fmt: skip
         """Emit a request; with a ``key`` it waits in the pending table for its response."""
-        to_server = from_client == self.initiator_is_client
-        msg = OtMessage(self._ts, self.flow, self._cnt, self._source, self.protocol, to_server, REQUEST,
-                        function, operation, fields)  # fmt: skip
+        ts = self._ts
+        cnt = self._cnt
+        msg = _new(OtMessage, (ts, self.flow, cnt, self._source, self.protocol,
+                               from_client == self.initiator_is_client, REQUEST, function, operation, fields,
+                               0, None, False))  # fmt: skip
         if key is not None:
-            self.pending.add(key, self._ts, self._cnt, operation, function)
+            pending = self.pending
+            items = pending.items
+            if key in items or len(items) >= pending.limit:
+                pending.add(key, ts, cnt, operation, function)
+            else:  # PendingRequests.add, inlined for the usual case: a new key in a table with room
+                items[key] = _new(PendingRequest, (ts, cnt, operation, function))
+                pending.adds += 1
+                if not pending.adds & 0x3F:
+                    pending.expire(ts)
         # DecoderContext.message, inlined: this runs for every message.
         stats = self.stats
         stats.requests += 1
@@ -150,20 +161,31 @@ class MessageDecoder:
         ``operation`` is used when no request matches (e.g. the capture began after the request).
         ``keep`` leaves the request pending (a multi-part response).
         """
-        to_server = from_client == self.initiator_is_client
+        stats = self.stats
         request: PendingRequest | None = None
         if key is not None:
-            request = self.pending.peek(key) if keep else self.pending.match(key)
-        msg = OtMessage(self._ts, self.flow, self._cnt, self._source, self.protocol, to_server, RESPONSE,
-                        function, operation, fields, exception=exception)  # fmt: skip
-        if request is not None:
-            msg.operation = operation = request.operation
-            msg.request_cnt = request.cnt
-            latency = self._ts - request.ts
-            msg.latency_s = latency if latency > 0.0 else 0.0
-        stats = self.stats
+            # PendingRequests.match (or .peek), inlined: this runs for every response.
+            items = self.pending.items
+            request = items.get(key) if keep else items.pop(key, None)
+            if keep:
+                pass
+            elif request is None:
+                stats.unmatched_responses += 1
+            else:
+                stats.matched += 1
+        ts = self._ts
         stats.responses += 1
-        if request is None:  # an answer to a request we did not see still shows an operation
+        if request is not None:
+            latency = ts - request.ts
+            msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
+                                   from_client == self.initiator_is_client, RESPONSE, function,
+                                   request.operation, fields, request.cnt, latency if latency > 0.0 else 0.0,
+                                   exception))  # fmt: skip
+        else:
+            msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
+                                   from_client == self.initiator_is_client, RESPONSE, function, operation,
+                                   fields, 0, None, exception))  # fmt: skip
+            # An answer to a request we did not see still shows an operation.
             ops = stats.operations
             ops[operation] = ops.get(operation, 0) + 1
         self.ctx.on_message(msg)
