@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.decoders.base import REQUEST, RESPONSE, OtMessage
+from agent.decoders.base import REQUEST, OtMessage
 from agent.decoders.cip import FORWARD_OPEN, LARGE_FORWARD_OPEN
 from agent.detectors.cip_connections import CipConnections
 from agent.detectors.health import FORWARD_OPEN as PERIOD_FROM_FORWARD_OPEN
@@ -329,18 +329,22 @@ class FloodDetector:
     # -- messages --------------------------------------------------------------------------------
 
     def on_message(self, msg: OtMessage) -> None:
-        direction = msg.direction
-        if msg.operation == "io":
+        # One unpacking of the message tuple reads every field for the price of about one attribute.
+        (ts, flow, cnt, _, protocol, to_server, direction, function, operation, _, request_cnt, latency,
+         exception) = msg  # fmt: skip
+        if operation == "io":
             self._on_cyclic(msg)
             return
-        if msg.function in FORWARD_OPENS and msg.protocol == "enip":
+        if function in FORWARD_OPENS and protocol == "enip":
             self._on_forward_open(msg)
-        if direction == RESPONSE and msg.latency_s is None:
+        # The loop's key is (client, server, protocol): a request's sender is the client, a response's
+        # receiver is.
+        if direction == REQUEST:
+            key = (flow.src, flow.dst, protocol) if to_server else (flow.dst, flow.src, protocol)
+        elif latency is None:
             return
-        flow = msg.flow
-        sender, other = (flow.src, flow.dst) if msg.to_server else (flow.dst, flow.src)
-        client, server = (sender, other) if direction == REQUEST else (other, sender)
-        key = (client, server, msg.protocol)
+        else:
+            key = (flow.dst, flow.src, protocol) if to_server else (flow.src, flow.dst, protocol)
         loop = self.loops.get(key)
         if loop is None:
             loop = self._new_loop(key, flow)
@@ -349,18 +353,17 @@ class FloodDetector:
         loop.flow = flow
         log = loop.log
         if direction == REQUEST:
-            log.append((msg.ts, msg.pcap_cnt, msg.function, -1.0))  # Loop.on_request, inlined
+            log.append((ts, cnt, function, -1.0))  # Loop.on_request, inlined
             if len(log) >= LOG_LIMIT:
                 loop.digest()
             return
-        latency = msg.latency_s
-        if latency is None:
+        if latency is None:  # (returned above already: this tells the type checker)
             return
-        log.append((msg.ts, msg.request_cnt, 0, latency))  # Loop.on_response, inlined
-        if msg.exception:
+        log.append((ts, request_cnt, 0, latency))  # Loop.on_response, inlined
+        if exception:
             loop.exceptions += 1
-            if _busy(msg.protocol, msg.fields):
-                loop.busy.append(msg.ts)
+            if _busy(protocol, msg.fields):
+                loop.busy.append(ts)
 
     def _on_cyclic(self, msg: OtMessage) -> None:
         fields = msg.fields
@@ -674,7 +677,8 @@ class FloodDetector:
             if not loop.log and not loop.degraded and not loop.pending and not loop.to_learn:
                 continue  # nothing new since the last judgement, nothing waiting: same verdict
             verdict = loop.judge(now)
-            self._loop_condition(loop, verdict, now)
+            if verdict is True or loop.degraded:  # else no incident to raise, update or clear
+                self._loop_condition(loop, verdict, now)
             if (
                 now - max(loop.last_request, loop.samples[-1][0] if loop.samples else 0.0)
                 > self.config.loop_idle_s

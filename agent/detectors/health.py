@@ -245,7 +245,8 @@ class Loop:
         intervals = self.intervals
         while intervals and intervals[0][0] < horizon:
             intervals.popleft()
-        self._expire_pending(now)
+        if self.pending:
+            self._expire_pending(now)
         late = self.late
         while late and late[0] < horizon:
             late.popleft()

@@ -349,18 +349,17 @@ class PolicyDetector:
     # -- messages --------------------------------------------------------------------------------
 
     def on_message(self, msg: OtMessage) -> None:
-        flow = msg.flow
+        ts, flow, _, _, _, _, direction, function, operation, _, _, _, _ = msg  # one unpacking: cheaper
         verdict = flow.verdict
         if not isinstance(verdict, Verdict):
             return
         if verdict.generation != self.generation or flow.app_proto != verdict.proto_checked:
             # Reloaded policy, or the payload has now said which protocol the port guess was.
-            verdict = self._judge(flow, verdict.macs, msg.ts)
-        if msg.direction != REQUEST or not verdict.rules:
+            verdict = self._judge(flow, verdict.macs, ts)
+        if direction != REQUEST or not verdict.rules:
             # A response takes its request's class (already judged); a flow that is itself a
             # violation has had its alert, its operations are not listed again.
             return
-        operation = msg.operation
         audited = operation in self.compiled.audited
         if not verdict.checks_messages:
             if audited:
@@ -371,16 +370,16 @@ class PolicyDetector:
         for rule in verdict.rules:
             if rule.operations is not None and operation not in rule.operations:
                 continue
-            if rule.function_codes is not None and msg.function not in rule.function_codes:
+            if rule.function_codes is not None and function not in rule.function_codes:
                 continue
-            if rule.schedule is not None and not self.compiled.in_schedule(rule.schedule, msg.ts):
+            if rule.schedule is not None and not self.compiled.in_schedule(rule.schedule, ts):
                 scheduled_out = rule
                 continue
             allowing = rule
             break
         if allowing is None:
             kind = "outside_schedule" if scheduled_out is not None else "operation_not_allowed"
-            self._alert(kind, flow, verdict, msg.ts, msg, rule=scheduled_out)
+            self._alert(kind, flow, verdict, ts, msg, rule=scheduled_out)
             return
         if audited:
             self._audit(msg, verdict, allowing)
