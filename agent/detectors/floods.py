@@ -192,6 +192,7 @@ class FloodDetector:
                 previous.recent_bulk_flows,
                 previous.peak,
             )
+            scope.closed, scope.last_bulk = previous.closed, previous.last_bulk
         return scope
 
     # -- flows -----------------------------------------------------------------------------------
@@ -534,10 +535,14 @@ class FloodDetector:
         outside: dict[tuple[str, str], tuple[float, Scope]] = {}
         into: dict[str, tuple[float, Scope]] = {}
         for scope in scopes:
-            bulk_bps = scope.rate_bps(per_second, self.bin_s, bulk=True)
-            # A backup "runs": bulk in most bins of the last 2 s, not one sub-second copy burst.
-            recent = list(scope.bins)[-2 * per_second :]
-            sustained = sum(1 for b in recent if b[1]) >= 1.5 * per_second
+            if scope.quiet(2 * per_second):  # the usual case, answered without adding bins up
+                bulk_bps = 0.0
+                sustained = False
+            else:
+                bulk_bps = scope.rate_bps(per_second, self.bin_s, bulk=True)
+                # A backup "runs": bulk in most bins of the last 2 s, not one sub-second copy burst.
+                recent = list(scope.bins)[-2 * per_second :]
+                sustained = sum(1 for b in recent if b[1]) >= 1.5 * per_second
             if scope.budget_bps is not None:
                 self._condition("bulk_over_budget", (scope.kind, scope.name, scope.direction), scope,
                                 bulk_bps > scope.budget_bps, now)  # fmt: skip

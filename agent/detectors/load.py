@@ -48,6 +48,12 @@ class Scope:
     bulk_by_flow: dict[Tracked, int] = field(default_factory=dict)  # bulk bytes per transfer, this bin
     recent_bulk_flows: deque[dict[Tracked, int]] = field(default_factory=deque)
     peak: dict[str, float] = field(default_factory=dict)  # view -> peak utilisation, last completed window
+    closed: int = 0  # bins closed so far
+    last_bulk: int = -(1 << 30)  # the number (``closed`` count) of the last closed bin that carried bulk
+
+    def quiet(self, bins: int) -> bool:
+        """No bulk in the last ``bins`` closed bins: the link checks have nothing to add up."""
+        return self.closed - self.last_bulk >= bins
 
     @property
     def label(self) -> str:
@@ -55,6 +61,9 @@ class Scope:
 
     def close_bin(self, keep_flows: int) -> None:
         self.bins.append((self.bin_bytes, self.bin_bulk))
+        self.closed += 1
+        if self.bin_bulk:
+            self.last_bulk = self.closed
         if len(self.bins) > self.history:
             self.bins.popleft()
         self.recent_bulk_flows.append(self.bulk_by_flow)
