@@ -17,6 +17,7 @@ from agent.decoders.stream import INVALID, NEED_MORE
 _MBAP = struct.Struct("!HHHB")  # transaction id, protocol id, length, unit id
 _MBAP_FC = struct.Struct("!HHHBBB")  # the same, then the function code and the PDU's first byte
 _HH = struct.Struct("!HH")
+_READ_REQUEST = struct.Struct("!HHHBBHH")  # MBAP, function code, start address, quantity
 _HHHH = struct.Struct("!HHHH")
 _HHH = struct.Struct("!HHH")
 _new = tuple.__new__
@@ -117,19 +118,24 @@ class ModbusDecoder(MessageDecoder):
             and n >= 10
             and not (framer.buf or framer.resync or framer.ooo)
         ):
-            tid, proto_id, length, unit, fc, b0 = _MBAP_FC.unpack_from(payload)
             fields: dict[str, Any] | None = None
-            if proto_id or length + 6 != n:
-                pass
-            elif from_client:
-                if n == 12 and 1 <= fc <= 4:
-                    address, quantity = _HH.unpack_from(payload, 8)
-                    if 1 <= quantity <= (2000 if fc <= 2 else 125):  # else an anomaly: the general path
+            if from_client:
+                if n == 12:  # a whole read request is read at once
+                    tid, proto_id, length, unit, fc, address, quantity = _READ_REQUEST.unpack_from(payload)
+                    if (
+                        not proto_id
+                        and length == 6
+                        and 1 <= fc <= 4
+                        and 1 <= quantity <= (2000 if fc <= 2 else 125)
+                    ):
+                        # (a quantity out of range is an anomaly: the general path reports it)
                         fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
                                   "address": address, "quantity": quantity}  # fmt: skip
-            elif 3 <= fc <= 4 and n == 9 + b0:
-                fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
-                          "values_count": b0 // 2}  # fmt: skip
+            else:
+                tid, proto_id, length, unit, fc, b0 = _MBAP_FC.unpack_from(payload)
+                if not proto_id and length + 6 == n and 3 <= fc <= 4 and n == 9 + b0:
+                    fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
+                              "values_count": b0 // 2}  # fmt: skip
             if fields is not None:
                 # MessageDecoder.request / .response, inlined for a read poll and its answer (the
                 # differential test in tests/decoders/test_modbus.py holds the two paths equal). The packet
