@@ -442,20 +442,31 @@ def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str]
             f" {r['mbit_per_s']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['cpu_s_best_run']:>7.2f}  {r['note']}"
         )
     print(f"{packets} packets; best of the repeats; pinned: {' '.join(pin) or 'no'}; peak RSS: {rss_method}")
-    ratios = exporter_ratio(results)
-    if ratios is not None:
-        print(
-            f"exporter on / off (conduitwatch-exporter / conduitwatch-policy): {ratios['wall']:.1%} of the "
-            f"packets/s, {ratios['cpu']:.1%} of the packets per CPU second (best runs); median of the "
-            f"per-round ratios by CPU time: {ratios.get('paired_cpu_median', 0.0):.1%}"
-        )
+    for _name, tool, reference, label in RATIOS:
+        ratio = throughput_ratio(results, tool, reference)
+        if ratio is not None:
+            print(
+                f"{label} ({tool} / {reference}): {ratio['wall']:.1%} of the packets/s, {ratio['cpu']:.1%} "
+                f"of the packets per CPU second (best runs); median of the per-round CPU ratios: "
+                f"{ratio.get('paired_cpu_median', 0.0):.1%}"
+            )
 
 
-def exporter_ratio(results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
-    """Throughput with the exporter on (and scraped) over the same run with it off: by wall time, and by
-    CPU time (user + sys, scrape threads included), which a machine shared with other work disturbs less.
+# The comparisons the issues ask for: (name, tool, reference tool, what it says).
+RATIOS = (
+    ("decoders", "conduitwatch", "conduitwatch-core", "all decoders / foundation (core)"),
+    ("policy", "conduitwatch-policy", "conduitwatch-core", "Purdue policy / foundation (core)"),
+    ("exporter", "conduitwatch-exporter", "conduitwatch-policy", "exporter on / off"),
+)
+
+
+def throughput_ratio(
+    results: dict[str, dict[str, Any]], tool: str, reference: str
+) -> dict[str, float] | None:
+    """Throughput of ``tool`` over that of ``reference``: by wall time and by CPU time (user + sys,
+    scrape threads included) of the best runs, and as the median of the per-round CPU ratios.
     """
-    on, off = results.get("conduitwatch-exporter", {}), results.get("conduitwatch-policy", {})
+    on, off = results.get(tool, {}), results.get(reference, {})
     if (
         on.get("status") != "ok"
         or off.get("status") != "ok"
@@ -476,6 +487,15 @@ def exporter_ratio(results: dict[str, dict[str, Any]]) -> dict[str, float] | Non
             (a["user"] + a["sys"]) / max(1e-9, b["user"] + b["sys"]) for a, b in pairs
         )
     return ratios
+
+
+def all_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, tool, reference, _ in RATIOS:
+        ratio = throughput_ratio(results, tool, reference)
+        if ratio is not None:
+            out[name] = ratio
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -592,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "tools": results,
-        "exporter_on_off_ratio": exporter_ratio(results),
+        "ratios": all_ratios(results),
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n")

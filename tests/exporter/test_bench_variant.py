@@ -30,5 +30,5 @@ def test_exporter_variant_runs_and_reports_the_ratio(tmp_path: Path) -> None:
     exporter = report["tools"]["conduitwatch-exporter"]
     assert exporter["status"] == "ok", exporter
     assert "--web.listen-address" in exporter["argv"] and "scrapes" in exporter
-    ratio = report["exporter_on_off_ratio"]
+    ratio = report["ratios"]["exporter"]
     assert ratio["wall"] > 0 and ratio["cpu"] > 0
