@@ -22,6 +22,7 @@ take the class of the same request.
 
 from __future__ import annotations
 
+import functools
 import struct
 from array import array
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,31 @@ IIN_INDICATORS = (
 # IIN2 bits saying the request was not carried out: function unsupported, object unknown,
 # parameter error, operation already executing.
 IIN_REQUEST_ERRORS = 0x0001 | 0x0002 | 0x0004 | 0x0010
+
+
+@functools.lru_cache(maxsize=256)
+def _iin_indicators(iin: int) -> tuple[str, ...]:
+    """Names of the internal indication bits set in ``iin`` (a device repeats the same few values)."""
+    return tuple(name for bit, name in IIN_INDICATORS if iin & bit)
+
+
+# The link and application control bytes as EVE objects, one per byte value, built once: copied per
+# message rather than built from eight bit tests each time.
+_LINK_CONTROL = tuple(
+    {
+        "dir": bool(c & DIR),
+        "prm": bool(c & PRM),
+        "fcb": bool(c & FCB),
+        "fcv": bool(c & FCV),
+        "function": c & 0x0F,
+    }
+    for c in range(256)
+)
+_APPLICATION_CONTROL = tuple(
+    {"fir": bool(c & AL_FIR), "fin": bool(c & AL_FIN), "con": bool(c & AL_CON), "uns": bool(c & AL_UNS),
+     "sequence": c & 0x0F}
+    for c in range(256)
+)  # fmt: skip
 
 # Qualifier: index/size prefix code (bits 4-6) and range specifier code (bits 0-3).
 INDEX_WIDTH = (0, 1, 2, 4)  # prefix codes 0-3
@@ -365,25 +391,13 @@ class Dnp3Decoder(MessageDecoder):
             self.anomaly("short_fragment", f"DNP3 application fragment of {len(data)} bytes from {src}")
             return
         ac, fc = data[0], data[1]
-        seq = ac & 0x0F
         fields: dict[str, Any] = {
             "src": src,
             "dst": dst,
-            # the link control of the frame that completed the fragment
-            "link_control": {
-                "dir": bool(control & DIR),
-                "prm": bool(control & PRM),
-                "fcb": bool(control & FCB),
-                "fcv": bool(control & FCV),
-                "function": control & 0x0F,
-            },
-            "application_control": {
-                "fir": bool(ac & AL_FIR),
-                "fin": bool(ac & AL_FIN),
-                "con": bool(ac & AL_CON),
-                "uns": bool(ac & AL_UNS),
-                "sequence": seq,
-            },
+            # the link control of the frame that completed the fragment (copies: each message owns its
+            # fields)
+            "link_control": _LINK_CONTROL[control].copy(),
+            "application_control": _APPLICATION_CONTROL[ac].copy(),
             "function_code": fc,
         }
         if segments > 1:
@@ -411,7 +425,7 @@ class Dnp3Decoder(MessageDecoder):
         iin = 0
         if len(data) >= 4:
             iin = data[2] << 8 | data[3]
-            fields["iin"] = {"value": iin, "indicators": [name for bit, name in IIN_INDICATORS if iin & bit]}
+            fields["iin"] = {"value": iin, "indicators": list(_iin_indicators(iin))}
             self._objects(data, 4, fc, True, fields)
         else:
             fields["objects"] = []
