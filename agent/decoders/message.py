@@ -161,33 +161,26 @@ class MessageDecoder:
         ``operation`` is used when no request matches (e.g. the capture began after the request).
         ``keep`` leaves the request pending (a multi-part response).
         """
-        stats = self.stats
         request: PendingRequest | None = None
         if key is not None:
-            # PendingRequests.match (or .peek), inlined: this runs for every response.
-            items = self.pending.items
-            request = items.get(key) if keep else items.pop(key, None)
-            if keep:
-                pass
-            elif request is None:
-                stats.unmatched_responses += 1
-            else:
-                stats.matched += 1
+            request = self.pending.peek(key) if keep else self.pending.match(key)
         ts = self._ts
+        stats = self.stats
         stats.responses += 1
+        request_cnt = 0
+        latency: float | None = None
         if request is not None:
+            operation = request.operation
+            request_cnt = request.cnt
             latency = ts - request.ts
-            msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
-                                   from_client == self.initiator_is_client, RESPONSE, function,
-                                   request.operation, fields, request.cnt, latency if latency > 0.0 else 0.0,
-                                   exception))  # fmt: skip
-        else:
-            msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
-                                   from_client == self.initiator_is_client, RESPONSE, function, operation,
-                                   fields, 0, None, exception))  # fmt: skip
-            # An answer to a request we did not see still shows an operation.
+            if not latency > 0.0:
+                latency = 0.0
+        else:  # an answer to a request we did not see still shows an operation
             ops = stats.operations
             ops[operation] = ops.get(operation, 0) + 1
+        msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
+                               from_client == self.initiator_is_client, RESPONSE, function, operation, fields,
+                               request_cnt, latency, exception))  # fmt: skip
         self.ctx.on_message(msg)
         return msg
 

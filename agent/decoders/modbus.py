@@ -9,9 +9,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from agent.decoders.base import REQUEST, RESPONSE, OtMessage, ProtocolSpec
+from agent.decoders.base import ProtocolSpec
 from agent.decoders.message import MessageDecoder
-from agent.decoders.pending import PendingRequest
 from agent.decoders.stream import INVALID, NEED_MORE
 
 _MBAP = struct.Struct("!HHHB")  # transaction id, protocol id, length, unit id
@@ -20,7 +19,6 @@ _HH = struct.Struct("!HH")
 _READ_REQUEST = struct.Struct("!HHHBBHH")  # MBAP, function code, start address, quantity
 _HHHH = struct.Struct("!HHHH")
 _HHH = struct.Struct("!HHH")
-_new = tuple.__new__
 
 MAX_LENGTH = 260  # MBAP length: unit id + PDU (253) with slack for devices that pad
 
@@ -137,46 +135,14 @@ class ModbusDecoder(MessageDecoder):
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
                               "values_count": b0 // 2}  # fmt: skip
             if fields is not None:
-                # MessageDecoder.request / .response, inlined for a read poll and its answer (the
-                # differential test in tests/decoders/test_modbus.py holds the two paths equal). The packet
-                # position is still recorded: a later anomaly (the stream ending mid-message) reports it.
                 self._ts = ts
                 self._cnt = cnt
                 self._source = source
                 framer.next_seq = (seq + n) & 0xFFFFFFFF
-                stats = self.stats
-                pending = self.pending
-                items = pending.items
-                key = (tid, unit)
                 if from_client:
-                    msg = _new(OtMessage, (ts, self.flow, cnt, source, "modbus", to_server, REQUEST, fc,
-                                           "read", fields, 0, None, False))  # fmt: skip
-                    if key in items or len(items) >= pending.limit:
-                        pending.add(key, ts, cnt, "read", fc)
-                    else:
-                        items[key] = _new(PendingRequest, (ts, cnt, "read", fc))
-                        pending.adds += 1
-                        if not pending.adds & 0x3F:
-                            pending.expire(ts)
-                    stats.requests += 1
-                    ops = stats.operations
-                    ops["read"] = ops.get("read", 0) + 1
+                    self.request((tid, unit), fc, "read", fields)
                 else:
-                    request = items.pop(key, None)
-                    stats.responses += 1
-                    if request is not None:
-                        stats.matched += 1
-                        latency = ts - request.ts
-                        msg = _new(OtMessage, (ts, self.flow, cnt, source, "modbus", to_server, RESPONSE, fc,
-                                               request.operation, fields, request.cnt,
-                                               latency if latency > 0.0 else 0.0, False))  # fmt: skip
-                    else:
-                        stats.unmatched_responses += 1
-                        msg = _new(OtMessage, (ts, self.flow, cnt, source, "modbus", to_server, RESPONSE, fc,
-                                               "read", fields, 0, None, False))  # fmt: skip
-                        ops = stats.operations
-                        ops["read"] = ops.get("read", 0) + 1
-                self.ctx.on_message(msg)
+                    self.response((tid, unit), fc, "read", fields)
                 return
         MessageDecoder.feed_segment(self, to_server, seq, payload, ts, cnt, source)
 

@@ -27,8 +27,8 @@ class PendingRequests:
     older one counts as unanswered: the client gave up on it).
     """
 
-    # ``items``, ``limit`` and ``adds`` are read and written by MessageDecoder.request/response, which
-    # inline the usual add and match: one method call less for every message.
+    # ``items``, ``limit`` and ``adds`` are read and written by MessageDecoder.request, which inlines
+    # the usual add (a new key in a table with room): one method call less for every request.
     __slots__ = ("_stats", "_timeout", "adds", "items", "limit")
 
     def __init__(self, stats: DecoderStats, timeout: float, limit: int) -> None:
