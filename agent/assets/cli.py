@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from agent.assets.identity import IDENTITY_KEYS
 from agent.assets.inventory import AssetInventory, AssetRecord, records
 from agent.assets.oui import OuiRegistry
 
@@ -17,16 +18,10 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INVALID = 2
 
-# Identity fields with a CSV column of their own (the vendor name has its column from the MAC too).
-CSV_IDENTITY = (
-    "vendor_id",
-    "product",
-    "product_code",
-    "model",
-    "revision",
-    "serial",
-    "name",
-    "device_instance",
+# Identity fields with a CSV column of their own: all but the vendor name (its column is filled from
+# the MAC too) and the fields only the JSON output carries.
+CSV_IDENTITY = tuple(
+    k for k in IDENTITY_KEYS if k not in ("vendor", "application_uri", "device_type", "role_hint")
 )
 CSV_COLUMNS = (
     "address",
