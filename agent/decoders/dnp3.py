@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import sys
 from array import array
 from typing import TYPE_CHECKING, Any
 
@@ -65,21 +66,38 @@ def _crc_byte_table() -> tuple[int, ...]:
 _CRC_BYTE = _crc_byte_table()
 # Two bytes per step: the register is 16 bits wide, so once a little-endian word is XORed into it
 # the next register value depends on that XOR alone. Every frame's header and blocks are checked,
-# so halving the Python-level steps is worth a 128 KiB table, built on first use (about 25 ms that
-# every start-up would otherwise pay, DNP3 or not).
+# so halving the Python-level steps is worth a 128 KiB table, built on first use.
 _CRC_WORD: array[int] | None = None
 
 
 def _crc_word_table() -> array[int]:
+    """W[lo | hi << 8] = (B[lo] >> 8) ^ B[hi ^ (B[lo] & 0xFF)], with B the byte table.
+
+    Built a row (one ``hi``) at a time with byte-string operations in C: the row's indexes are the
+    low bytes of B XORed with ``hi``, and each byte of B's entries is gathered with
+    ``bytes.translate``. About 1 ms, where one Python expression per entry took 30 ms: a start-up
+    cost that every capture with DNP3 in it paid.
+    """
     global _CRC_WORD
     if _CRC_WORD is None:
-        _CRC_WORD = array(
-            "H",
-            [
-                (_CRC_BYTE[x & 0xFF] >> 8) ^ _CRC_BYTE[((x >> 8) ^ _CRC_BYTE[x & 0xFF]) & 0xFF]
-                for x in range(65536)
-            ],
-        )
+        low_of = bytes(c & 0xFF for c in _CRC_BYTE)
+        high_of = bytes(c >> 8 for c in _CRC_BYTE)
+        index = int.from_bytes(low_of, "little")  # B[lo] & 0xFF, lo = 0..255
+        carried = int.from_bytes(high_of, "little")  # B[lo] >> 8, XORed into each entry's low byte
+        ones = int.from_bytes(b"\x01" * 256, "little")
+        out = bytearray(2 * 65536)
+        for hi in range(256):
+            idx = (index ^ hi * ones).to_bytes(256, "little")
+            row = 512 * hi
+            out[row : row + 512 : 2] = (int.from_bytes(idx.translate(low_of), "little") ^ carried).to_bytes(
+                256, "little"
+            )
+            out[row + 1 : row + 512 : 2] = idx.translate(high_of)
+        table = array("H")
+        table.frombytes(bytes(out))  # little-endian pairs
+        if sys.byteorder == "big":
+            table.byteswap()
+        _CRC_WORD = table
     return _CRC_WORD
 
 

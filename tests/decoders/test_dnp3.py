@@ -150,6 +150,16 @@ def test_crc_matches_the_catalogue_check_value_and_an_independent_implementation
             assert dnp3.crc16_dnp(data, off, n) == crc(data[off : off + n])
 
 
+def test_two_byte_crc_table_is_the_byte_table_applied_twice() -> None:
+    # The word table is built with byte-string operations; every entry must equal two byte steps.
+    byte = dnp3._CRC_BYTE
+    words = dnp3._crc_word_table()
+    assert len(words) == 65536
+    for x in range(65536):
+        lo, hi = x & 0xFF, x >> 8
+        assert words[x] == (byte[lo] >> 8) ^ byte[(hi ^ byte[lo]) & 0xFF], x
+
+
 @pytest.mark.parametrize(("length", "total"), [(5, 10), (6, 13), (21, 28), (22, 31), (255, 292)])
 def test_frame_length_counts_a_crc_per_16_byte_block(length: int, total: int) -> None:
     assert dnp3.frame_length(length) == total
