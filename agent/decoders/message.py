@@ -37,6 +37,7 @@ class MessageDecoder:
     __slots__ = (
         "_c2s",
         "_cnt",
+        "_name",
         "_s2c",
         "_source",
         "_ts",
@@ -52,6 +53,7 @@ class MessageDecoder:
         self.ctx = ctx
         self.initiator_is_client = initiator_is_client
         self.stats = ctx.stats_for(self.protocol)
+        self._name = self.protocol  # a slot: read for every message, faster than the class attribute
         config = ctx.config
         self.pending = PendingRequests(self.stats, config.request_timeout, config.max_pending)
         self._c2s: StreamFramer | None = None
@@ -132,7 +134,7 @@ class MessageDecoder:
         """Emit a request; with a ``key`` it waits in the pending table for its response."""
         ts = self._ts
         cnt = self._cnt
-        msg = _new(OtMessage, (ts, self.flow, cnt, self._source, self.protocol,
+        msg = _new(OtMessage, (ts, self.flow, cnt, self._source, self._name,
                                from_client == self.initiator_is_client, REQUEST, function, operation, fields,
                                0, None, False))  # fmt: skip
         if key is not None:
@@ -162,10 +164,17 @@ class MessageDecoder:
         ``keep`` leaves the request pending (a multi-part response).
         """
         request: PendingRequest | None = None
-        if key is not None:
-            request = self.pending.peek(key) if keep else self.pending.match(key)
-        ts = self._ts
         stats = self.stats
+        if key is not None:
+            if keep:
+                request = self.pending.peek(key)
+            else:  # PendingRequests.match, inlined: this runs for every response
+                request = self.pending.items.pop(key, None)
+                if request is None:
+                    stats.unmatched_responses += 1
+                else:
+                    stats.matched += 1
+        ts = self._ts
         stats.responses += 1
         request_cnt = 0
         latency: float | None = None
@@ -178,12 +187,12 @@ class MessageDecoder:
         else:  # an answer to a request we did not see still shows an operation
             ops = stats.operations
             ops[operation] = ops.get(operation, 0) + 1
-        msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self.protocol,
+        msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self._name,
                                from_client == self.initiator_is_client, RESPONSE, function, operation, fields,
                                request_cnt, latency, exception))  # fmt: skip
         self.ctx.on_message(msg)
         return msg
 
     def anomaly(self, kind: str, detail: str) -> None:
-        self.ctx.anomaly(Anomaly(self._ts, self.flow, self._cnt, self._source, self.protocol, kind, detail),
+        self.ctx.anomaly(Anomaly(self._ts, self.flow, self._cnt, self._source, self._name, kind, detail),
                          self.stats)  # fmt: skip

@@ -107,43 +107,50 @@ class ModbusDecoder(MessageDecoder):
         """The polling exchange in one step: an in-order segment that is exactly one read request
         (function 1-4, 12 bytes) or one read-registers answer is framed and decoded here; anything
         else takes the general path (MessageDecoder.feed_segment), which handles it identically."""
-        from_client = to_server == self.initiator_is_client
-        framer = self._c2s if from_client else self._s2c
         n = len(payload)
-        if (
-            framer is not None
-            and seq == framer.next_seq
-            and n >= 10
-            and not (framer.buf or framer.resync or framer.ooo)
-        ):
-            fields: dict[str, Any] | None = None
-            if from_client:
-                if n == 12:  # a whole read request is read at once
-                    tid, proto_id, length, unit, fc, address, quantity = _READ_REQUEST.unpack_from(payload)
-                    if (
-                        not proto_id
-                        and length == 6
-                        and 1 <= fc <= 4
-                        and 1 <= quantity <= (2000 if fc <= 2 else 125)
-                    ):
-                        # (a quantity out of range is an anomaly: the general path reports it)
-                        fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
-                                  "address": address, "quantity": quantity}  # fmt: skip
-            else:
+        # (an in-order segment with nothing buffered, held or lost before it: see StreamFramer)
+        if to_server == self.initiator_is_client:
+            framer = self._c2s
+            if (
+                n == 12
+                and framer is not None
+                and seq == framer.next_seq
+                and not (framer.buf or framer.resync or framer.ooo)
+            ):
+                tid, proto_id, length, unit, fc, address, quantity = _READ_REQUEST.unpack_from(payload)
+                # (a quantity out of range is an anomaly: the general path reports it)
+                if (
+                    not proto_id
+                    and length == 6
+                    and 1 <= fc <= 4
+                    and 1 <= quantity <= (2000 if fc <= 2 else 125)
+                ):
+                    self._ts = ts
+                    self._cnt = cnt
+                    self._source = source
+                    framer.next_seq = (seq + 12) & 0xFFFFFFFF
+                    fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
+                              "address": address, "quantity": quantity}  # fmt: skip
+                    self.request((tid, unit), fc, "read", fields)
+                    return
+        else:
+            framer = self._s2c
+            if (
+                n >= 10
+                and framer is not None
+                and seq == framer.next_seq
+                and not (framer.buf or framer.resync or framer.ooo)
+            ):
                 tid, proto_id, length, unit, fc, b0 = _MBAP_FC.unpack_from(payload)
                 if not proto_id and length + 6 == n and 3 <= fc <= 4 and n == 9 + b0:
+                    self._ts = ts
+                    self._cnt = cnt
+                    self._source = source
+                    framer.next_seq = (seq + n) & 0xFFFFFFFF
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
                               "values_count": b0 // 2}  # fmt: skip
-            if fields is not None:
-                self._ts = ts
-                self._cnt = cnt
-                self._source = source
-                framer.next_seq = (seq + n) & 0xFFFFFFFF
-                if from_client:
-                    self.request((tid, unit), fc, "read", fields)
-                else:
                     self.response((tid, unit), fc, "read", fields)
-                return
+                    return
         MessageDecoder.feed_segment(self, to_server, seq, payload, ts, cnt, source)
 
     def parse(self, buf: bytes, off: int, length: int, from_client: bool) -> None:
