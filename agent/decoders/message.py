@@ -20,7 +20,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.decoders.base import REQUEST, RESPONSE, Anomaly, DecoderContext, OtMessage
-from agent.decoders.pending import PendingRequest, PendingRequests
+from agent.decoders.pending import Entry, PendingRequests
 from agent.decoders.stream import StreamFramer
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from agent.flows import Flow
 
 _SEQ = struct.Struct("!I")
-_new = tuple.__new__  # builds a NamedTuple (OtMessage, PendingRequest) in C, without its Python __new__
+_new = tuple.__new__  # builds a NamedTuple (OtMessage) in C, without its Python __new__
 
 
 class MessageDecoder:
@@ -143,7 +143,7 @@ class MessageDecoder:
             if key in items or len(items) >= pending.limit:
                 pending.add(key, ts, cnt, operation, function)
             else:  # PendingRequests.add, inlined for the usual case: a new key in a table with room
-                items[key] = _new(PendingRequest, (ts, cnt, operation, function))
+                items[key] = (ts, cnt, operation, function)
                 pending.adds += 1
                 if not pending.adds & 0x3F:
                     pending.expire(ts)
@@ -163,14 +163,14 @@ class MessageDecoder:
         ``operation`` is used when no request matches (e.g. the capture began after the request).
         ``keep`` leaves the request pending (a multi-part response).
         """
-        request: PendingRequest | None = None
+        entry: Entry | None = None
         stats = self.stats
         if key is not None:
             if keep:
-                request = self.pending.peek(key)
+                entry = self.pending.items.get(key)
             else:  # PendingRequests.match, inlined: this runs for every response
-                request = self.pending.items.pop(key, None)
-                if request is None:
+                entry = self.pending.items.pop(key, None)
+                if entry is None:
                     stats.unmatched_responses += 1
                 else:
                     stats.matched += 1
@@ -178,10 +178,9 @@ class MessageDecoder:
         stats.responses += 1
         request_cnt = 0
         latency: float | None = None
-        if request is not None:
-            operation = request.operation
-            request_cnt = request.cnt
-            latency = ts - request.ts
+        if entry is not None:
+            request_ts, request_cnt, operation, _ = entry
+            latency = ts - request_ts
             if not latency > 0.0:
                 latency = 0.0
         else:  # an answer to a request we did not see still shows an operation
