@@ -449,6 +449,11 @@ def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str]
                 f"{label} ({tool} / {reference}): {ratio['wall']:.1%} of the packets/s, {ratio['cpu']:.1%} "
                 f"of the packets per CPU second (best runs); median of the per-round CPU ratios: "
                 f"{ratio.get('paired_cpu_median', 0.0):.1%}"
+                + (
+                    f" (middle half of the rounds: {ratio['paired_cpu_q1']:.1%}-{ratio['paired_cpu_q3']:.1%})"
+                    if "paired_cpu_q1" in ratio
+                    else ""
+                )
             )
 
 
@@ -482,10 +487,14 @@ def throughput_ratio(
     # the median of the per-round ratios is the figure a shared, noisy machine disturbs least (best
     # against best pairs runs from different moments).
     pairs = list(zip(off.get("runs", []), on.get("runs", []), strict=False))
-    if pairs:
-        ratios["paired_cpu_median"] = statistics.median(
-            (a["user"] + a["sys"]) / max(1e-9, b["user"] + b["sys"]) for a, b in pairs
-        )
+    per_round = [(a["user"] + a["sys"]) / max(1e-9, b["user"] + b["sys"]) for a, b in pairs]
+    if per_round:
+        ratios["paired_cpu_median"] = statistics.median(per_round)
+    if len(per_round) >= 4:
+        # The middle half of the per-round ratios: how far one more run could move the figures.
+        q1, _, q3 = statistics.quantiles(per_round, n=4)
+        ratios["paired_cpu_q1"] = q1
+        ratios["paired_cpu_q3"] = q3
     return ratios
 
 
