@@ -160,6 +160,15 @@ class StreamWalker:
         self.carry = b""
         self.lost = False
 
+    def skip_within(self, seq: int, n: int) -> bool:
+        """Consume ``n`` bytes at ``seq`` if they continue the stream inside the current message's
+        body (True): the usual segment of a bulk transfer, which has no header to look at."""
+        if seq != self.next_seq or n > self.skip:
+            return False
+        self.skip -= n
+        self.next_seq = (seq + n) % _SEQ_MOD
+        return True
+
     def walk(self, seq: int, data: bytes, framer: Framer, from_client: bool) -> None:
         n = len(data)
         expected = self.next_seq
@@ -176,11 +185,10 @@ class StreamWalker:
                 self.lost = True
                 self.skip = 0
                 self.carry = b""
+        if self.skip_within(seq, n):
+            return
         self.next_seq = (seq + n) % _SEQ_MOD
         skip = self.skip
-        if skip >= n:
-            self.skip = skip - n
-            return
         if self.carry:
             data = self.carry + data
             n = len(data)
@@ -224,15 +232,12 @@ class FramedIdentifier(Identifier):
     def feed_segment(
         self, to_server: bool, seq: int, payload: bytes, ts: float, cnt: int, source: int
     ) -> None:
-        # A segment in the middle of a long message body (a 64 KiB SMB write spans 45 segments: in a
-        # backup that is nearly every segment) is skipped here, without the inspect/walk/framer call
-        # layers; the general path does exactly the same with it. Segments near the end of the
-        # budget take the general path, which marks the counts partial and stops.
+        # A segment inside a long message body (a 64 KiB SMB write spans 45 segments: in a backup that
+        # is nearly every segment) is skipped by its walker directly, without the inspect and walk
+        # call layers. Segments near the end of the budget take the general path, which marks the
+        # counts partial and stops.
         walker = self.c2s if to_server == self.initiator_is_client else self.s2c
-        n = len(payload)
-        if 0 < n <= walker.skip and seq == walker.next_seq and self.budget > 1 and self.started:
-            walker.skip -= n
-            walker.next_seq = (seq + n) & 0xFFFFFFFF
+        if payload and self.budget > 1 and self.started and walker.skip_within(seq, len(payload)):
             self.budget -= 1
             return
         Identifier.feed_segment(self, to_server, seq, payload, ts, cnt, source)
