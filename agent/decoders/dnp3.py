@@ -104,24 +104,10 @@ def _crc_word_table() -> array[int]:
 _WORDS = tuple(struct.Struct(f"<{n}H") for n in range(BLOCK // 2 + 1))
 
 
-_HEADER_WORDS = struct.Struct("<4H")
-_BLOCK_WORDS = struct.Struct("<8H")
-
-
 def crc16_dnp(buf: bytes, off: int, n: int) -> int:
     """CRC-16/DNP of ``buf[off:off+n]`` for ``n`` <= 16 (poly 0x3D65 reflected, init 0, xor out 0xFFFF)."""
-    table = _CRC_WORD or _crc_word_table()
-    # A link header (8 bytes) and a full data block (16) are nearly every call: unrolled, they cost
-    # half the interpreter steps of the loop below.
-    if n == 16:
-        block: tuple[int, ...] = _BLOCK_WORDS.unpack_from(buf, off)
-        a, b, c, d, e, f, g, h = block
-        return table[table[table[table[table[table[table[table[a] ^ b] ^ c] ^ d] ^ e] ^ f] ^ g] ^ h] ^ 0xFFFF
-    if n == 8:
-        header: tuple[int, ...] = _HEADER_WORDS.unpack_from(buf, off)
-        a, b, c, d = header
-        return table[table[table[table[a] ^ b] ^ c] ^ d] ^ 0xFFFF
     crc = 0
+    table = _CRC_WORD or _crc_word_table()
     for word in _WORDS[n >> 1].unpack_from(buf, off):
         crc = table[crc ^ word]
     if n & 1:
@@ -348,13 +334,6 @@ class Dnp3Decoder(MessageDecoder):
             return  # not user data, or nothing to decode (the checks have said why)
         pos = off + HEADER_LEN
         end = off + n
-        if end - pos <= BLOCK + 2:  # one block: most requests and short responses
-            size = end - pos - 2
-            if crc16_dnp(buf, pos, size) != _U16.unpack_from(buf, end - 2)[0]:
-                self._bad_crc(src, dst, pos - off)
-                return
-            self._transport(buf[pos : pos + size], src, dst, control, from_client)
-            return
         chunks = []
         while pos < end:
             size = min(BLOCK, end - pos - 2)
@@ -363,6 +342,7 @@ class Dnp3Decoder(MessageDecoder):
                 return
             chunks.append(buf[pos : pos + size])
             pos += size + 2
+        # (joining one block hands back that block itself, without a copy)
         self._transport(b"".join(chunks), src, dst, control, from_client)
 
     def _link_checks(self, buf: bytes, off: int, control: int) -> bool:
