@@ -31,8 +31,8 @@ class PendingRequests:
     older one counts as unanswered: the client gave up on it).
     """
 
-    # ``items``, ``limit`` and ``adds`` are read and written by MessageDecoder.request, which inlines
-    # the usual add (a new key in a table with room): one method call less for every request.
+    # ``items``, ``limit`` and ``adds`` are read and written by MessageDecoder: request inlines the
+    # usual add (a new key in a table with room), response takes its request out of ``items`` itself.
     __slots__ = ("_stats", "_timeout", "adds", "items", "limit")
 
     def __init__(self, stats: DecoderStats, timeout: float, limit: int) -> None:
@@ -62,7 +62,9 @@ class PendingRequests:
             self.expire(ts)
 
     def match(self, key: Hashable) -> PendingRequest | None:
-        """The request answered by a response with ``key`` (removed from the table), if any."""
+        """The request answered by a response with ``key`` (removed from the table), if any.
+
+        MessageDecoder.response does the same inline, for every response."""
         entry = self.items.pop(key, None)
         if entry is None:
             self._stats.unmatched_responses += 1
