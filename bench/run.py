@@ -425,7 +425,13 @@ def summarize(tool: Tool, packets: int, frame_bytes: int) -> dict[str, Any]:
     return out
 
 
-def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str], rss_method: str) -> None:
+def print_table(
+    results: dict[str, dict[str, Any]],
+    ratios: dict[str, dict[str, float]],
+    packets: int,
+    pin: list[str],
+    rss_method: str,
+) -> None:
     cols = ("best s", "median s", "kpkt/s", "Mbit/s", "peak RSS MiB", "CPU s")
     head = (
         f"{'tool':<19} {cols[0]:>8} {cols[1]:>9} {cols[2]:>8} {cols[3]:>8} {cols[4]:>13} {cols[5]:>7}  note"
@@ -442,8 +448,8 @@ def print_table(results: dict[str, dict[str, Any]], packets: int, pin: list[str]
             f" {r['mbit_per_s']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['cpu_s_best_run']:>7.2f}  {r['note']}"
         )
     print(f"{packets} packets; best of the repeats; pinned: {' '.join(pin) or 'no'}; peak RSS: {rss_method}")
-    for _name, tool, reference, label in RATIOS:
-        ratio = throughput_ratio(results, tool, reference)
+    for name, tool, reference, label in RATIOS:
+        ratio = ratios.get(name)
         if ratio is not None:
             print(
                 f"{label} ({tool} / {reference}): {ratio['wall']:.1%} of the packets/s, {ratio['cpu']:.1%} "
@@ -597,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {tool.name: summarize(tool, packets, frame_bytes) for tool in tools}
     print()
-    print_table(results, packets, pin, rss_method)
+    ratios = all_ratios(results)
+    print_table(results, ratios, packets, pin, rss_method)
     keys = ("seed", "profile", "span_seconds", "vlan_tagged_share", "flows")
     extra = {k: info[k] for k in keys if k in info}
     report: dict[str, Any] = {
@@ -621,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "tools": results,
-        "ratios": all_ratios(results),
+        "ratios": ratios,
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n")
