@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.decoders import PROTOCOLS, Registry
-from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage
+from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage, ignore_message
 from agent.dissect import FRAGMENT, IP, L2, L2_FLOW, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
 from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, flow_header, ot_event
@@ -102,10 +102,6 @@ class PipelineConfig:
     flood_bin_seconds: float = 0.1
 
 
-def _ignore(_msg: OtMessage) -> None:
-    """Where messages go when nothing consumes them (counters are kept by the decoders)."""
-
-
 class Pipeline:
     """One run over one source. Not reusable: build a new one per run."""
 
@@ -155,7 +151,7 @@ class Pipeline:
         if not (self._log_messages and self.sinks):
             # Decoders call the consumers directly: a hop (and a loop) less per message.
             if not self._message_consumers:
-                self.decoders.on_message = _ignore
+                self.decoders.on_message = ignore_message
             elif len(self._message_consumers) == 1:
                 self.decoders.on_message = self._message_consumers[0]
             elif len(self._message_consumers) == 2:

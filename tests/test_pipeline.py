@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,33 @@ def test_a_connection_cut_by_the_active_timeout_is_still_decoded_and_paired() ->
     assert {m.flow for m in messages[:7]} == {first} and {m.flow for m in messages[7:]} == {second}
     stats = pipeline.decoders.stats["modbus"]
     assert (stats.requests, stats.responses, stats.matched, stats.unanswered) == (8, 8, 8, 0)
+
+
+@pytest.mark.parametrize("capture", CAPTURES[:2], ids=lambda p: p.name)
+def test_without_a_reader_decoders_count_the_same_and_build_no_records(
+    capture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No policy, exporter or ``--events all``: nobody reads a message record, so none is built (the
+    way Zeek skips an event with no handler), but every counter counts as when one is read."""
+    from tests.factory import Collector
+
+    def counts(consumers: list[Collector]) -> dict[str, dict[str, Any]]:
+        pipeline = Pipeline(PipelineConfig(), consumers=consumers)
+        pipeline.run(ReplaySource([str(capture)]))
+        return {name: stats.as_dict() for name, stats in pipeline.decoders.stats.items()}
+
+    collector = Collector()
+    read = counts([collector])
+    assert sum(stats["messages"] for stats in read.values()) == len(collector.messages) > 100
+
+    built: list[tuple[object, ...]] = []
+    original_new = tuple.__new__
+
+    def counting_new(cls: type, values: tuple[object, ...]) -> tuple[object, ...]:
+        built.append(values)
+        return original_new(cls, values)
+
+    monkeypatch.setattr("agent.decoders.message._new", counting_new)
+    unread = counts([])
+    assert unread == read
+    assert built == []

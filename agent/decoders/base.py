@@ -132,8 +132,17 @@ class DecoderConfig:
     max_stream_buffer: int = 1 << 18  # bytes buffered per direction while waiting for a whole message
 
 
+def ignore_message(_msg: OtMessage) -> None:
+    """``DecoderContext.on_message`` when nothing consumes messages (see DecoderContext)."""
+
+
 class DecoderContext:
-    """What decoders hand their records to; the pipeline owns one and routes the records on."""
+    """What decoders hand their records to; the pipeline owns one and routes the records on.
+
+    ``on_message`` is settled before the first packet. While it is ``ignore_message`` (no policy, no
+    exporter, no ``--events all``: nobody reads a record), decoders count every message but build
+    no ``OtMessage``, as Zeek raises no event that has no handler.
+    """
 
     def __init__(
         self,

@@ -487,16 +487,16 @@ class Dnp3Decoder(MessageDecoder):
         exception = bool(iin & IIN_REQUEST_ERRORS)
         continuation = None if ac & AL_FIR else self._continuations.get(pair)
         if continuation is not None and continuation[0] == seq:
-            msg = self.response(None, fc, continuation[1], fields, from_client, exception)
+            operation = self.response(None, fc, continuation[1], fields, from_client, exception)
         else:
-            msg = self.response((dst, src, seq), fc, "unknown", fields, from_client, exception)
+            operation = self.response((dst, src, seq), fc, "unknown", fields, from_client, exception)
         continuations = self._continuations
         if ac & AL_FIN:
             continuations.pop(pair, None)
             return
         if pair not in continuations and len(continuations) >= MAX_CONTINUATIONS:
             del continuations[next(iter(continuations))]
-        continuations[pair] = ((seq + 1) & 0x0F, msg.operation)
+        continuations[pair] = ((seq + 1) & 0x0F, operation)
 
     def _objects(self, data: bytes, pos: int, fc: int, response: bool, fields: dict[str, Any]) -> set[int]:
         """List the object headers in ``fields["objects"]``; return the groups seen.

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from agent.decoders.base import REQUEST, RESPONSE, Anomaly, DecoderContext, OtMessage
+from agent.decoders.base import REQUEST, RESPONSE, Anomaly, DecoderContext, OtMessage, ignore_message
 from agent.decoders.pending import Entry, PendingRequests
 from agent.decoders.stream import StreamFramer
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from agent.flows import Flow
 
 _SEQ = struct.Struct("!I")
+# The fields of a message nobody reads (see DecoderContext): a fast path may pass this instead of
+# building them. Never written to.
+UNREAD: dict[str, Any] = {}
 _new = tuple.__new__  # builds a NamedTuple (OtMessage) in C, without its Python __new__
 
 
@@ -37,6 +40,7 @@ class MessageDecoder:
     __slots__ = (
         "_c2s",
         "_cnt",
+        "_listening",
         "_name",
         "_s2c",
         "_source",
@@ -56,6 +60,8 @@ class MessageDecoder:
         # A slot copy of the class attribute: read for every message, where the class lookup costs 3% of
         # a Modbus message (callgrind).
         self._name = self.protocol
+        # Whether anyone reads the records (see DecoderContext): without a reader, only count.
+        self._listening = ctx.on_message is not ignore_message
         config = ctx.config
         self.pending = PendingRequests(self.stats, config.request_timeout, config.max_pending)
         self._c2s: StreamFramer | None = None
@@ -132,13 +138,10 @@ class MessageDecoder:
         self.anomaly(kind, detail)
 
     def request(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
-                from_client: bool = True) -> OtMessage:  # fmt: skip
+                from_client: bool = True) -> None:  # fmt: skip
         """Emit a request; with a ``key`` it waits in the pending table for its response."""
         ts = self._ts
         cnt = self._cnt
-        msg = _new(OtMessage, (ts, self.flow, cnt, self._source, self._name,
-                               from_client == self.initiator_is_client, REQUEST, function, operation, fields,
-                               0, None, False))  # fmt: skip
         if key is not None:
             pending = self.pending
             items = pending.items
@@ -154,13 +157,15 @@ class MessageDecoder:
         stats.requests += 1
         ops = stats.operations
         ops[operation] = ops.get(operation, 0) + 1
-        self.ctx.on_message(msg)
-        return msg
+        if self._listening:
+            record = (ts, self.flow, cnt, self._source, self._name, from_client == self.initiator_is_client,
+                      REQUEST, function, operation, fields, 0, None, False)  # fmt: skip
+            self.ctx.on_message(_new(OtMessage, record))
 
     def response(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
                  from_client: bool = False, exception: bool = False,
-                 keep: bool = False) -> OtMessage:  # fmt: skip
-        """Emit a response; a matched request lends it its operation class and latency.
+                 keep: bool = False) -> str:  # fmt: skip
+        """Emit a response; a matched request lends it its operation class and latency, returned.
 
         ``operation`` is used when no request matches (e.g. the capture began after the request).
         ``keep`` leaves the request pending (a multi-part response).
@@ -188,11 +193,12 @@ class MessageDecoder:
         else:  # an answer to a request we did not see still shows an operation
             ops = stats.operations
             ops[operation] = ops.get(operation, 0) + 1
-        msg = _new(OtMessage, (ts, self.flow, self._cnt, self._source, self._name,
-                               from_client == self.initiator_is_client, RESPONSE, function, operation, fields,
-                               request_cnt, latency, exception))  # fmt: skip
-        self.ctx.on_message(msg)
-        return msg
+        if self._listening:
+            record = (ts, self.flow, self._cnt, self._source, self._name,
+                      from_client == self.initiator_is_client, RESPONSE, function, operation, fields,
+                      request_cnt, latency, exception)  # fmt: skip
+            self.ctx.on_message(_new(OtMessage, record))
+        return operation
 
     def anomaly(self, kind: str, detail: str) -> None:
         self.ctx.anomaly(Anomaly(self._ts, self.flow, self._cnt, self._source, self._name, kind, detail),

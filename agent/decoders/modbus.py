@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from agent.decoders.base import ProtocolSpec
-from agent.decoders.message import MessageDecoder
+from agent.decoders.message import UNREAD, MessageDecoder
 from agent.decoders.stream import INVALID, NEED_MORE
 
 _MBAP = struct.Struct("!HHHB")  # transaction id, protocol id, length, unit id
@@ -130,7 +130,7 @@ class ModbusDecoder(MessageDecoder):
                 ):
                     framer.next_seq = (seq + 12) & 0xFFFFFFFF
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
-                              "address": address, "quantity": quantity}  # fmt: skip
+                              "address": address, "quantity": quantity} if self._listening else UNREAD  # fmt: skip
                     self.request((tid, unit), fc, "read", fields)
                     return
         else:
@@ -146,7 +146,7 @@ class ModbusDecoder(MessageDecoder):
                 if not proto_id and length + 6 == n and 3 <= fc <= 4 and n == 9 + b0:
                     framer.next_seq = (seq + n) & 0xFFFFFFFF
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
-                              "values_count": b0 // 2}  # fmt: skip
+                              "values_count": b0 // 2} if self._listening else UNREAD  # fmt: skip
                     self.response((tid, unit), fc, "read", fields)
                     return
         MessageDecoder.feed_segment(self, to_server, seq, payload, ts, cnt, source)
