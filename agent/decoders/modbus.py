@@ -129,8 +129,8 @@ class ModbusDecoder(MessageDecoder):
                     and 1 <= quantity <= (2000 if fc <= 2 else 125)
                 ):
                     framer.next_seq = (seq + 12) & 0xFFFFFFFF
-                    fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc,
-                              "address": address, "quantity": quantity} if self._listening else UNREAD  # fmt: skip
+                    fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "address": address,
+                              "quantity": quantity} if self._listening else UNREAD  # fmt: skip
                     self.request((tid, unit), fc, "read", fields)
                     return
         else:
