@@ -428,15 +428,19 @@ class Dnp3Decoder(MessageDecoder):
             self.anomaly("short_fragment", f"DNP3 application fragment of {len(data)} bytes from {src}")
             return
         ac, fc = data[0], data[1]
-        fields: dict[str, Any] = {
-            "src": src,
-            "dst": dst,
-            # the link control of the frame that completed the fragment (copies: each message owns its
-            # fields)
-            "link_control": _LINK_CONTROL[control].copy(),
-            "application_control": _APPLICATION_CONTROL[ac].copy(),
-            "function_code": fc,
-        }
+        fields: dict[str, Any]
+        if self._listening:
+            fields = {
+                "src": src,
+                "dst": dst,
+                # the link control of the frame that completed the fragment (copies: each message owns
+                # its fields)
+                "link_control": _LINK_CONTROL[control].copy(),
+                "application_control": _APPLICATION_CONTROL[ac].copy(),
+                "function_code": fc,
+            }
+        else:  # nobody reads the record (see DecoderContext): what the checks below use
+            fields = {"src": src, "dst": dst, "function_code": fc}
         if segments > 1:
             fields["transport_segments"] = segments
         if fc in RESPONSE_FUNCTIONS or (fc not in OPERATION_BY_FUNCTION and not control & DIR):
@@ -462,7 +466,8 @@ class Dnp3Decoder(MessageDecoder):
         iin = 0
         if len(data) >= 4:
             iin = data[2] << 8 | data[3]
-            fields["iin"] = {"value": iin, "indicators": list(_iin_indicators(iin))}
+            if self._listening:
+                fields["iin"] = {"value": iin, "indicators": list(_iin_indicators(iin))}
             self._objects(data, 4, fc, True, fields)
         else:
             fields["objects"] = []
@@ -506,6 +511,7 @@ class Dnp3Decoder(MessageDecoder):
         """
         end = len(data)
         objects: list[dict[str, Any]] = []
+        listed = MAX_LISTED_OBJECTS if self._listening else 0  # headers to list (see DecoderContext)
         groups: set[int] = set()
         headers = 0
         header_only = not response and fc in HEADER_ONLY_FUNCTIONS
@@ -523,7 +529,7 @@ class Dnp3Decoder(MessageDecoder):
             headers += 1
             groups.add(group)
             obj: dict[str, Any] = {"group": group, "variation": variation, "qualifier": qualifier}
-            if len(objects) < MAX_LISTED_OBJECTS:
+            if len(objects) < listed:
                 objects.append(obj)
             prefix, code = qualifier >> 4 & 0x07, qualifier & 0x0F
             if qualifier & 0x80 or prefix == 7 or code in RESERVED_RANGE_CODES:
