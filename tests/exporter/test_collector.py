@@ -55,6 +55,16 @@ def test_demo_policy_and_operation_metrics_match_the_detector() -> None:
     assert values(all_samples, "conduitwatch_capture_up") == {(("mode", "replay"),): 0.0}
 
 
+def test_operations_are_counted_without_a_policy() -> None:
+    """The exporter reads every request's record: without a policy it is the only reader, and the
+    decoders must still hand records on (they build none when nobody reads them)."""
+    exporter, pipeline = run_with_exporter([DEMO], None)
+    operations = values(samples(exposition(exporter)), "conduitwatch_operations_total")
+    requests = sum(st.requests for st in pipeline.decoders.stats.values())
+    assert sum(operations.values()) == requests > 100
+    assert {dict(k)["conduit"] for k in operations} == {"none"}
+
+
 def test_audits_by_operation_and_zone_add_up_to_every_occurrence() -> None:
     compliant = [p for p in SCENARIOS if p.name == "compliant.pcap"]
     exporter, pipeline = run_with_exporter(compliant, PLANT_POLICY)
