@@ -139,9 +139,10 @@ def ignore_message(_msg: OtMessage) -> None:
 class DecoderContext:
     """What decoders hand their records to; the pipeline owns one and routes the records on.
 
-    ``on_message`` is settled before the first packet. While it is ``ignore_message`` (no policy, no
-    exporter, no ``--events all``: nobody reads a record), decoders count every message but build
-    no ``OtMessage``, as Zeek raises no event that has no handler.
+    ``on_message`` is settled before the first packet. While it is ``ignore_message`` (no stage reads
+    records: no policy, exporter, report, asset inventory, policy learning or ``--events all``),
+    decoders count every message but build no ``OtMessage``, as Zeek raises no event that has no
+    handler.
     """
 
     def __init__(
