@@ -428,19 +428,13 @@ class Dnp3Decoder(MessageDecoder):
             self.anomaly("short_fragment", f"DNP3 application fragment of {len(data)} bytes from {src}")
             return
         ac, fc = data[0], data[1]
-        fields: dict[str, Any]
-        if self._listening:
-            fields = {
-                "src": src,
-                "dst": dst,
-                # the link control of the frame that completed the fragment (copies: each message owns
-                # its fields)
-                "link_control": _LINK_CONTROL[control].copy(),
-                "application_control": _APPLICATION_CONTROL[ac].copy(),
-                "function_code": fc,
-            }
-        else:  # nobody reads the record (see DecoderContext): what the checks below use
-            fields = {"src": src, "dst": dst, "function_code": fc}
+        fields: dict[str, Any] = {"src": src, "dst": dst}
+        if self._listening:  # the decoded control bytes only for a reader (see DecoderContext)
+            # the link control of the frame that completed the fragment (copies: each message owns its
+            # fields)
+            fields["link_control"] = _LINK_CONTROL[control].copy()
+            fields["application_control"] = _APPLICATION_CONTROL[ac].copy()
+        fields["function_code"] = fc
         if segments > 1:
             fields["transport_segments"] = segments
         if fc in RESPONSE_FUNCTIONS or (fc not in OPERATION_BY_FUNCTION and not control & DIR):
