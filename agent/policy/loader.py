@@ -406,7 +406,7 @@ def _compose_with_libyaml(text: str) -> tuple[bool, Node | None]:
         return False, None
     try:
         return True, yaml.compose(text, Loader=_LIBYAML_LOADER)
-    except (yaml.YAMLError, RecursionError, ValueError):
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: a lone surrogate cannot be encoded
         return False, None
 
 
