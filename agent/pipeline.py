@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.decoders import PROTOCOLS, Registry
-from agent.decoders.base import Anomaly, DecoderConfig, DecoderContext, OtMessage, ignore_message
+from agent.decoders.base import (
+    Anomaly,
+    DecoderConfig,
+    DecoderContext,
+    Interest,
+    OtMessage,
+    every_record,
+    ignore_message,
+    merge_interests,
+    no_record,
+)
 from agent.dissect import FRAGMENT, IP, L2, L2_FLOW, MALFORMED, UNSUPPORTED_LINK, Dissector, Packet
 from agent.flows import Flow, FlowConfig, FlowTable
 from agent.outputs.eve import anomaly_event, decode_anomaly_event, flow_event, flow_header, ot_event
@@ -162,6 +172,8 @@ class Pipeline:
                     second(msg)
 
                 self.decoders.on_message = both
+        self._settle_interest()
+        self.stats = RunStats()
         self.stats = RunStats()
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
@@ -172,6 +184,46 @@ class Pipeline:
         self.started = False
         self.finished = False
         self._next_expiry = 0.0  # packet time of the next flow expiry sweep (see _sweep)
+
+    def _settle_interest(self) -> None:
+        """Tell the decoders what the stages read (see DecoderContext): which records (a stage that
+        says so with ``record_interest(flow, protocol, ts)`` gets only those; any other message reader,
+        and ``--events all``, gets every record) and the flood detector's timing taps."""
+        ctx = self.decoders
+        interests = []
+        for consumer in self.consumers:
+            if not callable(getattr(consumer, "on_message", None)):
+                continue
+            interest = getattr(consumer, "record_interest", None)
+            if not callable(interest):
+                interests = [every_record]
+                break
+            interests.append(interest)
+        if self._log_messages and self.sinks:
+            interests = [every_record]
+        if not interests:
+            ctx.interest = no_record
+        elif len(interests) == 1:
+            ctx.interest = interests[0]
+        else:
+            readers = tuple(interests)
+
+            def merged(flow: Flow, protocol: str, ts: float) -> Interest:
+                wanted = readers[0](flow, protocol, ts)
+                for reader in readers[1:]:
+                    wanted = merge_interests(wanted, reader(flow, protocol, ts))
+                return wanted
+
+            ctx.interest = merged
+        ctx.listening = ctx.on_message is not ignore_message
+        if self.policy is not None:
+            self.policy.retune = ctx.retune
+        for consumer in self.consumers:  # the flood detector (also as a plain consumer, in tests)
+            timing_tap = getattr(consumer, "timing_tap", None)
+            if callable(timing_tap):
+                ctx.timing_tap = timing_tap
+                consumer.retune = ctx.retune  # type: ignore[attr-defined]
+                ctx.listening = True
 
     def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:
         """The FlowTable hook for new flows: attach a decoder, judge the flow against the policy."""

@@ -77,9 +77,23 @@ def test_a_connection_cut_by_the_active_timeout_is_still_decoded_and_paired() ->
     assert (stats.requests, stats.responses, stats.matched, stats.unanswered) == (8, 8, 8, 0)
 
 
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    """The message records decoders build from now on (each OtMessage's values)."""
+    records: list[tuple[object, ...]] = []
+    original_new = tuple.__new__
+
+    def counting_new(cls: type, values: tuple[object, ...]) -> tuple[object, ...]:
+        records.append(values)
+        return original_new(cls, values)
+
+    monkeypatch.setattr("agent.decoders.message._new", counting_new)
+    return records
+
+
 @pytest.mark.parametrize("capture", CAPTURES[:2], ids=lambda p: p.name)
 def test_without_a_reader_decoders_count_the_same_and_build_no_records(
-    capture: Path, monkeypatch: pytest.MonkeyPatch
+    capture: Path, built: list[tuple[object, ...]]
 ) -> None:
     """No policy, exporter or ``--events all``: nobody reads a message record, so none is built (the
     way Zeek skips an event with no handler), but every counter counts as when one is read."""
@@ -93,15 +107,72 @@ def test_without_a_reader_decoders_count_the_same_and_build_no_records(
     collector = Collector()
     read = counts([collector])
     assert sum(stats["messages"] for stats in read.values()) == len(collector.messages) > 100
-
-    built: list[tuple[object, ...]] = []
-    original_new = tuple.__new__
-
-    def counting_new(cls: type, values: tuple[object, ...]) -> tuple[object, ...]:
-        built.append(values)
-        return original_new(cls, values)
-
-    monkeypatch.setattr("agent.decoders.message._new", counting_new)
+    assert len(built) == len(collector.messages)
+    built.clear()
     unread = counts([])
     assert unread == read
     assert built == []
+
+
+SCENARIOS = ROOT / "pcaps" / "scenarios"
+POLICY_CAPTURES = [
+    (ROOT / "pcaps" / "demo.pcap", "demo.yaml"),
+    *((p, "purdue-plant.yaml") for p in sorted(SCENARIOS.glob("*.pcap"))),
+    *((p, "purdue-plant.yaml") for p in sorted((SCENARIOS / "floods").glob("*.pcap.gz"))),
+]
+
+
+@pytest.mark.parametrize(("capture", "rules"), POLICY_CAPTURES, ids=lambda p: getattr(p, "name", p))
+def test_the_policy_and_the_flood_detector_judge_the_same_with_only_the_records_they_read(
+    capture: Path, rules: str, built: list[tuple[object, ...]]
+) -> None:
+    """With a policy, decoders build a record only for the requests the policy's rules restrict or
+    audit on that flow (and cyclic I/O for the flood detector), and log control-loop timings straight
+    into the loops. Alerts, audits, incidents and loop health must be exactly what they are when
+    every record is built, as another reader of records (here a Collector) makes it."""
+    from tests.factory import Collector
+
+    policy, _ = load_policy(str(ROOT / "rules" / rules))
+    assert policy is not None
+
+    def run(consumers: list[Collector]) -> tuple[list[Any], dict[str, Any]]:
+        class Events:
+            name = "events"
+
+            def __init__(self) -> None:
+                self.events: list[Any] = []
+
+            def emit(self, event: Any) -> None:
+                if event.event_type != "stats":
+                    fields = json.dumps(event.fields, default=str)
+                    self.events.append((event.event_type, event.timestamp, fields))
+
+            def flush(self) -> None: ...
+            def close(self) -> None: ...
+
+        sink = Events()
+        pipeline = Pipeline(
+            PipelineConfig(), sinks=[sink], consumers=consumers, policy=CompiledPolicy(policy)
+        )
+        pipeline.run(ReplaySource([str(capture)]))
+        floods = pipeline.floods
+        assert floods is not None
+        health = {
+            "loops": floods.loop_summary(),
+            "latency": {k: (h.counts, round(h.total, 9)) for k, h in floods.latency.items()},
+            "unanswered": floods.unanswered,
+            "floods": floods.stats(),
+            "decoders": {name: stats.as_dict() for name, stats in pipeline.decoders.stats.items()},
+        }
+        return sink.events, health
+
+    collector = Collector()
+    every = run([collector])
+    messages = len(collector.messages)
+    built.clear()
+    assert run([]) == every
+    assert messages > 50
+    # Every cyclic I/O and EtherNet/IP record is built (the flood detector reads those); of the rest,
+    # only the few operations the rules restrict or audit.
+    cyclic = sum(m.operation == "io" or m.protocol == "enip" for m in collector.messages)
+    assert cyclic <= len(built) <= cyclic + (messages - cyclic) / 2, f"{len(built)} records of {messages}"

@@ -136,13 +136,76 @@ def ignore_message(_msg: OtMessage) -> None:
     """``DecoderContext.on_message`` when nothing consumes messages (see DecoderContext)."""
 
 
+class Interest(NamedTuple):
+    """What the stages reading one flow's messages need from its decoder (see DecoderContext)."""
+
+    # Operation classes whose requests become ``OtMessage`` records; None: every request.
+    requests: frozenset[str] | None
+    # The same for responses (an exception response always does: it may say "device busy").
+    responses: frozenset[str] | None
+    # Where the flow's requests are counted by operation class (shared by the flows a reader counts
+    # together, e.g. one conduit, zone and protocol), or None.
+    operations: dict[str, int] | None = None
+
+
+EVERY_RECORD = Interest(None, None)
+NO_RECORD = Interest(frozenset(), frozenset())
+
+
+def every_record(_flow: Flow, _protocol: str, _ts: float) -> Interest:
+    """``DecoderContext.interest`` of a stage that reads every record."""
+    return EVERY_RECORD
+
+
+def no_record(_flow: Flow, _protocol: str, _ts: float) -> Interest:
+    """``DecoderContext.interest`` when no stage reads records (counts and timings may still be read)."""
+    return NO_RECORD
+
+
+def merge_interests(first: Interest, second: Interest) -> Interest:
+    """What two readers need together: the union of their records; the first one's counts."""
+    requests = None if first.requests is None or second.requests is None else first.requests | second.requests
+    responses = (
+        None if first.responses is None or second.responses is None else first.responses | second.responses
+    )
+    operations = first.operations if first.operations is not None else second.operations
+    return Interest(requests, responses, operations)
+
+
+# A timing tap's log is folded in (``digest``) once it holds this many entries: bounded memory between
+# the judgements that normally fold it.
+TAP_LOG_LIMIT = 4096
+
+
+class TimingTap(Protocol):
+    """Where a decoder logs the timing of a control loop's messages, without building records
+    (``agent.detectors.health.Loop``): ``(ts, pcap_cnt, function, -1.0)`` for a request and
+    ``(ts, request pcap_cnt, 0, latency)`` for a matched response."""
+
+    log: list[tuple[float, int, int, float]]
+
+    def digest(self) -> None: ...
+
+
 class DecoderContext:
     """What decoders hand their records to; the pipeline owns one and routes the records on.
 
-    ``on_message`` is settled before the first packet. While it is ``ignore_message`` (no stage reads
-    records: no policy, exporter, report, asset inventory, policy learning or ``--events all``),
-    decoders count every message but build no ``OtMessage``, as Zeek raises no event that has no
-    handler.
+    Building a record (an ``OtMessage`` and its fields) for every message costs more than decoding
+    it, so decoders build one only for a stage that reads it, as Zeek raises no event without a
+    handler. The pipeline settles, before the first packet:
+
+    * ``listening``: whether any stage reads messages at all. While it is false (no policy, exporter,
+      report, asset inventory, policy learning or ``--events all``), decoders count every message
+      and nothing more.
+    * ``interest(flow, protocol, ts)``: per flow, asked at the flow's first message and again after
+      every ``retune()``: which requests and responses become records for ``on_message``, and where
+      requests are counted by operation class (the exporter). A policy needs records only for the
+      operations its rules restrict or audit on that flow.
+    * ``timing_tap(flow, protocol, client_is_initiator)``: per flow and direction, the control loop
+      (flood detector) whose request/response timings the decoder logs directly, or None.
+
+    ``retune()`` makes every decoder ask again at its next message: the policy was reloaded, or a
+    control loop it may hold was forgotten.
     """
 
     def __init__(
@@ -154,7 +217,14 @@ class DecoderContext:
         self.config = config
         self.on_message = on_message
         self.on_anomaly = on_anomaly
+        self.listening = on_message is not ignore_message
+        self.interest: Callable[[Flow, str, float], Interest] = every_record
+        self.timing_tap: Callable[[Flow, str, bool], TimingTap | None] | None = None
+        self.epoch = 0
         self.stats: dict[str, DecoderStats] = {}
+
+    def retune(self) -> None:
+        self.epoch += 1
 
     def stats_for(self, protocol: str) -> DecoderStats:
         stats = self.stats.get(protocol)

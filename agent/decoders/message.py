@@ -19,7 +19,15 @@ import struct
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from agent.decoders.base import REQUEST, RESPONSE, Anomaly, DecoderContext, OtMessage, ignore_message
+from agent.decoders.base import (
+    REQUEST,
+    RESPONSE,
+    TAP_LOG_LIMIT,
+    Anomaly,
+    DecoderContext,
+    OtMessage,
+    TimingTap,
+)
 from agent.decoders.pending import Entry, PendingRequests
 from agent.decoders.stream import StreamFramer
 
@@ -28,10 +36,12 @@ if TYPE_CHECKING:
     from agent.flows import Flow
 
 _SEQ = struct.Struct("!I")
-# The fields of a message nobody reads (see DecoderContext): a fast path may pass this instead of
+# The fields of a message no reader takes a record of (see DecoderContext): a fast path may pass this instead of
 # building them. Never written to.
 UNREAD: dict[str, Any] = {}
 _new = tuple.__new__  # builds a NamedTuple (OtMessage) in C, without its Python __new__
+# A timing-tap slot not asked for yet (see MessageDecoder._tap): None means "asked: no tap".
+_UNASKED: Any = object()
 
 
 class MessageDecoder:
@@ -40,10 +50,18 @@ class MessageDecoder:
     __slots__ = (
         "_c2s",
         "_cnt",
+        "_epoch",
         "_listening",
         "_name",
+        "_op_counts",
+        "_read_requests",
+        "_read_responses",
+        "_request_records",
+        "_response_records",
         "_s2c",
         "_source",
+        "_tap_back",
+        "_tap_forth",
         "_ts",
         "ctx",
         "flow",
@@ -60,8 +78,21 @@ class MessageDecoder:
         # A slot copy of the class attribute: read for every message, where the class lookup costs 3% of
         # a Modbus message (callgrind).
         self._name = self.protocol
-        # Whether anyone reads the records (see DecoderContext): without a reader, only count.
-        self._listening = ctx.on_message is not ignore_message
+        # Whether anyone reads messages (see DecoderContext): without a reader, only count. What each
+        # reader needs from this flow is asked at the first message (``tune``), when the flow's
+        # protocol is settled, and again whenever the context's epoch moves on.
+        self._listening = ctx.listening
+        self._epoch = -1
+        self._request_records: frozenset[str] | None = None
+        self._response_records: frozenset[str] | None = None
+        self._op_counts: dict[str, int] | None = None
+        # Whether read requests / responses become records: a fast path decoding a poll skips its
+        # fields when not (after ``tune``).
+        self._read_requests = self._read_responses = False
+        # The control loops this flow's messages time: the one whose client opened the flow (forth)
+        # and the one whose client is the responder (back, rare: e.g. IEC 104 commands both ways).
+        self._tap_forth: TimingTap | None = _UNASKED
+        self._tap_back: TimingTap | None = _UNASKED
         config = ctx.config
         self.pending = PendingRequests(self.stats, config.request_timeout, config.max_pending)
         self._c2s: StreamFramer | None = None
@@ -120,6 +151,31 @@ class MessageDecoder:
 
     def continue_on(self, flow: Flow) -> None:
         self.flow = flow
+        self._epoch = -1  # the readers are asked again about the new flow record
+
+    def tune(self) -> None:
+        """Ask the readers what they need from this flow (DecoderContext.interest), if the context's
+        epoch moved on since the last time: called for every message by a reader (``request`` and
+        ``response``, or a fast path before it decides to build fields)."""
+        ctx = self.ctx
+        if self._epoch == ctx.epoch:
+            return
+        self._epoch = ctx.epoch
+        requests, responses, self._op_counts = ctx.interest(self.flow, self._name, self._ts)
+        self._request_records, self._response_records = requests, responses
+        self._read_requests = requests is None or "read" in requests
+        self._read_responses = responses is None or "read" in responses
+        self._tap_forth = self._tap_back = _UNASKED
+
+    def _tap(self, client_is_initiator: bool) -> TimingTap | None:
+        """The control loop timing the requests of the initiator (or of the responder), asked once."""
+        timing_tap = self.ctx.timing_tap
+        tap = timing_tap(self.flow, self._name, client_is_initiator) if timing_tap is not None else None
+        if client_is_initiator:
+            self._tap_forth = tap
+        else:
+            self._tap_back = tap
+        return tap
 
     def close(self, reason: str) -> None:
         # Decode what waits behind holes that never filled; a partial last message is reported.
@@ -157,9 +213,27 @@ class MessageDecoder:
         stats.requests += 1
         ops = stats.operations
         ops[operation] = ops.get(operation, 0) + 1
-        if self._listening:
-            record = (ts, self.flow, cnt, self._source, self._name, from_client == self.initiator_is_client,
-                      REQUEST, function, operation, fields, 0, None, False)  # fmt: skip
+        if not self._listening:
+            return
+        if self._epoch != self.ctx.epoch:
+            self.tune()
+        counts = self._op_counts
+        if counts is not None:
+            counts[operation] = counts.get(operation, 0) + 1
+        by_initiator = from_client == self.initiator_is_client
+        if operation != "io":  # cyclic I/O is no request/response loop
+            tap = self._tap_forth if by_initiator else self._tap_back
+            if tap is _UNASKED:
+                tap = self._tap(by_initiator)
+            if tap is not None:
+                log = tap.log
+                log.append((ts, cnt, function, -1.0))
+                if len(log) >= TAP_LOG_LIMIT:
+                    tap.digest()
+        wanted = self._request_records
+        if wanted is None or operation in wanted:
+            record = (ts, self.flow, cnt, self._source, self._name, by_initiator, REQUEST, function,
+                      operation, fields, 0, None, False)  # fmt: skip
             self.ctx.on_message(_new(OtMessage, record))
 
     def response(self, key: Hashable | None, function: int, operation: str, fields: dict[str, Any],
@@ -183,20 +257,34 @@ class MessageDecoder:
                     stats.matched += 1
         ts = self._ts
         stats.responses += 1
-        request_cnt = 0
-        latency: float | None = None
-        if entry is not None:
+        if entry is None:  # an answer to a request we did not see still shows an operation
+            ops = stats.operations
+            ops[operation] = ops.get(operation, 0) + 1
+            if not self._listening:
+                return operation
+            request_cnt = 0
+            latency: float | None = None
+        else:
             request_ts, request_cnt, operation, _ = entry
+            if not self._listening:
+                return operation
             latency = ts - request_ts
             if not latency > 0.0:
                 latency = 0.0
-        else:  # an answer to a request we did not see still shows an operation
-            ops = stats.operations
-            ops[operation] = ops.get(operation, 0) + 1
-        if self._listening:
-            record = (ts, self.flow, self._cnt, self._source, self._name,
-                      from_client == self.initiator_is_client, RESPONSE, function, operation, fields,
-                      request_cnt, latency, exception)  # fmt: skip
+        if self._epoch != self.ctx.epoch:
+            self.tune()
+        by_initiator = from_client == self.initiator_is_client
+        if latency is not None and operation != "io":
+            # The loop whose client sent the request: the side this response goes to.
+            tap = self._tap_back if by_initiator else self._tap_forth
+            if tap is _UNASKED:
+                tap = self._tap(not by_initiator)
+            if tap is not None:
+                tap.log.append((ts, request_cnt, 0, latency))
+        wanted = self._response_records
+        if exception or wanted is None or operation in wanted:
+            record = (ts, self.flow, self._cnt, self._source, self._name, by_initiator, RESPONSE, function,
+                      operation, fields, request_cnt, latency, exception)  # fmt: skip
             self.ctx.on_message(_new(OtMessage, record))
         return operation
 

@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.decoders.base import REQUEST, OtMessage
+from agent.decoders.base import EVERY_RECORD, REQUEST, Interest, OtMessage
 from agent.decoders.cip import FORWARD_OPEN, LARGE_FORWARD_OPEN
 from agent.detectors.cip_connections import CipConnections
 from agent.detectors.health import FORWARD_OPEN as PERIOD_FROM_FORWARD_OPEN
 from agent.detectors.health import (
     JUDGE_EVERY_S,
     LATENCY_BUCKETS,
-    LOG_LIMIT,
     RAISE_AFTER,
     Cyclic,
     LatencyHistogram,
@@ -55,6 +54,8 @@ FORWARD_OPENS = frozenset({FORWARD_OPEN, LARGE_FORWARD_OPEN})
 # Cyclic protocols that send on events as well as on a heartbeat (IEC 61850-8-1 retransmission).
 BURSTY = frozenset({"goose", "rgoose"})
 NO_ZONE = "none"
+# The records read on a flow other than EtherNet/IP's: cyclic I/O (see record_interest).
+CYCLIC_RECORDS = Interest(frozenset({"io"}), frozenset({"io"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,10 @@ def _busy(protocol: str, fields: dict[str, Any]) -> bool:
         extended = reply.get("ext_status")
         return reply.get("status") == 0x01 and isinstance(extended, list) and 0x0203 in extended
     return False
+
+
+def _nothing() -> None:
+    pass
 
 
 def is_control_zone(zone: Zone) -> bool:
@@ -125,7 +130,10 @@ class FloodDetector:
         self._continued: dict[tuple[Any, ...], Tracked] = {}
         self.untracked = 0  # flows not binned because max_tracked were
         self.loops: dict[tuple[bytes, bytes, str], Loop] = {}
-        self.loops_dropped = 0
+        self.loops_dropped = 0  # flow directions whose loop was not followed because max_loops were
+        # Called when loops are forgotten: decoders holding one as their timing tap ask again (the
+        # pipeline sets it to DecoderContext.retune).
+        self.retune: Callable[[], None] = _nothing
         self.next_bin = 0.0
         self.next_judge = 0.0
         self.bins_closed = 0
@@ -329,42 +337,42 @@ class FloodDetector:
 
     # -- messages --------------------------------------------------------------------------------
 
+    def record_interest(self, flow: Flow, protocol: str, _ts: float) -> Interest:
+        """The records this detector reads (DecoderContext.interest): cyclic I/O, every EtherNet/IP
+        message (for the Forward Opens setting up I/O connections) and exception responses (which may
+        say "device busy"). Request/response timings come through ``timing_tap`` instead."""
+        return EVERY_RECORD if protocol == "enip" else CYCLIC_RECORDS
+
+    def timing_tap(self, flow: Flow, protocol: str, client_is_initiator: bool) -> Loop | None:
+        """The control loop a decoder logs ``flow``'s request/response timings in directly
+        (DecoderContext.timing_tap): one client polling one server over ``protocol``. None when
+        ``max_loops`` are followed already (counted in ``loops_dropped``)."""
+        key = (flow.src, flow.dst, protocol) if client_is_initiator else (flow.dst, flow.src, protocol)
+        loop = self.loops.get(key)
+        if loop is None:
+            loop = self._new_loop(key, flow)
+            if loop is None:
+                return None
+        loop.flow = flow  # the loop's current connection (its TCP retransmissions are the loop's)
+        return loop
+
     def on_message(self, msg: OtMessage) -> None:
         # One unpacking of the message tuple reads every field for the price of about one attribute.
-        (ts, flow, cnt, _, protocol, to_server, direction, function, operation, _, request_cnt, latency,
+        (ts, flow, _, _, protocol, to_server, _, function, operation, fields, _, latency,
          exception) = msg  # fmt: skip
         if operation == "io":
             self._on_cyclic(msg)
             return
         if function in FORWARD_OPENS and protocol == "enip":
             self._on_forward_open(msg)
-        # The loop's key is (client, server, protocol): a request's sender is the client, a response's
-        # receiver is.
-        if direction == REQUEST:
-            key = (flow.src, flow.dst, protocol) if to_server else (flow.dst, flow.src, protocol)
-        elif latency is None:
-            return
-        else:
+        if exception and latency is not None:
+            # The loop the decoder logged the response's timing in (a response's receiver is the client).
             key = (flow.dst, flow.src, protocol) if to_server else (flow.src, flow.dst, protocol)
-        loop = self.loops.get(key)
-        if loop is None:
-            loop = self._new_loop(key, flow)
-            if loop is None:
-                return
-        loop.flow = flow
-        log = loop.log
-        if direction == REQUEST:
-            log.append((ts, cnt, function, -1.0))  # Loop.on_request, inlined
-            if len(log) >= LOG_LIMIT:
-                loop.digest()
-            return
-        if latency is None:  # (returned above already: this tells the type checker)
-            return
-        log.append((ts, request_cnt, 0, latency))  # Loop.on_response, inlined
-        if exception:
-            loop.exceptions += 1
-            if _busy(protocol, msg.fields):
-                loop.busy.append(ts)
+            loop = self.loops.get(key)
+            if loop is not None:
+                loop.exceptions += 1
+                if _busy(protocol, fields):
+                    loop.busy.append(ts)
 
     def _on_cyclic(self, msg: OtMessage) -> None:
         fields = msg.fields
@@ -697,6 +705,8 @@ class FloodDetector:
                 loop.unanswered_reported = loop.unanswered
         for stream in [c for streams in list(self.cyclic.values()) for c in list(streams.values())]:
             self._fold_gaps(stream)
+        if idle:
+            self.retune()
         for key in idle:
             loop = self.loops.pop(key)
             incident = self.incidents.get("control_degradation", key)

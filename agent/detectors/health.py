@@ -15,6 +15,7 @@ import statistics
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from agent.decoders.base import TAP_LOG_LIMIT
 from agent.flows import Flow
 
 WINDOW_S = 1.0  # latency and jitter are judged over the last second ...
@@ -32,7 +33,6 @@ LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 
 RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
 LATE_MIN_S = 1.0
 MAX_PENDING = 256
-LOG_LIMIT = 4096  # messages logged between judgements before they are folded in early (bounded memory)
 # TCP retransmissions on a loop's flow (agent.detectors.tcp_health) against the rate learned while the
 # loop was healthy: degraded when the last second holds at least RETRANS_MIN of them and RETRANS_FACTOR
 # times what the baseline rate predicts. Each one is a control message that came at least one
@@ -104,7 +104,8 @@ class Loop:
     usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
     streak: int = 0  # consecutive judgements that found the window degraded
     # Messages since the last judgement, as they came: (ts, cnt, function, -1.0) for a request,
-    # (ts, request_cnt, 0, latency) for a response; folded in by digest().
+    # (ts, request_cnt, 0, latency) for a response; logged by the decoders (the loop is their timing
+    # tap, see agent.decoders.base.DecoderContext) and folded in by digest().
     log: list[tuple[float, int, int, float]] = field(default_factory=list)
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     during: list[float] = field(default_factory=list)  # latencies while degraded (bounded)
@@ -121,8 +122,11 @@ class Loop:
         return f"{self.protocol} {self.zone}"
 
     def on_request(self, ts: float, cnt: int, function: int = 0) -> None:
-        """A request (``cnt``: its packet number, the key its response comes back with)."""
+        """A request (``cnt``: its packet number, the key its response comes back with), logged as a
+        decoder logs it through its timing tap (agent.decoders.message)."""
         self.log.append((ts, cnt, function, -1.0))
+        if len(self.log) >= TAP_LOG_LIMIT:
+            self.digest()
 
     def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
         """A response paired with the request sent in packet ``request_cnt``, ``latency`` later."""

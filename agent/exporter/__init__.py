@@ -57,7 +57,9 @@ class Exporter:
     def attach(self, pipeline: Pipeline, reloader: PolicyReloader | None) -> None:
         """Point the collector at the run, before it starts."""
         self.traffic.active_flows = pipeline.flows.flows
-        pipeline.decoders.on_message = self.operations.wrap(pipeline.decoders.on_message)
+        decoders = pipeline.decoders
+        decoders.interest = self.operations.wrap(decoders.interest)
+        decoders.listening = True
         if pipeline.policy is not None:
             self.view.policy_events = PolicyEventCounter(pipeline.policy)
         self.view.reloader = reloader

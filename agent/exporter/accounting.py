@@ -6,8 +6,8 @@ They are pipeline consumers, so the per-packet loop pays nothing for them:
   ends, and at scrape time adds the running totals of the flows still active. The flow table
   already counts every packet per flow; nothing new happens per packet.
 * ``OperationAccounting`` counts each industrial request under its conduit, the zone it acts on and
-  its operation class (one dictionary update per request, chained onto the decoders' hand-off, only
-  when the exporter is on).
+  its operation class (one dictionary update per request, in a table the decoder of the flow holds,
+  only when the exporter is on).
 * ``PolicyEventCounter`` taps the policy detector's event hand-off and counts audits by operation
   and zone from the (folded) audit events, whose ``count`` fields add up to every occurrence.
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from agent.decoders.base import REQUEST, OtMessage
+from agent.decoders.base import Interest
 from agent.flows import Flow
 
 if TYPE_CHECKING:
@@ -113,35 +113,45 @@ class TrafficAccounting:
 class OperationAccounting:
     """Industrial requests by conduit, the zone acted on, protocol and operation class.
 
-    Not a pipeline consumer: ``wrap`` chains the counting onto the decoders' message hand-off, so a
-    message costs one extra call frame, not a second trip through the pipeline's consumer loop (with
-    a policy, the pipeline otherwise hands messages straight to the policy detector).
+    Not a pipeline consumer and no reader of records: ``wrap`` chains onto the decoders' interest
+    (DecoderContext.interest) and gives each flow's decoder the table of its (conduit, zone,
+    protocol), in which the decoder counts the flow's requests by operation class: one dictionary
+    update per request, no record built for it.
     """
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str, str], int] = {}
+        # (conduit, zone, protocol) -> operation class -> requests
+        self.tables: dict[tuple[str, str, str], dict[str, int]] = {}
 
-    def wrap(self, deliver: Callable[[OtMessage], None]) -> Callable[[OtMessage], None]:
-        """``deliver`` followed by counting (after it: a policy reload re-judges the flow there first)."""
-        counts = self.counts
+    def wrap(self, inner: Callable[[Flow, str, float], Interest]) -> Callable[[Flow, str, float], Interest]:
+        """``inner`` plus this flow's table (asked after ``inner``: a reloaded policy re-judges the flow
+        there first, so the requests count under its new verdict)."""
+        tables = self.tables
 
-        def deliver_and_count(msg: OtMessage) -> None:
-            deliver(msg)
-            if msg.direction != REQUEST:
-                return  # a response takes its request's class: counting both would count it twice
-            verdict = msg.flow.verdict
+        def interest_and_table(flow: Flow, protocol: str, ts: float) -> Interest:
+            wanted = inner(flow, protocol, ts)
+            verdict = flow.verdict
             if verdict is None:
-                key = (NONE, NONE, msg.protocol, msg.operation)
+                key = (NONE, NONE, protocol)
             else:
                 conduit = verdict.conduit
-                key = (conduit.id if conduit is not None else NONE, verdict.dest_zone or NONE, msg.protocol,
-                       msg.operation)  # fmt: skip
-            try:
-                counts[key] += 1
-            except KeyError:
-                counts[key] = 1
+                key = (conduit.id if conduit is not None else NONE, verdict.dest_zone or NONE, protocol)
+            table = tables.get(key)
+            if table is None:
+                table = tables[key] = {}
+            return Interest(wanted.requests, wanted.responses, table)
 
-        return deliver_and_count
+        return interest_and_table
+
+    @property
+    def counts(self) -> dict[tuple[str, str, str, str], int]:
+        """Requests by (conduit, zone, protocol, operation class), as the metric publishes them."""
+        # list(): the decoders add tables and classes from the packet thread while a scrape reads
+        return {
+            (*key, operation): count
+            for key, table in list(self.tables.items())
+            for operation, count in list(table.items())
+        }
 
     def collect_metrics(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
@@ -150,7 +160,7 @@ class OperationAccounting:
             "operation class.",
             labels=["conduit", "zone", "protocol", "operation"],
         )
-        for key, count in sorted(list(self.counts.items())):
+        for key, count in sorted(self.counts.items()):
             family.add_metric(list(key), count)
         yield family
 

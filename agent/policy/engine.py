@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.decoders.base import REQUEST, OtMessage
+from agent.decoders.base import OPERATIONS, REQUEST, Interest, OtMessage
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
 from agent.linklayer import is_group_mac
@@ -47,6 +47,13 @@ _PENDING_GUESSES: dict[str, frozenset[str]] = {
     "iso-tsap": frozenset({"iso-tsap", "s7comm", "s7comm_plus", "mms"}),
     "enip-io": frozenset({"enip-io", "enip"}),
 }
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _mac_text(raw: bytes) -> str:
@@ -179,6 +186,9 @@ class Verdict:
     conduit: Conduit | None
     rules: list[FlowRule]  # the rules allowing this flow (empty when it is a violation)
     checks_messages: bool  # some rule restricts operations, codes, schedules or rates
+    # The operation classes whose requests the detector must see on this flow (see looked_at): the
+    # decoder builds no record for the others.
+    looks: frozenset[str]
     proto_checked: str
     macs: tuple[str | None, str | None]
     client: bytes  # the side that opened the flow (as far as the capture can tell)
@@ -218,6 +228,11 @@ class PolicyDetector:
         self.violations: dict[tuple[str, str, str, str, str], int] = {}
         self.audits = 0
         self.flows_checked = 0
+        # Operation classes to look at, by the rules allowing a flow (ids of the rules: a policy's rules
+        # live as long as it does, and the table is emptied when it is swapped).
+        self._looks: dict[tuple[int, ...], frozenset[str]] = {}
+        # Called on a swap: the decoders ask record_interest again (DecoderContext.retune).
+        self.retune: Callable[[], None] = _nothing
 
     def stats(self) -> dict[str, Any]:
         by_rule: dict[str, int] = {}
@@ -237,6 +252,8 @@ class PolicyDetector:
         """Use a new policy from now on; flows re-judge themselves at their next message or end."""
         self.compiled = policy
         self.generation += 1
+        self._looks = {}
+        self.retune()
 
     # -- flows -----------------------------------------------------------------------------------
 
@@ -265,7 +282,7 @@ class PolicyDetector:
             else:
                 dest_zone, dest_asset = cp.zone_of_l2(macs[1], flow.vlan)
         verdict = Verdict(self.generation, src_zone, dest_zone, src_asset, dest_asset, None, [], False,
-                          flow.app_proto, macs, flow.src, flow.dst, flow.dport)  # fmt: skip
+                          _NOTHING, flow.app_proto, macs, flow.src, flow.dst, flow.dport)  # fmt: skip
         flow.verdict = verdict
         if src_zone is None or dest_zone is None:
             if cp.defaults.unknown_hosts == "alert":
@@ -295,6 +312,7 @@ class PolicyDetector:
                 r.operations is not None or r.function_codes is not None or r.messages_per_second is not None
                 or (r.schedule is not None) for r in verdict.rules
             )  # fmt: skip
+            verdict.looks = self._looked_at(verdict)
             self._check_flow_schedule(flow, verdict, ts)
             return verdict
         if not self._midstream(flow) and self._allowed(
@@ -318,6 +336,47 @@ class PolicyDetector:
             and _endpoint_matches(r.responder.zone, r.responder.asset, server_zone, server_asset)
             and any(_protocol_matches(r, app_proto, port) for port in ports)
         ]
+
+    def _looked_at(self, verdict: Verdict) -> frozenset[str]:
+        """The operation classes ``on_message`` acts on for a flow these rules allow: those some rule
+        denies, restricts by function code or schedule, rate-limits, or audits. A request of any other
+        class is allowed silently, so its record need not be built (DecoderContext.interest)."""
+        audited = self.compiled.audited
+        if not verdict.checks_messages:
+            return audited
+        key = tuple(id(rule) for rule in verdict.rules)
+        looks = self._looks.get(key)
+        if looks is not None:
+            return looks
+        chosen = set()
+        for operation in OPERATIONS:
+            for rule in verdict.rules:  # as on_message walks them: the first rule the class passes decides
+                if rule.operations is not None and operation not in rule.operations:
+                    continue
+                if (
+                    rule.function_codes is not None
+                    or rule.schedule is not None
+                    or rule.messages_per_second is not None
+                    or operation in audited
+                ):
+                    chosen.add(operation)
+                break
+            else:  # no rule allows it
+                chosen.add(operation)
+        looks = self._looks[key] = frozenset(chosen)
+        return looks
+
+    def record_interest(self, flow: Flow, _protocol: str, ts: float) -> Interest:
+        """The requests this detector reads on ``flow`` (DecoderContext.interest), asked at the flow's
+        first message: by then the payload has settled the protocol the port only guessed, so a
+        verdict on the guess is judged again here, as it would be at any message."""
+        verdict = flow.verdict
+        if not isinstance(verdict, Verdict):
+            return Interest(_NOTHING, _NOTHING)
+        if verdict.generation != self.generation or flow.app_proto != verdict.proto_checked:
+            verdict = self._judge(flow, verdict.macs, ts)
+        # A flow that is itself a violation has had its alert: its operations are not judged again.
+        return Interest(verdict.looks if verdict.rules else _NOTHING, _NOTHING)
 
     @staticmethod
     def _midstream(flow: Flow) -> bool:
@@ -417,10 +476,14 @@ class PolicyDetector:
 
     def _alert(self, kind: str, flow: Flow, verdict: Verdict, ts: float, msg: OtMessage | None,
                rule: FlowRule | None = None) -> None:  # fmt: skip
-        policy = self._policy_object(verdict, rule, msg)
-        key = (kind, policy["src_zone"] or "-", policy["dest_zone"] or "-", policy["conduit"] or "-",
-               policy["operation"] or "-")  # fmt: skip
+        conduit = verdict.conduit.id if verdict.conduit is not None else None
+        operation = msg.operation if msg is not None else None
+        key = (kind, verdict.src_zone or "-", verdict.dest_zone or "-", conduit or "-", operation or "-")
         self.violations[key] = self.violations.get(key, 0) + 1
+        # Same rule, endpoints, conduit and operation: one alert, however many times a poll repeats it.
+        fold_key = ("alert", kind, verdict.client, verdict.server, verdict.server_port, conduit, operation)
+        if self._repeat(fold_key, ts, flow, msg):
+            return  # folded: the event, its sentence included, is built once per window
         sid, severity, category, srs, iso = RULES[kind]
         fields: dict[str, Any] = {
             "alert": {
@@ -431,18 +494,19 @@ class PolicyDetector:
                 "rule": kind,
                 "metadata": {"iec62443_sr": list(srs), "iso27001_annex_a": list(iso)},
             },
-            "policy": policy,
+            "policy": self._policy_object(verdict, rule, msg),
         }
-        # Same rule, endpoints, conduit and operation: one alert, however many times a poll repeats it.
-        fold_key = ("alert", kind, verdict.client, verdict.server, verdict.server_port, policy["conduit"],
-                    policy["operation"])  # fmt: skip
         self._fold("alert", fold_key, ts, flow, msg, fields)
 
     def _audit(self, msg: OtMessage, verdict: Verdict, rule: FlowRule) -> None:
         """An allowed operation of an always-audited class (SR 2.8): who did what, under which rule."""
         self.audits += 1
-        sid, severity, category, srs, iso = AUDIT
         flow = msg.flow
+        # A program download is hundreds of block messages: audited once per window, with a count.
+        key = ("audit", verdict.client, verdict.server, verdict.server_port, rule.id, msg.operation)
+        if self._repeat(key, msg.ts, flow, msg):
+            return
+        sid, severity, category, srs, iso = AUDIT
         fields: dict[str, Any] = {
             "audit": {
                 "signature_id": sid,
@@ -455,21 +519,25 @@ class PolicyDetector:
             },
             "policy": self._policy_object(verdict, rule, msg),
         }
-        # A program download is hundreds of block messages: audited once per window, with a count.
-        key = ("audit", verdict.client, verdict.server, verdict.server_port, rule.id, msg.operation)
         self._fold("audit", key, msg.ts, flow, msg, fields)
+
+    def _repeat(self, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None) -> bool:
+        """Fold an occurrence into the open window of the same alert or audit, if there is one."""
+        fold = self.folds.get(key)
+        if fold is None or ts >= fold.window_end:
+            return False
+        fold.pending += 1
+        fold.last = ts
+        fold.cnt = msg.pcap_cnt if msg is not None else flow.last_cnt
+        fold.source = msg.source if msg is not None else flow.last_source
+        return True
 
     def _fold(self, event_type: str, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None,
               fields: dict[str, Any]) -> None:  # fmt: skip
+        """Emit the first occurrence of a window (``_repeat`` folds the others) and open the window."""
         cnt = msg.pcap_cnt if msg is not None else flow.last_cnt
         source = msg.source if msg is not None else flow.last_source
         fold = self.folds.get(key)
-        if fold is not None and ts < fold.window_end:
-            fold.pending += 1
-            fold.last = ts
-            fold.cnt = cnt
-            fold.source = source
-            return
         if fold is not None:
             self._flush_fold(fold)
             del self.folds[key]

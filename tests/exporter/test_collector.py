@@ -56,8 +56,9 @@ def test_demo_policy_and_operation_metrics_match_the_detector() -> None:
 
 
 def test_operations_are_counted_without_a_policy() -> None:
-    """The exporter reads every request's record: without a policy it is the only reader, and the
-    decoders must still hand records on (they build none when nobody reads them)."""
+    """The exporter counts every request, in tables its decoders hold (no record is built for it):
+    without a policy it is the only stage reading messages, and the decoders must still count there
+    (they do nothing of the kind when nobody reads)."""
     exporter, pipeline = run_with_exporter([DEMO], None)
     operations = values(samples(exposition(exporter)), "conduitwatch_operations_total")
     requests = sum(st.requests for st in pipeline.decoders.stats.values())

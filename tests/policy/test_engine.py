@@ -3,9 +3,14 @@
 import ipaddress
 import json
 import struct
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from agent.decoders.base import OPERATIONS
 from agent.outputs.eve import EveSink
 from agent.pipeline import EVENTS_DEFAULT, Pipeline, PipelineConfig
 from agent.policy.engine import CompiledPolicy
@@ -20,6 +25,7 @@ from agent.policy.model import (
     SystemInfo,
     Zone,
 )
+from agent.records import Frame
 from tests import factory
 
 CELL, SCADA, EWS_NET, ENTERPRISE = "10.10.10.0/24", "10.10.20.0/24", "10.10.40.0/24", "10.50.0.0/16"
@@ -75,10 +81,22 @@ def make_policy(**defaults: object) -> CompiledPolicy:
     return CompiledPolicy(policy)
 
 
+# Whether a stage that reads every record runs beside the policy (as the report does): the verdicts
+# must be the same when the decoders build only the records the policy asks for (record_interest).
+EVERY_RECORD = True
+
+
+@pytest.fixture(autouse=True, params=["every record", "only the records the policy reads"])
+def record_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(__import__(__name__, fromlist=["_"]), "EVERY_RECORD", request.param == "every record")
+
+
 def run(
-    packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None
-):
-    collector = factory.Collector()
+    packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None,
+    reload: tuple[int, CompiledPolicy] | None = None,
+):  # fmt: skip
+    """Replay ``packets`` with the policy; ``reload``: swap in another policy before that frame."""
+    consumers = [factory.Collector()] if EVERY_RECORD else []
     events: list[dict] = []
 
     class Sink:
@@ -90,9 +108,15 @@ def run(
         def flush(self) -> None: ...
         def close(self) -> None: ...
 
-    pipeline = Pipeline(PipelineConfig(events=EVENTS_DEFAULT), sinks=[Sink()], consumers=[collector],
+    pipeline = Pipeline(PipelineConfig(events=EVENTS_DEFAULT), sinks=[Sink()], consumers=consumers,
                         policy=policy or make_policy())  # fmt: skip
-    pipeline.run(factory.ListSource(packets, start=start))
+    source = factory.ListSource(packets, start=start)
+    if reload is not None:
+        at, new_policy = reload
+        detector = pipeline.policy
+        assert detector is not None
+        source = SwapAt(source, at, lambda: detector.swap(new_policy))  # type: ignore[assignment]
+    pipeline.run(source)
     alerts = [e for e in events if e["event_type"] == "alert"]
     audits = [e for e in events if e["event_type"] == "audit"]
     return alerts, audits, pipeline
@@ -217,3 +241,79 @@ def test_s7comm_plus_is_in_the_policy_vocabulary_under_the_decoders_name() -> No
     from agent.ports import CATEGORIES
 
     assert "s7comm_plus" in KNOWN_PROTOCOLS and "s7comm_plus" in CATEGORIES["ot"]
+
+
+class Ends:
+    """A consumer keeping the flows that ended (and reading no records)."""
+
+    def __init__(self) -> None:
+        self.flows: list = []
+
+    def on_flow_end(self, flow: object, reason: str) -> None:
+        self.flows.append(flow)
+
+
+def test_the_policy_reads_the_operations_its_rules_restrict_schedule_or_audit() -> None:
+    ends = Ends()
+    packets = modbus(HMI, PLC, READ) + modbus(HISTORIAN, PLC, READ) + modbus(EWS, PLC, READ)
+    pipeline = Pipeline(PipelineConfig(), consumers=[ends], policy=make_policy())
+    pipeline.run(factory.ListSource(packets, start=TUESDAY_10H))
+    looks = {flow.verdict.rules[0].id: flow.verdict.looks for flow in ends.flows}
+    # Allowed silently: the classes a rule allows with no code list, schedule or rate, unless audited.
+    assert looks["hmi-polling"] == OPERATIONS - {"read", "write", "diagnostic"}
+    assert looks["historian-reads"] == OPERATIONS - {"read"}
+    assert looks["logic"] == OPERATIONS  # every class it allows is scheduled; the others are denied
+    # Denied, audited or scheduled classes are looked at; rules allowing every class look at the audited.
+    policy = make_policy()
+    modbus_only = frozenset({"modbus"})
+    open_rule = FlowRule("any", Endpoint("supervisory", "hmi-1"), Endpoint("cell"), modbus_only, "modbus")
+    assert pipeline.policy is not None
+    pipeline.policy.swap(policy)
+    verdict = ends.flows[0].verdict
+    verdict.rules, verdict.checks_messages = [open_rule], False
+    assert pipeline.policy._looked_at(verdict) == policy.audited
+    reads = replace(open_rule, operations=frozenset({"read"}))
+    scheduled_writes = replace(open_rule, operations=frozenset({"write"}),
+                               schedule=Schedule(frozenset({1}), 8 * 60, 12 * 60, "UTC"))  # fmt: skip
+    for rules, looked_at in (
+        ([replace(reads, messages_per_second=5.0)], OPERATIONS),  # a rate is counted on every read
+        ([replace(reads, function_codes=frozenset({3}))], OPERATIONS),  # the code decides
+        ([reads, scheduled_writes], OPERATIONS - {"read"}),
+    ):
+        verdict.rules, verdict.checks_messages = rules, True
+        assert pipeline.policy._looked_at(verdict) == looked_at
+
+
+class SwapAt:
+    """A source that calls ``swap`` before its ``at``-th frame: a policy reload under traffic."""
+
+    def __init__(self, inner: factory.ListSource, at: int, swap: Callable[[], None]) -> None:
+        self.inner, self.at, self.swap, self.sources = inner, at, swap, inner.sources
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, frame in enumerate(self.inner):
+            if i == self.at:
+                self.swap()
+            yield frame
+
+
+def test_a_reload_makes_live_flows_ask_again_what_the_policy_reads() -> None:
+    """HMI writes are allowed, then a reload allows it reads only: the writes after the reload, on the
+    same connection, are alerts (the decoders stop skipping their records)."""
+    writes = [mbap(10 + i, bytes([16]) + struct.pack("!HHB", 0, 1, 2) + b"\x00\x01") for i in range(6)]
+    packets = modbus(HMI, PLC, *writes)
+    lenient = make_policy().policy
+    scada, *others = lenient.conduits
+    hmi, *rest = scada.flows
+    assert hmi.id == "hmi-polling"
+    reads_only = replace(scada, flows=(replace(hmi, operations=frozenset({"read"})), *rest))
+    # the reload comes after the handshake and 3 writes with their replies
+    strict = CompiledPolicy(replace(lenient, conduits=(reads_only, *others)))
+    alerts, _, pipeline = run(packets, reload=(3 + 2 * 3, strict))
+    assert [(a["alert"]["rule"], a["policy"]["operation"], a["alert"]["count"]) for a in alerts] == [
+        ("operation_not_allowed", "write", 1),
+        ("operation_not_allowed", "write", 2),
+    ]
+    assert pipeline.policy is not None and pipeline.policy.stats()["violations"] == {
+        "operation_not_allowed": 3
+    }
