@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agent.detectors.health import (
     LATENCY_BUCKETS,
     RETRANS_MIN,
@@ -12,6 +14,8 @@ from agent.detectors.health import (
 )
 from agent.detectors.tcp_health import TcpCounts, TcpHealth
 from agent.flows import Flow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -159,3 +163,41 @@ def test_every_paired_response_reaches_the_histogram_by_the_end_of_the_run() -> 
     detector.finish()
     (loop,) = detector.loops.values()
     assert len(loop.summary) == 3 and sum(loop.histogram.counts) == 3
+
+
+def _polling(client: str, polls: int) -> list:
+    from tests.factory import tcp_stream
+
+    segments = []
+    for tid in range(1, polls + 1):
+        segments.append((True, tid.to_bytes(2, "big") + b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"))
+        segments.append((False, tid.to_bytes(2, "big") + b"\x00\x00\x00\x05\x01\x03\x02\x00\x2a"))
+    return tcp_stream(segments, client=client, server="10.0.0.100")
+
+
+def test_loops_beyond_the_limit_are_counted_and_picked_up_once_room_is_made() -> None:
+    """The loop table is bounded: a flow whose loop finds no room is counted in loops_dropped and its
+    decoder logs no timings. Once an idle loop is forgotten the decoders ask again (retune), and the
+    waiting flow, still polling, gets its loop."""
+    from agent.detectors.floods import FloodConfig
+    from agent.pipeline import Pipeline, PipelineConfig
+    from agent.policy.reload import compile_policy
+    from tests.factory import ListSource
+
+    first, second = _polling("10.0.0.1", 20), _polling("10.0.0.2", 100)
+    # The first client polls for a second, the second from 0.5 s to 5 s: it asks for a loop while the
+    # first one's is still followed, and goes on after that one has been idle for longer than 1 s.
+    timed = [(1000.0 + i * 0.05, p) for i, p in enumerate(first)]
+    timed += [(1000.5 + i * 0.025, p) for i, p in enumerate(second)]
+    timed.sort(key=lambda item: item[0])
+    policy, _ = compile_policy(str(ROOT / "rules" / "demo.yaml"))
+    pipeline = Pipeline(PipelineConfig(), policy=policy)  # the pipeline ticks its flood detector
+    detector = pipeline.floods
+    assert detector is not None
+    detector.config = FloodConfig(max_loops=1, loop_idle_s=1.0)
+    pipeline.run(ListSource([p for _, p in timed], times=[t for t, _ in timed]))
+    assert detector.loops_dropped == 1  # once, for the second client's flow (not once per message)
+    (loop,) = detector.loops.values()
+    assert loop.client == bytes([10, 0, 0, 2])
+    assert 0 < len(loop.summary) < 100  # the polls before it got its loop were not timed
+    assert pipeline.decoders.epoch >= 1
