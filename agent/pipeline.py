@@ -66,9 +66,12 @@ class Sink(Protocol):
 class FlowConsumer(Protocol):
     """A stage that learns from finished flows (summaries, detectors).
 
-    A consumer that also wants every application message defines ``on_message(msg: OtMessage)``;
-    the pipeline only routes messages to consumers that have it. One that needs the packet opening
-    a flow (its MAC addresses, say) defines ``on_flow_start(flow: Flow, pkt: Packet)``.
+    A consumer that also wants application messages defines ``on_message(msg: OtMessage)``; the
+    pipeline only routes messages to consumers that have it, and every record is built for it unless
+    it also says per flow which ones it reads: ``record_interest(flow, protocol, ts) -> Interest``
+    (see DecoderContext). One that times control loops offers the decoders a ``timing_tap(flow,
+    protocol, client_is_initiator)`` (the flood detector). One that needs the packet opening a flow
+    (its MAC addresses, say) defines ``on_flow_start(flow: Flow, pkt: Packet)``.
     """
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from agent.flows import Flow
 
 _SEQ = struct.Struct("!I")
-# The fields of a message no reader takes a record of (see DecoderContext): a fast path may pass this instead of
-# building them. Never written to.
+# The fields of a message no reader takes a record of (see DecoderContext): a fast path may pass
+# this instead of building them. Never written to.
 UNREAD: dict[str, Any] = {}
 _new = tuple.__new__  # builds a NamedTuple (OtMessage) in C, without its Python __new__
 # A timing-tap slot not asked for yet (see MessageDecoder._tap): None means "asked: no tap".
