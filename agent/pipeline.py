@@ -193,17 +193,20 @@ class Pipeline:
         says so with ``record_interest(flow, protocol, ts)`` gets only those; any other message reader,
         and ``--events all``, gets every record) and the flood detector's timing taps."""
         ctx = self.decoders
-        interests = []
+        interests: list[Callable[[Flow, str, float], Interest]] = []
+        every = self._log_messages and bool(self.sinks)
         for consumer in self.consumers:
             if not callable(getattr(consumer, "on_message", None)):
                 continue
             interest = getattr(consumer, "record_interest", None)
-            if not callable(interest):
-                interests = [every_record]
-                break
-            interests.append(interest)
-        if self._log_messages and self.sinks:
-            interests = [every_record]
+            if callable(interest):
+                interests.append(interest)
+            else:
+                every = True
+        if every:
+            # Still asking the others: the policy judges a flow again there (after a reload, or once
+            # the payload settled the protocol) before anything counts under its verdict.
+            interests.append(every_record)
         if not interests:
             ctx.interest = no_record
         elif len(interests) == 1:

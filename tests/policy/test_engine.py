@@ -317,3 +317,30 @@ def test_a_reload_makes_live_flows_ask_again_what_the_policy_reads() -> None:
     assert pipeline.policy is not None and pipeline.policy.stats()["violations"] == {
         "operation_not_allowed": 3
     }
+
+
+def test_after_a_reload_requests_count_under_the_new_verdict() -> None:
+    """The exporter's per-flow table is chosen when the decoder asks the readers again after a
+    reload; the policy must have judged the flow again by then, also when another stage reads every
+    record (the policy is asked all the same), or requests would go on counting under the old
+    conduit."""
+    from agent.exporter.accounting import OperationAccounting
+
+    lenient = make_policy().policy
+    scada, *others = lenient.conduits
+    renamed = CompiledPolicy(replace(lenient, conduits=(replace(scada, id="scada-cell-2"), *others)))
+    writes = [mbap(10 + i, bytes([16]) + struct.pack("!HHB", 0, 1, 2) + b"\x00\x01") for i in range(6)]
+    consumers = [factory.Collector()] if EVERY_RECORD else []
+    pipeline = Pipeline(PipelineConfig(), consumers=consumers, policy=make_policy())
+    accounting = OperationAccounting()
+    pipeline.decoders.interest = accounting.wrap(pipeline.decoders.interest)
+    pipeline.decoders.listening = True
+    detector = pipeline.policy
+    assert detector is not None
+    source = SwapAt(factory.ListSource(modbus(HMI, PLC, *writes), start=TUESDAY_10H), 3 + 2 * 3,
+                    lambda: detector.swap(renamed))  # fmt: skip
+    pipeline.run(source)  # type: ignore[arg-type]
+    assert accounting.counts == {
+        ("scada-cell", "cell", "modbus", "write"): 3,
+        ("scada-cell-2", "cell", "modbus", "write"): 3,
+    }
