@@ -177,7 +177,6 @@ class Pipeline:
                 self.decoders.on_message = both
         self._settle_interest()
         self.stats = RunStats()
-        self.stats = RunStats()
         self.source_names: list[str] | None = None
         self.kernel: dict[str, Any] | None = None  # live capture: the kernel's counters at the end
         self._stopping = False
@@ -222,13 +221,12 @@ class Pipeline:
 
             ctx.interest = merged
         ctx.listening = ctx.on_message is not ignore_message
-        if self.policy is not None:
-            self.policy.retune = ctx.retune
-        for consumer in self.consumers:  # the flood detector (also as a plain consumer, in tests)
+        for consumer in self.consumers:
+            if hasattr(consumer, "retune"):  # policy, flood detector: what they read can change
+                consumer.retune = ctx.retune
             timing_tap = getattr(consumer, "timing_tap", None)
-            if callable(timing_tap):
+            if callable(timing_tap):  # the flood detector (also as a plain consumer, in tests)
                 ctx.timing_tap = timing_tap
-                consumer.retune = ctx.retune  # type: ignore[attr-defined]
                 ctx.listening = True
 
     def _flow_starter(self, decoding: bool) -> Callable[[Flow, Packet], None] | None:

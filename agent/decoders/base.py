@@ -162,14 +162,19 @@ def no_record(_flow: Flow, _protocol: str, _ts: float) -> Interest:
     return NO_RECORD
 
 
+def _union(first: frozenset[str] | None, second: frozenset[str] | None) -> frozenset[str] | None:
+    return None if first is None or second is None else first | second
+
+
 def merge_interests(first: Interest, second: Interest) -> Interest:
     """What two readers need together: the union of their records; the first one's counts."""
-    requests = None if first.requests is None or second.requests is None else first.requests | second.requests
-    responses = (
-        None if first.responses is None or second.responses is None else first.responses | second.responses
-    )
     operations = first.operations if first.operations is not None else second.operations
-    return Interest(requests, responses, operations)
+    return Interest(_union(first.requests, second.requests), _union(first.responses, second.responses),
+                    operations)  # fmt: skip
+
+
+def no_retune() -> None:
+    """The ``retune`` of a reader no pipeline has wired to its DecoderContext yet."""
 
 
 # A timing tap's log is folded in (``digest``) once it holds this many entries: bounded memory between

@@ -154,12 +154,10 @@ class MessageDecoder:
         self._epoch = -1  # the readers are asked again about the new flow record
 
     def tune(self) -> None:
-        """Ask the readers what they need from this flow (DecoderContext.interest), if the context's
-        epoch moved on since the last time: called for every message by a reader (``request`` and
-        ``response``, or a fast path before it decides to build fields)."""
+        """Ask the readers what they need from this flow (DecoderContext.interest). Callers check
+        first that the context's epoch moved on: ``request`` and ``response``, or a fast path before
+        it decides to build fields."""
         ctx = self.ctx
-        if self._epoch == ctx.epoch:
-            return
         self._epoch = ctx.epoch
         requests, responses, self._op_counts = ctx.interest(self.flow, self._name, self._ts)
         self._request_records, self._response_records = requests, responses

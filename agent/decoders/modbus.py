@@ -110,6 +110,8 @@ class ModbusDecoder(MessageDecoder):
         self._ts = ts
         self._cnt = cnt
         self._source = source
+        if self._listening and self._epoch != self.ctx.epoch:
+            self.tune()  # what the readers want may have changed: before a fast path chooses fields
         # Both directions test what MessageDecoder.feed_segment tests for its common case: in order,
         # nothing buffered, held or lost (inline: a method call would cost 5% of a message).
         if to_server == self.initiator_is_client:
@@ -129,8 +131,6 @@ class ModbusDecoder(MessageDecoder):
                     and 1 <= quantity <= (2000 if fc <= 2 else 125)
                 ):
                     framer.next_seq = (seq + 12) & 0xFFFFFFFF
-                    if self._listening and self._epoch != self.ctx.epoch:
-                        self.tune()  # (what the readers want may have changed: before choosing fields)
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "address": address,
                               "quantity": quantity} if self._read_requests else UNREAD  # fmt: skip
                     self.request((tid, unit), fc, "read", fields)
@@ -147,8 +147,6 @@ class ModbusDecoder(MessageDecoder):
                 tid, proto_id, length, unit, fc, b0 = _MBAP_FC.unpack_from(payload)
                 if not proto_id and length + 6 == n and 3 <= fc <= 4 and n == 9 + b0:
                     framer.next_seq = (seq + n) & 0xFFFFFFFF
-                    if self._listening and self._epoch != self.ctx.epoch:
-                        self.tune()  # (what the readers want may have changed: before choosing fields)
                     fields = {"transaction_id": tid, "unit_id": unit, "function_code": fc, "byte_count": b0,
                               "values_count": b0 // 2} if self._read_responses else UNREAD  # fmt: skip
                     self.response((tid, unit), fc, "read", fields)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.decoders.base import EVERY_RECORD, REQUEST, Interest, OtMessage
+from agent.decoders.base import EVERY_RECORD, REQUEST, Interest, OtMessage, no_retune
 from agent.decoders.cip import FORWARD_OPEN, LARGE_FORWARD_OPEN
 from agent.detectors.cip_connections import CipConnections
 from agent.detectors.health import FORWARD_OPEN as PERIOD_FROM_FORWARD_OPEN
@@ -88,8 +88,9 @@ def _busy(protocol: str, fields: dict[str, Any]) -> bool:
     return False
 
 
-def _nothing() -> None:
-    pass
+def _loop_key(flow: Flow, protocol: str, client_is_initiator: bool) -> tuple[bytes, bytes, str]:
+    """A control loop's key: (client, server, protocol)."""
+    return (flow.src, flow.dst, protocol) if client_is_initiator else (flow.dst, flow.src, protocol)
 
 
 def is_control_zone(zone: Zone) -> bool:
@@ -133,7 +134,7 @@ class FloodDetector:
         self.loops_dropped = 0  # flow directions whose loop was not followed because max_loops were
         # Called when loops are forgotten: decoders holding one as their timing tap ask again (the
         # pipeline sets it to DecoderContext.retune).
-        self.retune: Callable[[], None] = _nothing
+        self.retune: Callable[[], None] = no_retune
         self.next_bin = 0.0
         self.next_judge = 0.0
         self.bins_closed = 0
@@ -347,7 +348,7 @@ class FloodDetector:
         """The control loop a decoder logs ``flow``'s request/response timings in directly
         (DecoderContext.timing_tap): one client polling one server over ``protocol``. None when
         ``max_loops`` are followed already (counted in ``loops_dropped``)."""
-        key = (flow.src, flow.dst, protocol) if client_is_initiator else (flow.dst, flow.src, protocol)
+        key = _loop_key(flow, protocol, client_is_initiator)
         loop = self.loops.get(key)
         if loop is None:
             loop = self._new_loop(key, flow)
@@ -367,8 +368,7 @@ class FloodDetector:
             self._on_forward_open(msg)
         if exception and latency is not None:
             # The loop the decoder logged the response's timing in (a response's receiver is the client).
-            key = (flow.dst, flow.src, protocol) if to_server else (flow.src, flow.dst, protocol)
-            loop = self.loops.get(key)
+            loop = self.loops.get(_loop_key(flow, protocol, not to_server))
             if loop is not None:
                 loop.exceptions += 1
                 if _busy(protocol, fields):

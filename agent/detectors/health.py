@@ -15,7 +15,6 @@ import statistics
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from agent.decoders.base import TAP_LOG_LIMIT
 from agent.flows import Flow
 
 WINDOW_S = 1.0  # latency and jitter are judged over the last second ...
@@ -122,11 +121,9 @@ class Loop:
         return f"{self.protocol} {self.zone}"
 
     def on_request(self, ts: float, cnt: int, function: int = 0) -> None:
-        """A request (``cnt``: its packet number, the key its response comes back with), logged as a
-        decoder logs it through its timing tap (agent.decoders.message)."""
+        """A request (``cnt``: its packet number, the key its response comes back with), as a decoder
+        logs it through its timing tap (agent.decoders.message)."""
         self.log.append((ts, cnt, function, -1.0))
-        if len(self.log) >= TAP_LOG_LIMIT:
-            self.digest()
 
     def on_response(self, ts: float, latency: float, request_cnt: int) -> None:
         """A response paired with the request sent in packet ``request_cnt``, ``latency`` later."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.decoders.base import OPERATIONS, REQUEST, Interest, OtMessage
+from agent.decoders.base import NO_RECORD, OPERATIONS, REQUEST, Interest, OtMessage, no_retune
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
 from agent.linklayer import is_group_mac
@@ -52,8 +52,9 @@ _PENDING_GUESSES: dict[str, frozenset[str]] = {
 _NOTHING: frozenset[str] = frozenset()
 
 
-def _nothing() -> None:
-    pass
+def _position(flow: Flow, msg: OtMessage | None) -> tuple[int, int]:
+    """(pcap_cnt, source) of an occurrence: its message's packet, or the flow's last one."""
+    return (msg.pcap_cnt, msg.source) if msg is not None else (flow.last_cnt, flow.last_source)
 
 
 def _mac_text(raw: bytes) -> str:
@@ -103,6 +104,8 @@ class CompiledPolicy:
                 self.rules.setdefault((zone.id, zone.id), []).append((None, rule))
         self.audited = policy.defaults.audit_operations
         self._tz: dict[str, ZoneInfo] = {}
+        # looked_at() by the ids of the rules allowing a flow (rules live as long as this object)
+        self._looks: dict[tuple[int, ...], frozenset[str]] = {}
 
     def zone_of(self, addr: bytes, vlan: tuple[int, ...], mac: str | None) -> tuple[str | None, Asset | None]:
         """(zone id, asset) of an address: asset IP, longest prefix, VLAN, then MAC."""
@@ -139,6 +142,35 @@ class CompiledPolicy:
             if zone is not None:
                 return zone, None
         return None, None
+
+    def looked_at(self, rules: list[FlowRule]) -> frozenset[str]:
+        """The operation classes a flow allowed by ``rules`` (some restricting messages) has its
+        requests judged for: those no rule allows, or whose first allowing rule (in the order
+        ``PolicyDetector.on_message`` walks them) restricts by function code or schedule,
+        rate-limits, or audits. A request of any other class is allowed silently, so its record need
+        not be built (DecoderContext.interest)."""
+        key = tuple(id(rule) for rule in rules)
+        looks = self._looks.get(key)
+        if looks is not None:
+            return looks
+        audited = self.audited
+        chosen = set()
+        for operation in OPERATIONS:
+            for rule in rules:
+                if rule.operations is not None and operation not in rule.operations:
+                    continue
+                if (
+                    rule.function_codes is not None
+                    or rule.schedule is not None
+                    or rule.messages_per_second is not None
+                    or operation in audited
+                ):
+                    chosen.add(operation)
+                break
+            else:  # no rule allows it
+                chosen.add(operation)
+        looks = self._looks[key] = frozenset(chosen)
+        return looks
 
     def in_schedule(self, schedule: Schedule, ts: float) -> bool:
         tz = self._tz.get(schedule.timezone)
@@ -228,11 +260,8 @@ class PolicyDetector:
         self.violations: dict[tuple[str, str, str, str, str], int] = {}
         self.audits = 0
         self.flows_checked = 0
-        # Operation classes to look at, by the rules allowing a flow (ids of the rules: a policy's rules
-        # live as long as it does, and the table is emptied when it is swapped).
-        self._looks: dict[tuple[int, ...], frozenset[str]] = {}
         # Called on a swap: the decoders ask record_interest again (DecoderContext.retune).
-        self.retune: Callable[[], None] = _nothing
+        self.retune: Callable[[], None] = no_retune
 
     def stats(self) -> dict[str, Any]:
         by_rule: dict[str, int] = {}
@@ -252,7 +281,6 @@ class PolicyDetector:
         """Use a new policy from now on; flows re-judge themselves at their next message or end."""
         self.compiled = policy
         self.generation += 1
-        self._looks = {}
         self.retune()
 
     # -- flows -----------------------------------------------------------------------------------
@@ -338,33 +366,11 @@ class PolicyDetector:
         ]
 
     def _looked_at(self, verdict: Verdict) -> frozenset[str]:
-        """The operation classes ``on_message`` acts on for a flow these rules allow: those some rule
-        denies, restricts by function code or schedule, rate-limits, or audits. A request of any other
-        class is allowed silently, so its record need not be built (DecoderContext.interest)."""
-        audited = self.compiled.audited
+        """The operation classes ``on_message`` acts on for an allowed flow (CompiledPolicy.looked_at):
+        only the audited ones when no rule restricts messages."""
         if not verdict.checks_messages:
-            return audited
-        key = tuple(id(rule) for rule in verdict.rules)
-        looks = self._looks.get(key)
-        if looks is not None:
-            return looks
-        chosen = set()
-        for operation in OPERATIONS:
-            for rule in verdict.rules:  # as on_message walks them: the first rule the class passes decides
-                if rule.operations is not None and operation not in rule.operations:
-                    continue
-                if (
-                    rule.function_codes is not None
-                    or rule.schedule is not None
-                    or rule.messages_per_second is not None
-                    or operation in audited
-                ):
-                    chosen.add(operation)
-                break
-            else:  # no rule allows it
-                chosen.add(operation)
-        looks = self._looks[key] = frozenset(chosen)
-        return looks
+            return self.compiled.audited
+        return self.compiled.looked_at(verdict.rules)
 
     def record_interest(self, flow: Flow, _protocol: str, ts: float) -> Interest:
         """The requests this detector reads on ``flow`` (DecoderContext.interest), asked at the flow's
@@ -372,11 +378,12 @@ class PolicyDetector:
         verdict on the guess is judged again here, as it would be at any message."""
         verdict = flow.verdict
         if not isinstance(verdict, Verdict):
-            return Interest(_NOTHING, _NOTHING)
+            return NO_RECORD
         if verdict.generation != self.generation or flow.app_proto != verdict.proto_checked:
             verdict = self._judge(flow, verdict.macs, ts)
-        # A flow that is itself a violation has had its alert: its operations are not judged again.
-        return Interest(verdict.looks if verdict.rules else _NOTHING, _NOTHING)
+        # (A flow that is itself a violation had its alert and looks at nothing: its operations are not
+        # judged again.)
+        return Interest(verdict.looks, _NOTHING)
 
     @staticmethod
     def _midstream(flow: Flow) -> bool:
@@ -528,15 +535,13 @@ class PolicyDetector:
             return False
         fold.pending += 1
         fold.last = ts
-        fold.cnt = msg.pcap_cnt if msg is not None else flow.last_cnt
-        fold.source = msg.source if msg is not None else flow.last_source
+        fold.cnt, fold.source = _position(flow, msg)
         return True
 
     def _fold(self, event_type: str, key: tuple[Any, ...], ts: float, flow: Flow, msg: OtMessage | None,
               fields: dict[str, Any]) -> None:  # fmt: skip
         """Emit the first occurrence of a window (``_repeat`` folds the others) and open the window."""
-        cnt = msg.pcap_cnt if msg is not None else flow.last_cnt
-        source = msg.source if msg is not None else flow.last_source
+        cnt, source = _position(flow, msg)
         fold = self.folds.get(key)
         if fold is not None:
             self._flush_fold(fold)

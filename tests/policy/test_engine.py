@@ -3,6 +3,7 @@
 import ipaddress
 import json
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -88,7 +89,7 @@ EVERY_RECORD = True
 
 @pytest.fixture(autouse=True, params=["every record", "only the records the policy reads"])
 def record_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(__import__(__name__, fromlist=["_"]), "EVERY_RECORD", request.param == "every record")
+    monkeypatch.setattr(sys.modules[__name__], "EVERY_RECORD", request.param == "every record")
 
 
 def run(
