@@ -147,25 +147,8 @@ def test_a_loop_with_retransmissions_as_usual_is_not_degraded() -> None:
     assert loop.judge(t + 0.5) is not True
 
 
-def test_every_paired_response_reaches_the_histogram_by_the_end_of_the_run() -> None:
-    """Messages are logged and folded in at each judgement; the end of the run folds the rest, so
-    the last half second of a replay is not missing from the samples and the histogram."""
-    from agent.detectors.floods import FloodDetector
-    from agent.pipeline import Pipeline, PipelineConfig
-    from tests.factory import ListSource, tcp_stream
-
-    segments = []
-    for tid in range(1, 4):
-        segments.append((True, tid.to_bytes(2, "big") + b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"))
-        segments.append((False, tid.to_bytes(2, "big") + b"\x00\x00\x00\x05\x01\x03\x02\x00\x2a"))
-    detector = FloodDetector(None, lambda *_a: None)
-    Pipeline(PipelineConfig(), consumers=[detector]).run(ListSource(tcp_stream(segments), step=0.01))
-    detector.finish()
-    (loop,) = detector.loops.values()
-    assert len(loop.summary) == 3 and sum(loop.histogram.counts) == 3
-
-
 def _polling(client: str, polls: int) -> list:
+    """A Modbus client reading one register ``polls`` times, each read answered."""
     from tests.factory import tcp_stream
 
     segments = []
@@ -173,6 +156,20 @@ def _polling(client: str, polls: int) -> list:
         segments.append((True, tid.to_bytes(2, "big") + b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"))
         segments.append((False, tid.to_bytes(2, "big") + b"\x00\x00\x00\x05\x01\x03\x02\x00\x2a"))
     return tcp_stream(segments, client=client, server="10.0.0.100")
+
+
+def test_every_paired_response_reaches_the_histogram_by_the_end_of_the_run() -> None:
+    """Messages are logged and folded in at each judgement; the end of the run folds the rest, so
+    the last half second of a replay is not missing from the samples and the histogram."""
+    from agent.detectors.floods import FloodDetector
+    from agent.pipeline import Pipeline, PipelineConfig
+    from tests.factory import ListSource
+
+    detector = FloodDetector(None, lambda *_a: None)
+    Pipeline(PipelineConfig(), consumers=[detector]).run(ListSource(_polling("10.0.0.1", 3), step=0.01))
+    detector.finish()
+    (loop,) = detector.loops.values()
+    assert len(loop.summary) == 3 and sum(loop.histogram.counts) == 3
 
 
 def test_loops_beyond_the_limit_are_counted_and_picked_up_once_room_is_made() -> None:
