@@ -463,10 +463,13 @@ def print_table(
             )
 
 
-# The comparisons the issues ask for: (name, tool, reference tool, what it says).
+# The comparisons the issues ask for, and one they do not: (name, tool, reference tool, what it says).
+# "policy_layer" isolates what the policy engine and the flood detector cost on top of the decoders
+# they need, which "policy" (issue 5's target) counts together with the decoders' own cost.
 RATIOS = (
     ("decoders", "conduitwatch", "conduitwatch-core", "all decoders / foundation (core)"),
     ("policy", "conduitwatch-policy", "conduitwatch-core", "Purdue policy / foundation (core)"),
+    ("policy_layer", "conduitwatch-policy", "conduitwatch", "Purdue policy / all decoders (not a target)"),
     ("exporter", "conduitwatch-exporter", "conduitwatch-policy", "exporter on / off"),
 )
 

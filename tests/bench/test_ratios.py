@@ -38,3 +38,12 @@ def test_few_rounds_give_no_quartiles_and_a_missing_tool_no_ratio() -> None:
     assert set(ratios) == {"decoders"}  # no policy or exporter run
     assert ratios["decoders"]["paired_cpu_median"] == pytest.approx(0.65)
     assert "paired_cpu_q1" not in ratios["decoders"]
+
+
+def test_the_policy_is_also_compared_with_the_decoders_it_runs_on() -> None:
+    ratios = all_ratios(
+        {"conduitwatch-core": _tool([4.0]), "conduitwatch": _tool([5.0]), "conduitwatch-policy": _tool([8.0])}
+    )
+    assert set(ratios) == {"decoders", "policy", "policy_layer"}
+    assert ratios["policy"]["paired_cpu_median"] == pytest.approx(0.5)
+    assert ratios["policy_layer"]["paired_cpu_median"] == pytest.approx(0.625)
