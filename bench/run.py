@@ -6,7 +6,9 @@
   sidecar metadata matches the generator version, profile, seed and packet count), or takes ``--capture``.
 * Reads the capture once so that every tool starts from a warm page cache.
 * Runs each tool ``--repeat`` times, round-robin, pinned to one core with ``taskset -c 1`` when taskset
-  exists and the machine has two or more cores (``--no-pin`` to turn it off):
+  exists and the machine has two or more cores (``--no-pin`` to turn it off). Every other round runs
+  the tools in reverse order, so that a machine slowing down or speeding up during a round does not
+  always favour the same tool of a compared pair:
 
   - ``conduitwatch replay <capture> --eve /dev/null --quiet`` (``.venv/bin/conduitwatch``, falling back to
     ``python -m agent.cli``);
@@ -39,11 +41,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.gen_plant import GENERATOR_VERSION, generate, meta_path
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 OUT = ROOT / "bench" / "out"
 # "conduitwatch-core" is the foundation pipeline alone (dissect, flows, EVE flow events: --decoders none);
 # "conduitwatch" adds every application decoder; "conduitwatch-policy" also checks the Purdue example
@@ -507,6 +510,11 @@ def throughput_ratio(
     return ratios
 
 
+def round_order(tools: list[T], rnd: int) -> list[T]:
+    """The tools in the order round ``rnd`` runs them: as given, reversed every other round."""
+    return tools if rnd % 2 == 0 else tools[::-1]
+
+
 def all_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for name, tool, reference, _ in RATIOS:
@@ -580,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp:
             for rnd in range(args.repeat):
-                for tool in tools:
+                for tool in round_order(tools, rnd):
                     if tool.status != "ok" or tool.argv is None:
                         continue
                     errfile = Path(tmp) / f"{tool.name}.stderr"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.run import all_ratios, throughput_ratio
+from bench.run import all_ratios, round_order, throughput_ratio
 
 
 def _tool(cpu_seconds: list[float], packets: int = 1_000_000) -> dict[str, Any]:
@@ -47,3 +47,17 @@ def test_the_policy_is_also_compared_with_the_decoders_it_runs_on() -> None:
     assert set(ratios) == {"decoders", "policy", "policy_layer"}
     assert ratios["policy"]["paired_cpu_median"] == pytest.approx(0.5)
     assert ratios["policy_layer"]["paired_cpu_median"] == pytest.approx(0.625)
+
+
+def test_every_other_round_runs_the_tools_in_reverse() -> None:
+    tools = ["conduitwatch-core", "conduitwatch", "conduitwatch-policy", "conduitwatch-exporter"]
+    orders = [round_order(tools, rnd) for rnd in range(4)]
+    assert orders[0] == orders[2] == tools
+    assert orders[1] == orders[3] == tools[::-1]
+    # Over two rounds each tool of a compared pair runs first once: a drift within a round favours
+    # neither side of the paired ratio.
+    for first, second in (
+        ("conduitwatch-core", "conduitwatch-policy"),
+        ("conduitwatch-policy", "conduitwatch-exporter"),
+    ):
+        assert [o.index(first) < o.index(second) for o in orders[:2]] == [True, False]
