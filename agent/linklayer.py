@@ -59,7 +59,7 @@ def guess_l2_proto(key_proto: int) -> str:
 
 def format_mac(raw: bytes) -> str:
     """aa:bb:cc:dd:ee:ff (per flow or event, never per packet)."""
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")
 
 
 def is_group_mac(raw: bytes) -> bool:

@@ -35,6 +35,7 @@ from agent.assets.identity import (
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
+from agent.linklayer import format_mac
 from agent.outputs.eve import format_timestamp
 from agent.ports import CATEGORIES
 
@@ -81,13 +82,9 @@ def is_group(addr: bytes) -> bool:
     return len(addr) == 6 and bool(addr[0] & 1)
 
 
-def mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
-
-
 def address_text(addr: bytes) -> str:
     """IPv4/IPv6 as text; a 6-byte address (an L2 flow's endpoint) as a MAC."""
-    return mac_text(addr) if len(addr) == 6 else format_ip(addr)
+    return format_mac(addr) if len(addr) == 6 else format_ip(addr)
 
 
 def _bump(table: dict[str, int], key: str, n: int = 1) -> bool:
@@ -202,7 +199,7 @@ class AssetInventory:
             _bump(dst.vlans, vlan)
         if pkt.l2_off >= 0 and flow.ip_version:
             data, off = pkt.data, pkt.l2_off
-            dst_mac, src_mac = mac_text(data[off : off + 6]), mac_text(data[off + 6 : off + 12])
+            dst_mac, src_mac = format_mac(data[off : off + 6]), format_mac(data[off + 6 : off + 12])
             if pkt.src != flow.src:
                 src_mac, dst_mac = dst_mac, src_mac
             self._mac(src, src_mac)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from agent.linklayer import format_mac
+
 SERVICES = {3: "get", 4: "set", 5: "identify", 6: "hello"}
 SERVICE_OPERATIONS = {3: "diagnostic", 4: "config", 5: "discovery", 6: "discovery"}
 
@@ -74,7 +76,7 @@ def _block_values(fields: dict[str, Any], identity: dict[str, Any], option: int,
         fields["netmask"] = ".".join(str(b) for b in value[4:8])
         fields["gateway"] = ".".join(str(b) for b in value[8:12])
     elif option == OPT_IP and sub == 1 and len(value) >= 6:
-        identity["mac"] = ":".join(f"{b:02x}" for b in value[:6])
+        identity["mac"] = format_mac(value[:6])
 
 
 def parse_dcp(buf: bytes, off: int, end: int, frame_id: int) -> tuple[bool, str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from agent.decoders.base import NO_RECORD, OPERATIONS, REQUEST, Interest, OtMessage, no_retune
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
-from agent.linklayer import is_group_mac
+from agent.linklayer import format_mac, is_group_mac
 from agent.outputs.eve import format_timestamp
 from agent.policy.model import Asset, Conduit, FlowRule, Policy, Schedule, Zone, sl_text
 
@@ -55,10 +55,6 @@ _NOTHING: frozenset[str] = frozenset()
 def _position(flow: Flow, msg: OtMessage | None) -> tuple[int, int]:
     """(pcap_cnt, source) of an occurrence: its message's packet, or the flow's last one."""
     return (msg.pcap_cnt, msg.source) if msg is not None else (flow.last_cnt, flow.last_source)
-
-
-def _mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 class CompiledPolicy:
@@ -288,10 +284,10 @@ class PolicyDetector:
     def on_flow_start(self, flow: Flow, pkt: Packet) -> None:
         macs: tuple[str | None, str | None] = (None, None)
         if not flow.ip_version:  # an L2 flow is keyed by its MACs (agent.linklayer)
-            macs = (_mac_text(flow.src), _mac_text(flow.dst))
+            macs = (format_mac(flow.src), format_mac(flow.dst))
         elif pkt.l2_off >= 0:
             data, off = pkt.data, pkt.l2_off
-            dst_mac, src_mac = _mac_text(data[off : off + 6]), _mac_text(data[off + 6 : off + 12])
+            dst_mac, src_mac = format_mac(data[off : off + 6]), format_mac(data[off + 6 : off + 12])
             macs = (src_mac, dst_mac) if pkt.src == flow.src else (dst_mac, src_mac)
         self._judge(flow, macs, flow.first_ts)
 
