@@ -13,6 +13,11 @@ id is an EtherType. STP is ``llc_key(0x42)``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.dissect import Packet
+
 ETH_GOOSE = 0x88B8
 ETH_GSE_MGMT = 0x88B9
 ETH_SV = 0x88BA
@@ -60,6 +65,14 @@ def guess_l2_proto(key_proto: int) -> str:
 def format_mac(raw: bytes) -> str:
     """aa:bb:cc:dd:ee:ff (per flow or event, never per packet)."""
     return raw.hex(":")
+
+
+def endpoint_macs(pkt: Packet, flow_src: bytes) -> tuple[str, str]:
+    """(MAC of the flow's source, MAC of its destination) from an Ethernet frame of an IP flow
+    (``pkt.l2_off >= 0``), whichever way the frame travels."""
+    data, off = pkt.data, pkt.l2_off
+    dst, src = format_mac(data[off : off + 6]), format_mac(data[off + 6 : off + 12])
+    return (src, dst) if pkt.src == flow_src else (dst, src)
 
 
 def is_group_mac(raw: bytes) -> bool:

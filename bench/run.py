@@ -46,7 +46,6 @@ from typing import Any, TypeVar
 from bench.gen_plant import GENERATOR_VERSION, generate, meta_path
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 OUT = ROOT / "bench" / "out"
 # "conduitwatch-core" is the foundation pipeline alone (dissect, flows, EVE flow events: --decoders none);
 # "conduitwatch" adds every application decoder; "conduitwatch-policy" also checks the Purdue example
@@ -508,6 +507,9 @@ def throughput_ratio(
         ratios["paired_cpu_q1"] = q1
         ratios["paired_cpu_q3"] = q3
     return ratios
+
+
+T = TypeVar("T")
 
 
 def round_order(tools: list[T], rnd: int) -> list[T]:

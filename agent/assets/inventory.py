@@ -35,7 +35,7 @@ from agent.assets.identity import (
 from agent.decoders.base import REQUEST, RESPONSE, OtMessage
 from agent.dissect import format_ip
 from agent.flows import Flow
-from agent.linklayer import format_mac
+from agent.linklayer import endpoint_macs, format_mac
 from agent.outputs.eve import format_timestamp
 from agent.ports import CATEGORIES
 
@@ -198,10 +198,7 @@ class AssetInventory:
             _bump(src.vlans, vlan)
             _bump(dst.vlans, vlan)
         if pkt.l2_off >= 0 and flow.ip_version:
-            data, off = pkt.data, pkt.l2_off
-            dst_mac, src_mac = format_mac(data[off : off + 6]), format_mac(data[off + 6 : off + 12])
-            if pkt.src != flow.src:
-                src_mac, dst_mac = dst_mac, src_mac
+            src_mac, dst_mac = endpoint_macs(pkt, flow.src)
             self._mac(src, src_mac)
             self._mac(dst, dst_mac)
         if self.emit is not None and (self.announce or self.baseline is not None):

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from agent.decoders.base import NO_RECORD, OPERATIONS, REQUEST, Interest, OtMessage, no_retune
 from agent.dissect import Packet, format_ip
 from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
-from agent.linklayer import format_mac, is_group_mac
+from agent.linklayer import endpoint_macs, format_mac, is_group_mac
 from agent.outputs.eve import format_timestamp
 from agent.policy.model import Asset, Conduit, FlowRule, Policy, Schedule, Zone, sl_text
 
@@ -140,11 +140,11 @@ class CompiledPolicy:
         return None, None
 
     def looked_at(self, rules: list[FlowRule]) -> frozenset[str]:
-        """The operation classes a flow allowed by ``rules`` (some restricting messages) has its
-        requests judged for: those no rule allows, or whose first allowing rule (in the order
-        ``PolicyDetector.on_message`` walks them) restricts by function code or schedule,
-        rate-limits, or audits. A request of any other class is allowed silently, so its record need
-        not be built (DecoderContext.interest)."""
+        """The operation classes a flow allowed by ``rules`` has its requests judged for: those no
+        rule allows, or whose first allowing rule (in the order ``PolicyDetector.on_message`` walks
+        them) restricts by function code or schedule, rate-limits, or audits (when no rule restricts
+        anything, just the audited ones). A request of any other class is allowed silently, so its
+        record need not be built (DecoderContext.interest)."""
         key = tuple(id(rule) for rule in rules)
         looks = self._looks.get(key)
         if looks is not None:
@@ -286,9 +286,7 @@ class PolicyDetector:
         if not flow.ip_version:  # an L2 flow is keyed by its MACs (agent.linklayer)
             macs = (format_mac(flow.src), format_mac(flow.dst))
         elif pkt.l2_off >= 0:
-            data, off = pkt.data, pkt.l2_off
-            dst_mac, src_mac = format_mac(data[off : off + 6]), format_mac(data[off + 6 : off + 12])
-            macs = (src_mac, dst_mac) if pkt.src == flow.src else (dst_mac, src_mac)
+            macs = endpoint_macs(pkt, flow.src)
         self._judge(flow, macs, flow.first_ts)
 
     def _judge(self, flow: Flow, macs: tuple[str | None, str | None], ts: float) -> Verdict:
@@ -336,7 +334,7 @@ class PolicyDetector:
                 r.operations is not None or r.function_codes is not None or r.messages_per_second is not None
                 or (r.schedule is not None) for r in verdict.rules
             )  # fmt: skip
-            verdict.looks = self._looked_at(verdict)
+            verdict.looks = self.compiled.looked_at(verdict.rules)
             self._check_flow_schedule(flow, verdict, ts)
             return verdict
         if not self._midstream(flow) and self._allowed(
@@ -360,13 +358,6 @@ class PolicyDetector:
             and _endpoint_matches(r.responder.zone, r.responder.asset, server_zone, server_asset)
             and any(_protocol_matches(r, app_proto, port) for port in ports)
         ]
-
-    def _looked_at(self, verdict: Verdict) -> frozenset[str]:
-        """The operation classes ``on_message`` acts on for an allowed flow (CompiledPolicy.looked_at):
-        only the audited ones when no rule restricts messages."""
-        if not verdict.checks_messages:
-            return self.compiled.audited
-        return self.compiled.looked_at(verdict.rules)
 
     def record_interest(self, flow: Flow, _protocol: str, ts: float) -> Interest:
         """The requests this detector reads on ``flow`` (DecoderContext.interest), asked at the flow's

@@ -268,11 +268,7 @@ def test_the_policy_reads_the_operations_its_rules_restrict_schedule_or_audit() 
     policy = make_policy()
     modbus_only = frozenset({"modbus"})
     open_rule = FlowRule("any", Endpoint("supervisory", "hmi-1"), Endpoint("cell"), modbus_only, "modbus")
-    assert pipeline.policy is not None
-    pipeline.policy.swap(policy)
-    verdict = ends.flows[0].verdict
-    verdict.rules, verdict.checks_messages = [open_rule], False
-    assert pipeline.policy._looked_at(verdict) == policy.audited
+    assert policy.looked_at([open_rule]) == policy.audited
     reads = replace(open_rule, operations=frozenset({"read"}))
     scheduled_writes = replace(open_rule, operations=frozenset({"write"}),
                                schedule=Schedule(frozenset({1}), 8 * 60, 12 * 60, "UTC"))  # fmt: skip
@@ -281,8 +277,7 @@ def test_the_policy_reads_the_operations_its_rules_restrict_schedule_or_audit() 
         ([replace(reads, function_codes=frozenset({3}))], OPERATIONS),  # the code decides
         ([reads, scheduled_writes], OPERATIONS - {"read"}),
     ):
-        verdict.rules, verdict.checks_messages = rules, True
-        assert pipeline.policy._looked_at(verdict) == looked_at
+        assert policy.looked_at(rules) == looked_at
 
 
 class SwapAt:
