@@ -113,6 +113,9 @@ class PipelineConfig:
     replay: bool = True
     # Backup-flood and control-health detector (runs with a policy): load bin width in seconds.
     flood_bin_seconds: float = 0.1
+    # Whether that detector runs with a policy. The commands always run it; off, a policy run is the
+    # policy engine alone, which bench.breakdown times as a stage of its own.
+    flood_detection: bool = True
 
 
 class Pipeline:
@@ -144,7 +147,7 @@ class Pipeline:
             self.consumers.insert(0, self.policy)
         # Backup floods and control health (agent.detectors.floods): needs the policy's zones and links.
         self.floods: FloodDetector | None = None
-        if self.policy is not None:
+        if self.policy is not None and config.flood_detection:
             from agent.detectors.floods import FloodConfig, FloodDetector
 
             self.floods = FloodDetector(
