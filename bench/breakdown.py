@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -135,7 +134,8 @@ def print_rows(rows: list[dict[str, Any]], packets: int, repeat: int, pin: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import PIN_CPU, capture_info, compile_package, ensure_capture, round_order, warm_cache
+    # Here, not at the top: a child run needs none of it (bench.run imports the generator, and scapy).
+    from bench import run as bench
 
     ap = argparse.ArgumentParser(prog="python -m bench.breakdown", description=__doc__.split("\n\n")[0])
     ap.add_argument("--capture", type=Path, help="replay this capture (default: the bench capture)")
@@ -155,22 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         if not cap.is_file():
             ap.error(f"{cap}: no such file")
     else:
-        cap, _, _ = ensure_capture(1_000_000, 1, False)
+        cap, _, _ = bench.ensure_capture(bench.PACKETS, bench.SEED, False)
     try:
         _compile(args.policy)  # before the first round, not after the stages without a policy
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
-    packets = int(capture_info(cap)["packets"])
-    compile_package()
-    warm_cache(cap)
-    pin: list[str] = []
-    if not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        pin = ["taskset", "-c", PIN_CPU]
+    packets = int(bench.capture_info(cap)["packets"])
+    bench.compile_package()
+    bench.warm_cache(cap)
+    pin = bench.pin_prefix(args.no_pin)
     rounds: list[dict[str, float]] = []
     for rnd in range(args.repeat):
         times: dict[str, float] = {}
-        for stage in round_order(list(STAGES), rnd):
+        for stage in bench.round_order(list(STAGES), rnd):
             argv = [*pin, sys.executable, "-m", "bench.breakdown", "--child", stage.name,
                     "--capture", str(cap), "--policy", str(args.policy)]  # fmt: skip
             done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)

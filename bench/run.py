@@ -61,6 +61,7 @@ TOOLS = (
 )
 SCRAPE_INTERVAL_S = 1.0  # 15x a usual production scrape interval: the exporter's worst realistic case
 PIN_CPU = "1"
+PACKETS, SEED = 1_000_000, 1  # the bench capture: bench/out/plant-1000000-s1.pcap
 HELPER_SRC = Path(__file__).with_name("spawn_rusage.c")
 
 SURICATA_YAML = """%YAML 1.1
@@ -188,6 +189,13 @@ def capture_info(path: Path) -> dict[str, Any]:
             return meta
     packets, frame_bytes = count_pcap(path)
     return {"packets": packets, "frame_bytes": frame_bytes, "file_bytes": path.stat().st_size}
+
+
+def pin_prefix(no_pin: bool) -> list[str]:
+    """The command prefix that pins a run to one core (taskset, on a machine with two or more), or none."""
+    if not no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", PIN_CPU]
+    return []
 
 
 def compile_package() -> None:
@@ -528,8 +536,8 @@ def all_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--packets", type=int, default=1_000_000, help="packets to generate (default 1000000)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--packets", type=int, default=PACKETS, help=f"packets to generate (default {PACKETS})")
+    ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--capture", type=Path, help="benchmark this capture instead of generating one")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
@@ -566,9 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
 
-    pin: list[str] = []
-    if not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        pin = ["taskset", "-c", PIN_CPU]
+    pin = pin_prefix(args.no_pin)
     helper = build_helper()
     rss_method = (
         "per tool: forked by bench/spawn_rusage.c, reaped with wait4"
