@@ -222,6 +222,9 @@ class Verdict:
     client: bytes  # the side that opened the flow (as far as the capture can tell)
     server: bytes
     server_port: int
+    # Inside one zone with ``intra_zone: allow``: allowed with no rule, its always-audited operations
+    # still audited (SR 2.8 asks who changed what, wherever the change came from).
+    intra_allowed: bool = False
     rate_windows: dict[str, list[float]] = field(default_factory=dict)  # rule id -> [window start, count]
 
 
@@ -311,6 +314,8 @@ class PolicyDetector:
                 self._alert("unknown_host", flow, verdict, ts, None)
             return verdict
         if src_zone == dest_zone and cp.defaults.intra_zone == "allow":
+            verdict.intra_allowed = True
+            verdict.looks = cp.audited
             return verdict
         if src_zone != dest_zone:
             conduits = cp.conduits_between.get(frozenset((src_zone, dest_zone)), [])
@@ -412,6 +417,8 @@ class PolicyDetector:
         if direction != REQUEST or not verdict.rules:
             # A response takes its request's class (already judged); a flow that is itself a
             # violation has had its alert, its operations are not listed again.
+            if verdict.intra_allowed and direction == REQUEST and operation in self.compiled.audited:
+                self._audit(msg, verdict, None)
             return
         audited = operation in self.compiled.audited
         if not verdict.checks_messages:
@@ -492,12 +499,14 @@ class PolicyDetector:
         }
         self._fold("alert", fold_key, ts, flow, msg, fields)
 
-    def _audit(self, msg: OtMessage, verdict: Verdict, rule: FlowRule) -> None:
-        """An allowed operation of an always-audited class (SR 2.8): who did what, under which rule."""
+    def _audit(self, msg: OtMessage, verdict: Verdict, rule: FlowRule | None) -> None:
+        """An allowed operation of an always-audited class (SR 2.8): who did what, under which rule
+        (None: inside a zone, allowed by ``intra_zone: allow``)."""
         self.audits += 1
         flow = msg.flow
         # A program download is hundreds of block messages: audited once per window, with a count.
-        key = ("audit", verdict.client, verdict.server, verdict.server_port, rule.id, msg.operation)
+        rule_id = rule.id if rule is not None else None
+        key = ("audit", verdict.client, verdict.server, verdict.server_port, rule_id, msg.operation)
         if self._repeat(key, msg.ts, flow, msg):
             return
         sid, severity, category, srs, iso = AUDIT
@@ -520,6 +529,8 @@ class PolicyDetector:
         fold = self.folds.get(key)
         if fold is None or ts >= fold.window_end:
             return False
+        if not fold.pending:
+            fold.first = ts  # the folded event covers the repeats, not the occurrence reported at once
         fold.pending += 1
         fold.last = ts
         fold.cnt, fold.source = _position(flow, msg)

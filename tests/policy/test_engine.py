@@ -205,8 +205,30 @@ def test_repeats_are_folded_but_counted() -> None:
         and alerts[1]["alert"]["count"] == 49
         and alerts[1]["alert"]["folded"]
     )
+    # The folded event spans the 49 repeats: it starts after the occurrence reported at once.
+    first, folded = alerts[0]["alert"], alerts[1]["alert"]
+    assert first["first_seen"] == first["last_seen"] < folded["first_seen"] < folded["last_seen"]
     assert pipeline.policy is not None
     assert pipeline.policy.stats()["violations"] == {"operation_not_allowed": 50}
+
+
+def test_audited_operations_inside_a_zone_allowed_by_default() -> None:
+    """``intra_zone: allow`` needs no rule, but a program download inside the zone is still audited."""
+    other_plc = "10.10.10.12"
+    alerts, audits, _ = run(modbus(other_plc, PLC, READ, PROGRAM, READ))
+    assert alerts == []
+    assert [(a["audit"]["count"], a["policy"]["operation"]) for a in audits] == [(1, "program")]
+    policy = audits[0]["policy"]
+    assert (policy["src_zone"], policy["dest_zone"], policy["rule"], policy["conduit"]) == (
+        "cell",
+        "cell",
+        None,
+        None,
+    )
+    assert audits[0]["audit"]["signature"].startswith(f"{other_plc} (cell) performed modbus program")
+    # Checked against the zone's rules instead, the flow is a violation: alerted, not audited.
+    alerts, audits, _ = run(modbus(other_plc, PLC, PROGRAM), policy=make_policy(intra_zone="check"))
+    assert [a["alert"]["rule"] for a in alerts] == ["intra_zone_not_allowed"] and audits == []
 
 
 def test_fold_window_elapsing_starts_a_new_alert() -> None:
