@@ -357,7 +357,10 @@ def test_an_asset_declared_by_mac_alone_is_named_on_ip_traffic() -> None:
     historian = Asset("historian", "supervisory", ip=HISTORIAN, mac="02:00:00:00:00:33")
     cp = changed_zone("supervisory", assets=(hmi_by_mac, historian))
     # Its MAC names it whichever step placed the address: a network, or the MAC itself.
-    assert cp.zone_of(ipaddress.ip_address("10.10.20.77").packed, (), FRAME_SRC_MAC) == ("supervisory", hmi_by_mac)
+    assert cp.zone_of(ipaddress.ip_address("10.10.20.77").packed, (), FRAME_SRC_MAC) == (
+        "supervisory",
+        hmi_by_mac,
+    )
     assert cp.zone_of(ipaddress.ip_address(ROGUE).packed, (), FRAME_SRC_MAC) == ("supervisory", hmi_by_mac)
     # The zone still comes first: on an address another zone's network places, the MAC names nobody.
     assert cp.zone_of(ipaddress.ip_address("10.10.10.99").packed, (), FRAME_SRC_MAC) == ("cell", None)
@@ -388,7 +391,9 @@ def test_ip_multicast_and_broadcast_stay_in_the_senders_zone() -> None:
         ("intra_zone_not_allowed", "supervisory", "supervisory"),
     ]
     # A sender in no zone is still a host in no zone.
-    rogue = factory.udp(ROGUE, "239.255.255.250", sport=50000, dport=1900, data=b"M-SEARCH * HTTP/1.1\r\n\r\n")
+    rogue = factory.udp(
+        ROGUE, "239.255.255.250", sport=50000, dport=1900, data=b"M-SEARCH * HTTP/1.1\r\n\r\n"
+    )
     alerts, _, _ = run([rogue])
     assert [(a["alert"]["rule"], a["policy"]["src_zone"], a["policy"]["dest_zone"]) for a in alerts] == [
         ("unknown_host", None, None)
@@ -410,7 +415,10 @@ def test_group_destinations_by_address_family_and_longest_prefix() -> None:
     groups = Zone("groups", networks=(ipaddress.ip_network("239.255.0.0/16"),))
     policy = make_policy().policy
     cp = CompiledPolicy(replace(policy, zones=(*policy.zones, groups)))
-    assert cp.dest_zone_of(ipaddress.ip_address("239.255.255.250").packed, (), None, "cell") == ("groups", None)
+    assert cp.dest_zone_of(ipaddress.ip_address("239.255.255.250").packed, (), None, "cell") == (
+        "groups",
+        None,
+    )
     assert cp.dest_zone_of(ipaddress.ip_address("239.1.1.1").packed, (), None, "cell") == ("cell", None)
     alerts, _, _ = run([SSDP], policy=cp)
     assert [(a["alert"]["rule"], a["policy"]["dest_zone"]) for a in alerts] == [("no_conduit", "groups")]
