@@ -20,6 +20,7 @@ from agent.policy.model import Policy, Problem, Zone
 EXIT_OK = 0
 EXIT_INVALID = 2
 STDIN = "-"
+STDIN_NAME = "<stdin>"  # how problems and verdicts name standard input
 _GAP = "  "  # between table columns
 _MAX_LABEL = 40  # widest zone id shown whole; longer ones are cut
 
@@ -39,7 +40,7 @@ def validate(files: tuple[str, ...], strict: bool) -> None:
         loaded, problems = _load(path)
         for problem in problems:
             click.echo(str(problem))
-        valid, line = verdict(path, loaded, problems, strict)
+        valid, line = verdict(_shown(path), loaded, problems, strict)
         click.echo(line)
         all_valid = all_valid and valid
     sys.exit(EXIT_OK if all_valid else EXIT_INVALID)
@@ -56,9 +57,13 @@ def show(file: str, width: int) -> None:
     for problem in problems:  # stderr: stdout stays the picture of the policy
         click.echo(str(problem), err=True)
     if loaded is None:
-        click.echo(verdict(file, loaded, problems, strict=False)[1], err=True)
+        click.echo(verdict(_shown(file), loaded, problems, strict=False)[1], err=True)
         sys.exit(EXIT_INVALID)
     click.echo(render(loaded, width))
+
+
+def _shown(path: str) -> str:
+    return STDIN_NAME if path == STDIN else path
 
 
 def _load(path: str) -> tuple[Policy | None, list[Problem]]:
@@ -69,8 +74,8 @@ def _load(path: str) -> tuple[Policy | None, list[Problem]]:
         return load_policy(path)
     data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        return None, [Problem("<stdin>", 0, 0, "too large: not a policy")]
-    return load_policy_bytes(data, "<stdin>")
+        return None, [Problem(STDIN_NAME, 0, 0, "too large: not a policy")]
+    return load_policy_bytes(data, STDIN_NAME)
 
 
 def _count(n: int, noun: str) -> str:
@@ -350,7 +355,7 @@ def diff(policy_file: str, captures: tuple[str, ...]) -> None:
     if loaded is None:
         for problem in problems:
             click.echo(str(problem), err=True)
-        click.echo(verdict(policy_file, loaded, problems, strict=False)[1], err=True)
+        click.echo(verdict(_shown(policy_file), loaded, problems, strict=False)[1], err=True)
         sys.exit(EXIT_INVALID)
     compiled = CompiledPolicy(loaded)
     drift = DriftModel(compiled)

@@ -52,6 +52,13 @@ _PENDING_GUESSES: dict[str, frozenset[str]] = {
 _NOTHING: frozenset[str] = frozenset()
 
 
+def is_group_ip(addr: bytes) -> bool:
+    """An IP multicast (224.0.0.0/4, ff00::/8) or limited broadcast (255.255.255.255) address."""
+    if len(addr) == 4:
+        return 224 <= addr[0] <= 239 or addr == b"\xff\xff\xff\xff"
+    return len(addr) == 16 and addr[0] == 0xFF
+
+
 def _position(flow: Flow, msg: OtMessage | None) -> tuple[int, int]:
     """(pcap_cnt, source) of an occurrence: its message's packet, or the flow's last one."""
     return (msg.pcap_cnt, msg.source) if msg is not None else (flow.last_cnt, flow.last_source)
@@ -68,6 +75,8 @@ class CompiledPolicy:
         self.assets_by_name: dict[str, Asset] = {}
         self.by_mac: dict[str, str] = {}
         self.assets_by_mac: dict[str, Asset] = {}
+        # Assets declared by MAC with no ip: on IP traffic their MAC is what names them (zone_of).
+        self.ipless_assets_by_mac: dict[str, Asset] = {}
         self.by_vlan: dict[int, str] = {}
         # prefix length -> {network address as int: zone id}, separately for IPv4 and IPv6
         self.nets: dict[int, list[tuple[int, dict[int, str]]]] = {4: [], 6: []}
@@ -86,6 +95,8 @@ class CompiledPolicy:
                 if asset.mac:
                     self.by_mac[asset.mac] = zone.id
                     self.assets_by_mac[asset.mac] = asset
+                    if not asset.ip:
+                        self.ipless_assets_by_mac[asset.mac] = asset
         for (version, plen), table in sorted(tables.items(), key=lambda kv: -kv[0][1]):
             self.nets[version].append((plen, table))
         # (initiator zone, responder zone) -> [(conduit or None for intra-zone, rule)]
@@ -104,25 +115,43 @@ class CompiledPolicy:
         self._looks: dict[tuple[int, ...], frozenset[str]] = {}
 
     def zone_of(self, addr: bytes, vlan: tuple[int, ...], mac: str | None) -> tuple[str | None, Asset | None]:
-        """(zone id, asset) of an address: asset IP, longest prefix, VLAN, then MAC."""
+        """(zone id, asset) of an address. The zone: asset IP, longest prefix, VLAN, then MAC. The
+        asset: the one with that IP, else one declared by MAC alone whose MAC the frame carries, if it
+        is in that zone. (An asset with an ip is never named by its MAC on IP traffic: a router's or
+        firewall's MAC is on the frames of every host it forwards.)"""
         asset = self.assets_by_ip.get(addr)
         if asset is not None:
             return asset.zone, asset
+        zone = self.network_zone(addr)
+        if zone is None and vlan:
+            zone = self.by_vlan.get(vlan[-1])
+        if zone is None and mac is not None:
+            zone = self.by_mac.get(mac)
+        if zone is not None and mac is not None:
+            asset = self.ipless_assets_by_mac.get(mac)
+            if asset is not None and asset.zone == zone:
+                return zone, asset
+        return zone, None
+
+    def network_zone(self, addr: bytes) -> str | None:
+        """The zone whose network is the longest prefix containing ``addr``."""
         value = int.from_bytes(addr, "big")
         bits = len(addr) * 8
         for plen, table in self.nets[4 if bits == 32 else 6]:
             zone = table.get(value >> (bits - plen) << (bits - plen) if plen else 0)
             if zone is not None:
-                return zone, None
-        if vlan:
-            zone = self.by_vlan.get(vlan[-1])
-            if zone is not None:
-                return zone, None
-        if mac is not None:
-            zone = self.by_mac.get(mac)
-            if zone is not None:
-                return zone, None
-        return None, None
+                return zone
+        return None
+
+    def dest_zone_of(
+        self, addr: bytes, vlan: tuple[int, ...], mac: str | None, sender_zone: str | None
+    ) -> tuple[str | None, Asset | None]:
+        """zone_of for the destination of an IP flow: a multicast or broadcast address that no asset
+        or network places is in the sender's zone, as a link-layer group frame is (docs/policy.md,
+        "IP multicast and broadcast")."""
+        if is_group_ip(addr) and addr not in self.assets_by_ip and self.network_zone(addr) is None:
+            return sender_zone, None
+        return self.zone_of(addr, vlan, mac)
 
     def zone_of_l2(self, mac: str | None, vlan: tuple[int, ...]) -> tuple[str | None, Asset | None]:
         """(zone id, asset) of a MAC on an L2 flow: asset MAC, zone MAC list, then VLAN."""
@@ -297,7 +326,7 @@ class PolicyDetector:
         cp = self.compiled
         if flow.ip_version:
             src_zone, src_asset = cp.zone_of(flow.src, flow.vlan, macs[0])
-            dest_zone, dest_asset = cp.zone_of(flow.dst, flow.vlan, macs[1])
+            dest_zone, dest_asset = cp.dest_zone_of(flow.dst, flow.vlan, macs[1], src_zone)
         else:
             src_zone, src_asset = cp.zone_of_l2(macs[0], flow.vlan)
             if is_group_mac(flow.dst):

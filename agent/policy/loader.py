@@ -532,7 +532,11 @@ def _defaults(r: _Report, top: _Map) -> Defaults:
     unknown = _maybe(
         m, "unknown_hosts", lambda n: _choice(r, n, "defaults.unknown_hosts", UNKNOWN_HOST_MODES)
     )
-    audited = _maybe(m, "audit_operations", lambda n: _choices(r, n, "operation", sorted(OPERATIONS)))
+    audited = _maybe(
+        m,
+        "audit_operations",
+        lambda n: _choices(r, n, "operation of defaults.audit_operations", sorted(OPERATIONS)),
+    )
     fold = _maybe(m, "alert_fold_seconds", lambda n: _fold_seconds(r, n))
     tz = _maybe(m, "timezone", lambda n: _timezone(r, n, "defaults.timezone"))
     return Defaults(
@@ -638,6 +642,7 @@ def _zone(r: _Report, node: Node, number: int) -> _ZoneSrc | None:
     if not any(_given(m.values.get(key)) for key in MEMBERSHIP_KEYS):
         r.error(node, f"{label} has no members: give it at least one of {', '.join(MEMBERSHIP_KEYS)}")
     _warn_assets_outside(r, src)
+    _warn_vlan_only(r, src)
     return src
 
 
@@ -765,6 +770,22 @@ def _asset(r: _Report, node: Node, zid: str, where: str) -> _AssetSrc | None:
         criticality=criticality or "",
     )
     return _AssetSrc(asset, name_node, ip, ip_node, mac_node)
+
+
+def _warn_vlan_only(r: _Report, src: _ZoneSrc) -> None:
+    """A VLAN places every address on it that nothing else places, at both ends of a flow: without
+    a network or an asset IP to anchor the zone, a routed outsider on the VLAN is a member too."""
+    if not src.vlans or src.networks or any(a.ip is not None for a in src.assets):
+        return
+    vlans = sorted(v for v, _ in src.vlans)
+    which = ("VLAN " if len(vlans) == 1 else "VLANs ") + ", ".join(map(str, vlans[:4]))
+    which += ", ..." if len(vlans) > 4 else ""
+    r.warning(
+        src.map.get("vlans") or src.node,
+        f"{src.label} is placed by VLAN alone: any address seen on {which} that no network or asset "
+        "places will count as a member (a routed outsider too, its traffic passing as intra-zone); "
+        "list the zone's networks as well",
+    )
 
 
 def _warn_assets_outside(r: _Report, src: _ZoneSrc) -> None:
@@ -1214,6 +1235,13 @@ def _conduit(r: _Report, node: Node, idx: _Index, tz: str, number: int) -> _Cond
     sl_t = _maybe(m, "sl_t", lambda n: _sl_t(r, n, f"sl_t of {label}"))
     scope = _Scope(owner=label, zones=zones or (), crossing=True)
     rules = _maybe(m, "flows", lambda n: _rules(r, n, idx, scope, tz, f"flows of {label}")) or []
+    flows_node = m.get("flows")
+    if isinstance(flows_node, SequenceNode) and not flows_node.value:
+        r.error(
+            flows_node,
+            f"flows of {label} is empty: a conduit must allow at least one flow "
+            "(to allow nothing between its zones, leave the conduit out)",
+        )
     conduit = Conduit(
         id=cid,
         zones=zones or ("", ""),

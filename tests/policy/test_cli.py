@@ -106,7 +106,8 @@ def test_validate_any_input_is_one_line_per_problem(tmp_path: Path, content: byt
     if result.returncode == 2:
         assert verdict.startswith(f"{path}: invalid (")
     else:  # only the escape case is a valid policy; the escape stays out of the output
-        assert result.returncode == 0 and verdict == f"{path}: valid (1 zone, 0 conduits)"
+        # (a zone placed by its VLAN alone: valid, with the warning that says what that lets in)
+        assert result.returncode == 0 and verdict == f"{path}: valid (1 zone, 0 conduits, 1 warning)"
     assert "\x1b" not in result.stdout
 
 
@@ -114,7 +115,14 @@ def test_validate_directory_and_stdin(tmp_path: Path) -> None:
     result = cw("validate", str(tmp_path))
     assert result.returncode == 2 and "cannot read the file" in result.stdout
     piped = cw("validate", "-", stdin=PLANT.encode())
-    assert piped.returncode == 0 and piped.stdout == "-: valid (3 zones, 2 conduits)\n"
+    assert piped.returncode == 0 and piped.stdout == "<stdin>: valid (3 zones, 2 conduits)\n"
+
+
+def test_validate_stdin_is_named_alike_on_problem_and_verdict_lines() -> None:
+    piped = cw("validate", "-", stdin=variant(("vlans: [10]", "vlans: [4096]")).encode())
+    *problems, verdict = piped.stdout.splitlines()
+    assert piped.returncode == 2 and problems and verdict == "<stdin>: invalid (1 error)"
+    assert all(line.startswith("<stdin>:") and PROBLEM.match(line) for line in problems), problems
 
 
 def test_usage_errors_exit_2() -> None:

@@ -362,3 +362,85 @@ def test_after_a_reload_requests_count_under_the_new_verdict() -> None:
         ("scada-cell", "cell", "modbus", "write"): 3,
         ("scada-cell-2", "cell", "modbus", "write"): 3,
     }
+
+
+def changed_zone(zone_id: str, **changes: object) -> CompiledPolicy:
+    """make_policy() with one zone's fields replaced."""
+    policy = make_policy().policy
+    zones = tuple(replace(z, **changes) if z.id == zone_id else z for z in policy.zones)  # type: ignore[arg-type]
+    return CompiledPolicy(replace(policy, zones=zones))
+
+
+FRAME_SRC_MAC = "02:00:00:00:00:01"  # the source MAC of every frame factory.tcp_stream builds
+
+
+def test_an_asset_declared_by_mac_alone_is_named_on_ip_traffic() -> None:
+    hmi_by_mac = Asset("hmi-1", "supervisory", mac=FRAME_SRC_MAC)
+    historian = Asset("historian", "supervisory", ip=HISTORIAN, mac="02:00:00:00:00:33")
+    cp = changed_zone("supervisory", assets=(hmi_by_mac, historian))
+    # Its MAC names it whichever step placed the address: a network, or the MAC itself.
+    assert cp.zone_of(ipaddress.ip_address("10.10.20.77").packed, (), FRAME_SRC_MAC) == (
+        "supervisory",
+        hmi_by_mac,
+    )
+    assert cp.zone_of(ipaddress.ip_address(ROGUE).packed, (), FRAME_SRC_MAC) == ("supervisory", hmi_by_mac)
+    # The zone still comes first: on an address another zone's network places, the MAC names nobody.
+    assert cp.zone_of(ipaddress.ip_address("10.10.10.99").packed, (), FRAME_SRC_MAC) == ("cell", None)
+    # An asset with an ip is that ip: its MAC on another address (it routes, or forwards) is not it.
+    assert cp.zone_of(ipaddress.ip_address("10.10.20.99").packed, (), "02:00:00:00:00:33") == (
+        "supervisory",
+        None,
+    )
+    # The rule whose initiator is supervisory/hmi-1 allows its polling.
+    alerts, _, _ = run(modbus("10.10.20.77", PLC, READ, WRITE), policy=cp)
+    assert alerts == []
+    alerts, _, _ = run(modbus("10.10.20.77", PLC, PROGRAM), policy=cp)
+    assert [(a["alert"]["rule"], a["policy"]["src_asset"], a["policy"]["rule"]) for a in alerts] == [
+        ("operation_not_allowed", "hmi-1", "hmi-polling")
+    ]
+
+
+SSDP = factory.udp(HMI, "239.255.255.250", sport=50000, dport=1900, data=b"M-SEARCH * HTTP/1.1\r\n\r\n")
+DHCP_INFORM = factory.udp(HMI, "255.255.255.255", sport=68, dport=67, data=bytes(240))
+
+
+def test_ip_multicast_and_broadcast_stay_in_the_senders_zone() -> None:
+    alerts, _, _ = run([SSDP, DHCP_INFORM])
+    assert alerts == []  # intra-zone traffic of supervisory, allowed by defaults.intra_zone
+    alerts, _, _ = run([SSDP, DHCP_INFORM], policy=make_policy(intra_zone="check"))
+    assert [(a["alert"]["rule"], a["policy"]["src_zone"], a["policy"]["dest_zone"]) for a in alerts] == [
+        ("intra_zone_not_allowed", "supervisory", "supervisory"),
+        ("intra_zone_not_allowed", "supervisory", "supervisory"),
+    ]
+    # A sender in no zone is still a host in no zone.
+    rogue = factory.udp(
+        ROGUE, "239.255.255.250", sport=50000, dport=1900, data=b"M-SEARCH * HTTP/1.1\r\n\r\n"
+    )
+    alerts, _, _ = run([rogue])
+    assert [(a["alert"]["rule"], a["policy"]["src_zone"], a["policy"]["dest_zone"]) for a in alerts] == [
+        ("unknown_host", None, None)
+    ]
+
+
+def test_group_destinations_by_address_family_and_longest_prefix() -> None:
+    v6 = ipaddress.ip_network("fd00:20::/64")
+    cp = changed_zone("supervisory", networks=(ipaddress.ip_network(SCADA), v6))
+    mdns6 = ipaddress.ip_address("ff02::fb").packed
+    assert cp.dest_zone_of(mdns6, (), None, "supervisory") == ("supervisory", None)
+    for group in ("224.0.0.251", "239.255.255.250", "255.255.255.255"):
+        assert cp.dest_zone_of(ipaddress.ip_address(group).packed, (), None, "cell") == ("cell", None)
+    # Not group addresses: 240/4 is reserved, x.x.x.255 a subnet's broadcast, which its network places.
+    for other in ("240.0.0.1", "10.10.20.255", "192.168.1.255"):
+        addr = ipaddress.ip_address(other).packed
+        assert cp.dest_zone_of(addr, (), None, "cell") == cp.zone_of(addr, (), None)
+    # A zone whose networks include the group address keeps it: longest prefix wins.
+    groups = Zone("groups", networks=(ipaddress.ip_network("239.255.0.0/16"),))
+    policy = make_policy().policy
+    cp = CompiledPolicy(replace(policy, zones=(*policy.zones, groups)))
+    assert cp.dest_zone_of(ipaddress.ip_address("239.255.255.250").packed, (), None, "cell") == (
+        "groups",
+        None,
+    )
+    assert cp.dest_zone_of(ipaddress.ip_address("239.1.1.1").packed, (), None, "cell") == ("cell", None)
+    alerts, _, _ = run([SSDP], policy=cp)
+    assert [(a["alert"]["rule"], a["policy"]["dest_zone"]) for a in alerts] == [("no_conduit", "groups")]

@@ -193,6 +193,15 @@ def test_utf8_bom_and_utf16(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Errors: one case per error class, each with its message and line
 
+# The flows of conduit 'reports', the last in the fixture.
+REPORTS_FLOWS = """    flows:
+      - id: web
+        initiator: idmz
+        responder: supervisory/hist-1
+        category: web
+        ports: [443]
+"""
+
 ERRORS = [
     # version, structure, keys, types
     ("version-missing", [("version: 1\n", "")], "the policy is missing 'version'", "system:"),
@@ -636,8 +645,14 @@ ERRORS = [
     (
         "defaults-audit",
         [("  timezone: Europe/Berlin\n", "  timezone: Europe/Berlin\n  audit_operations: [flash]\n")],
-        "operation: 'flash' is not valid",
+        "operation of defaults.audit_operations: 'flash' is not valid",
         "audit_operations",
+    ),
+    (
+        "conduit-flows-empty",
+        [(REPORTS_FLOWS, "    flows: []\n")],
+        "flows of conduit 'reports' is empty: a conduit must allow at least one flow",
+        "flows: []",
     ),
 ]
 
@@ -825,6 +840,19 @@ WARNINGS = [
         "{name: hist-1",
     ),
     (
+        "zone-placed-by-vlan-alone",
+        [
+            ("    networks: [10.10.10.0/24]\n", ""),
+            (
+                "{name: plc-1, ip: 10.10.10.11, role: plc, criticality: high}",
+                '{name: plc-1, mac: "00:11:22:33:44:66"}',
+            ),
+        ],
+        "zone 'cell' is placed by VLAN alone: any address seen on VLAN 10 that no network or asset places "
+        "will count as a member",
+        "vlans: [10]",
+    ),
+    (
         "unused-allow-rules",
         [("intra_zone: check", "intra_zone: allow")],
         "the allow rules of zone 'supervisory' are not used: defaults.intra_zone is 'allow'",
@@ -841,6 +869,12 @@ def test_warning(edits: list[tuple[str, str]], message: str, needle: str) -> Non
     policy, _ = load(variant(*edits))
     assert policy is not None, "warnings must not refuse the policy"
     assert all(p.severity == "warning" for p in problems)
+
+
+def test_a_vlan_zone_anchored_by_a_network_or_an_asset_ip_is_not_warned_about() -> None:
+    for edits in ([], [("    networks: [10.10.10.0/24]\n", "")]):
+        policy, problems = load(variant(*edits))
+        assert policy is not None and not [p for p in problems if "VLAN alone" in p.message], problems
 
 
 # ----------------------------------------------------------------------------------------------
