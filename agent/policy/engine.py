@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -102,6 +102,18 @@ class CompiledPolicy:
         self._tz: dict[str, ZoneInfo] = {}
         # looked_at() by the ids of the rules allowing a flow (rules live as long as this object)
         self._looks: dict[tuple[int, ...], frozenset[str]] = {}
+        # A rate budget is its rule's, across every flow the rule allows. The detector keys the
+        # rule's window by where the rule is written and its id, which outlive a reload that keeps
+        # the rule; found here by the rule object's id (rules live as long as this object).
+        self.rate_keys: dict[int, tuple[str, str, str]] = {}
+        for conduit in policy.conduits:
+            for rule in conduit.flows:
+                if rule.messages_per_second is not None:
+                    self.rate_keys[id(rule)] = ("conduit", conduit.id, rule.id)
+        for zone in policy.zones:
+            for rule in zone.allow:
+                if rule.messages_per_second is not None:
+                    self.rate_keys[id(rule)] = ("zone", zone.id, rule.id)
 
     def zone_of(self, addr: bytes, vlan: tuple[int, ...], mac: str | None) -> tuple[str | None, Asset | None]:
         """(zone id, asset) of an address: asset IP, longest prefix, VLAN, then MAC."""
@@ -222,7 +234,6 @@ class Verdict:
     client: bytes  # the side that opened the flow (as far as the capture can tell)
     server: bytes
     server_port: int
-    rate_windows: dict[str, list[float]] = field(default_factory=dict)  # rule id -> [window start, count]
 
 
 @dataclass(slots=True)
@@ -256,6 +267,9 @@ class PolicyDetector:
         self.violations: dict[tuple[str, str, str, str, str], int] = {}
         self.audits = 0
         self.flows_checked = 0
+        # Rate budgets (CompiledPolicy.rate_keys) -> [window start, messages in it]: one entry per
+        # rate-limited rule of the policy in force, so bounded by the policy, not by the traffic.
+        self.rate_windows: dict[tuple[str, str, str], list[float]] = {}
         # Called on a swap: the decoders ask record_interest again (DecoderContext.retune).
         self.retune: Callable[[], None] = no_retune
 
@@ -277,6 +291,10 @@ class PolicyDetector:
         """Use a new policy from now on; flows re-judge themselves at their next message or end."""
         self.compiled = policy
         self.generation += 1
+        # A rule the new policy keeps (same conduit or zone, same id) keeps its window: a reload in
+        # the middle of a burst does not forgive it. The windows of rules it drops go with them.
+        kept = set(policy.rate_keys.values())
+        self.rate_windows = {key: w for key, w in self.rate_windows.items() if key in kept}
         self.retune()
 
     # -- flows -----------------------------------------------------------------------------------
@@ -440,9 +458,11 @@ class PolicyDetector:
             self._check_rate(allowing, flow, verdict, msg)
 
     def _check_rate(self, rule: FlowRule, flow: Flow, verdict: Verdict, msg: OtMessage) -> None:
-        window = verdict.rate_windows.get(rule.id)
+        """Count ``msg`` against its rule's budget, summed over every flow the rule allows."""
+        key = self.compiled.rate_keys[id(rule)]
+        window = self.rate_windows.get(key)
         if window is None or msg.ts - window[0] >= 1.0:
-            verdict.rate_windows[rule.id] = [msg.ts, 1.0]
+            self.rate_windows[key] = [msg.ts, 1.0]
             return
         window[1] += 1
         if rule.messages_per_second is not None and window[1] > rule.messages_per_second:
