@@ -32,7 +32,8 @@ def test_one_flow_above_its_rules_budget_is_rate_exceeded() -> None:
     first = alerts[0]["alert"]
     assert first["rule"] == "rate_exceeded" and first["signature_id"] == 9100008
     assert first["signature"] == (
-        "hmi-1 10.10.20.21 (supervisory) sent more than 10 modbus messages a second to plc-1 10.10.10.11 (cell)"
+        "hmi-1 10.10.20.21 (supervisory) sent more than 10 modbus messages a second "
+        "to plc-1 10.10.10.11 (cell)"
     )
     # the 11th request (the 3 handshake packets, then request and reply for each) is the first over
     assert alerts[0]["pcap_cnt"] == 3 + 2 * 10 + 1
