@@ -209,6 +209,10 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._flows)
 
+    def get(self, key: FlowKey) -> Flow | None:
+        """The live flow of initiator key ``key``, if any."""
+        return self._flows.get(key)
+
     def flows(self) -> list[Flow]:
         """The live flows, least recently seen first (a copy: safe to iterate while updating)."""
         return list(self._flows.values())

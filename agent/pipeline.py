@@ -159,6 +159,8 @@ class Pipeline:
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
         if self.floods is not None:
             self.floods.live_flows = self.flows.flows  # to find long flows the table continues
+        if self.policy is not None:
+            self.policy.find_flow = self.flows.get  # likewise, for flows it follows past their start
         self._log_messages = config.events == EVENTS_ALL
         handlers = (getattr(c, "on_message", None) for c in self.consumers)
         self._message_consumers: tuple[Callable[[OtMessage], None], ...] = tuple(

@@ -4,21 +4,23 @@ Compilation turns the model into lookup tables: an exact-IP table for assets, on
 prefix length for networks (longest-prefix match in at most ~33 probes for IPv4), VLAN and MAC
 tables, and the flow rules indexed by (initiator zone, responder zone). Nothing here runs per
 packet: a flow is judged once when it starts (the verdict is cached on the flow) and an industrial
-message only when its flow has rules that restrict operations, codes, schedules or rates.
+message only when its flow has rules that restrict operations, codes, schedules or rates. A flow
+allowed only by a schedule is also judged again about once a second of packet time (``tick``, off the
+packet path), by its last packet's time, until it leaves its windows or ends.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.decoders.base import NO_RECORD, OPERATIONS, REQUEST, Interest, OtMessage, no_retune
 from agent.dissect import Packet, format_ip
-from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow
+from agent.flows import TCP_SYN_RECV, TCP_SYN_SENT, Flow, FlowKey
 from agent.linklayer import endpoint_macs, format_mac, is_group_mac
 from agent.outputs.eve import format_timestamp
 from agent.policy.model import Asset, Conduit, FlowRule, Policy, Schedule, Zone, sl_text
@@ -113,6 +115,18 @@ class CompiledPolicy:
         self._tz: dict[str, ZoneInfo] = {}
         # looked_at() by the ids of the rules allowing a flow (rules live as long as this object)
         self._looks: dict[tuple[int, ...], frozenset[str]] = {}
+        # A rate budget is its rule's, across every flow the rule allows. The detector keys the
+        # rule's window by where the rule is written and its id, which outlive a reload that keeps
+        # the rule; found here by the rule object's id (rules live as long as this object).
+        self.rate_keys: dict[int, tuple[str, str, str]] = {}
+        for conduit in policy.conduits:
+            for rule in conduit.flows:
+                if rule.messages_per_second is not None:
+                    self.rate_keys[id(rule)] = ("conduit", conduit.id, rule.id)
+        for zone in policy.zones:
+            for rule in zone.allow:
+                if rule.messages_per_second is not None:
+                    self.rate_keys[id(rule)] = ("zone", zone.id, rule.id)
 
     def zone_of(self, addr: bytes, vlan: tuple[int, ...], mac: str | None) -> tuple[str | None, Asset | None]:
         """(zone id, asset) of an address. The zone: asset IP, longest prefix, VLAN, then MAC. The
@@ -254,7 +268,6 @@ class Verdict:
     # Inside one zone with ``intra_zone: allow``: allowed with no rule, its always-audited operations
     # still audited (SR 2.8 asks who changed what, wherever the change came from).
     intra_allowed: bool = False
-    rate_windows: dict[str, list[float]] = field(default_factory=dict)  # rule id -> [window start, count]
 
 
 @dataclass(slots=True)
@@ -270,6 +283,22 @@ class _Fold:
     source: int
 
 
+@dataclass(slots=True)
+class _Followed:
+    """A flow allowed only by scheduled flow-level rules, and inside one of their windows so far."""
+
+    flow: Flow | None  # None: its record was cut by the active timeout, the continuation is looked up
+    verdict: Verdict
+    rules: list[FlowRule]  # the scheduled flow-level rules
+    until: float  # packet time before which the answer cannot change (the next minute)
+
+
+def _next_minute(ts: float) -> float:
+    # Schedules are judged to the local minute and time zones differ from UTC by whole minutes, so
+    # whether a time is in a window stays the same up to the next minute of UTC.
+    return (ts // 60 + 1) * 60
+
+
 # emit(event_type, timestamp, flow, pcap_cnt, source index, fields)
 EmitFn = Callable[[str, float, Flow, int, int, dict[str, Any]], None]
 
@@ -277,7 +306,8 @@ EmitFn = Callable[[str, float, Flow, int, int, dict[str, Any]], None]
 class PolicyDetector:
     """Flow consumer checking the policy; emits ``alert`` and ``audit`` events through ``emit``."""
 
-    def __init__(self, policy: CompiledPolicy, emit: EmitFn, max_folds: int = 10_000) -> None:
+    def __init__(self, policy: CompiledPolicy, emit: EmitFn, max_folds: int = 10_000,
+                 max_followed: int = 10_000) -> None:  # fmt: skip
         self.compiled = policy
         self.generation = 1
         self.emit = emit
@@ -288,6 +318,17 @@ class PolicyDetector:
         self.violations: dict[tuple[str, str, str, str, str], int] = {}
         self.audits = 0
         self.flows_checked = 0
+        # Rate budgets (CompiledPolicy.rate_keys) -> [window start, messages in it]: one entry per
+        # rate-limited rule of the policy in force, so bounded by the policy, not by the traffic.
+        self.rate_windows: dict[tuple[str, str, str], list[float]] = {}
+        # Flows whose only allowance is a schedule, followed until they carry packets outside it
+        # (judged at tick and at their end, by their last packet's time), oldest first.
+        self.followed: dict[FlowKey, _Followed] = {}
+        self.max_followed = max_followed
+        self.followed_evictions = 0
+        # The flow table's live flow by key (the pipeline sets it): finds the continuation of a
+        # followed flow whose record the active timeout cut.
+        self.find_flow: Callable[[FlowKey], Flow | None] = lambda _key: None
         # Called on a swap: the decoders ask record_interest again (DecoderContext.retune).
         self.retune: Callable[[], None] = no_retune
 
@@ -303,12 +344,18 @@ class PolicyDetector:
             "audits": self.audits,
             "alert_folds_open": len(self.folds),
             "alert_fold_evictions": self.fold_evictions,
+            "scheduled_flows_followed": len(self.followed),
+            "scheduled_flow_evictions": self.followed_evictions,
         }
 
     def swap(self, policy: CompiledPolicy) -> None:
         """Use a new policy from now on; flows re-judge themselves at their next message or end."""
         self.compiled = policy
         self.generation += 1
+        # A rule the new policy keeps (same conduit or zone, same id) keeps its window: a reload in
+        # the middle of a burst does not forgive it. The windows of rules it drops go with them.
+        kept = set(policy.rate_keys.values())
+        self.rate_windows = {key: w for key, w in self.rate_windows.items() if key in kept}
         self.retune()
 
     # -- flows -----------------------------------------------------------------------------------
@@ -321,8 +368,11 @@ class PolicyDetector:
             macs = endpoint_macs(pkt, flow.src)
         self._judge(flow, macs, flow.first_ts)
 
-    def _judge(self, flow: Flow, macs: tuple[str | None, str | None], ts: float) -> Verdict:
+    def _judge(self, flow: Flow, macs: tuple[str | None, str | None], ts: float,
+               continued: bool = False) -> Verdict:  # fmt: skip
         self.flows_checked += 1
+        if self.followed:
+            self.followed.pop(flow.key, None)  # judged again: followed again if the new verdict says so
         cp = self.compiled
         if flow.ip_version:
             src_zone, src_asset = cp.zone_of(flow.src, flow.vlan, macs[0])
@@ -369,7 +419,7 @@ class PolicyDetector:
                 or (r.schedule is not None) for r in verdict.rules
             )  # fmt: skip
             verdict.looks = self.compiled.looked_at(verdict.rules)
-            self._check_flow_schedule(flow, verdict, ts)
+            self._check_flow_schedule(flow, verdict, ts, continued)
             return verdict
         if not self._midstream(flow) and self._allowed(
             dest_zone, dest_asset, src_zone, src_asset, flow.app_proto, flow.sport, flow.dport
@@ -411,17 +461,54 @@ class PolicyDetector:
         """A TCP flow picked up after its handshake: the capture cannot say who opened it."""
         return flow.proto == 6 and flow.tcp_state not in (TCP_SYN_SENT, TCP_SYN_RECV) and flow.client_isn < 0
 
-    def _check_flow_schedule(self, flow: Flow, verdict: Verdict, ts: float) -> None:
-        # A schedule on a rule without an operation list governs the flow itself.
+    def _check_flow_schedule(self, flow: Flow, verdict: Verdict, ts: float, continued: bool) -> None:
+        # A schedule on a rule without an operation list governs the flow itself: a flow allowed only
+        # by such rules is an alert when it opens outside all their windows, and is followed when it
+        # opens inside one, to be an alert if it carries packets past them.
         flow_rules = [r for r in verdict.rules if r.operations is None]
-        if (
-            flow_rules
-            and all(r.schedule is not None for r in flow_rules)
-            and not any(
-                r.schedule is not None and self.compiled.in_schedule(r.schedule, ts) for r in flow_rules
-            )
-        ):
-            self._alert("outside_schedule", flow, verdict, ts, None, rule=flow_rules[0])
+        if not flow_rules or any(r.schedule is None for r in flow_rules):
+            return
+        if not self._in_a_window(flow_rules, ts):
+            self._alert("outside_schedule", flow, verdict, ts, None, rule=flow_rules[0], continued=continued)
+            return
+        if len(self.followed) >= self.max_followed:
+            del self.followed[next(iter(self.followed))]  # the oldest is not judged against its windows again
+            self.followed_evictions += 1
+        self.followed[flow.key] = _Followed(flow, verdict, flow_rules, _next_minute(ts))
+
+    def _in_a_window(self, rules: list[FlowRule], ts: float) -> bool:
+        in_schedule = self.compiled.in_schedule
+        return any(r.schedule is not None and in_schedule(r.schedule, ts) for r in rules)
+
+    def _follow_up(self) -> None:
+        """Judge the followed flows by their last packet's time (from tick, once a second)."""
+        for key, followed in list(self.followed.items()):
+            flow = followed.flow
+            if flow is None:
+                flow = self.find_flow(key)
+                if flow is None or flow.verdict is not followed.verdict:
+                    del self.followed[key]  # the continuation is gone, or was judged again
+                    continue
+                followed.flow = flow
+            if followed.verdict.generation != self.generation:
+                # Reloaded: a flow that sends no industrial messages would otherwise keep its old
+                # verdict until it ends. Judging it follows it again, or alerts, under the new policy.
+                self._judge(flow, followed.verdict.macs, flow.last_ts, continued=True)
+                continue
+            if flow.last_ts >= followed.until:
+                self._judge_followed(key, followed, flow)
+
+    def _judge_followed(self, key: FlowKey, followed: _Followed, flow: Flow) -> bool:
+        """Whether ``flow`` is still inside a window at its last packet; if not, the alert, and the
+        flow is no longer followed."""
+        ts = flow.last_ts
+        if self._in_a_window(followed.rules, ts):
+            followed.until = _next_minute(ts)
+            return True
+        del self.followed[key]
+        self._alert("outside_schedule", flow, followed.verdict, ts, None, rule=followed.rules[0],
+                    continued=True)  # fmt: skip
+        return False
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
         verdict = flow.verdict
@@ -431,7 +518,16 @@ class PolicyDetector:
             flow.app_proto != verdict.proto_checked and flow.app_proto not in _ANY_PROTO_GUESSES
         ):
             # The policy was reloaded, or the payload showed another protocol than the port said.
-            self._judge(flow, verdict.macs, flow.last_ts)
+            verdict = self._judge(flow, verdict.macs, flow.last_ts)
+        if self.followed:
+            followed = self.followed.get(flow.key)
+            if followed is not None and followed.verdict is verdict:
+                followed.flow = flow  # (a continuation may not have been looked up yet)
+                if self._judge_followed(flow.key, followed, flow):  # still inside a window
+                    if reason == "active_timeout":
+                        followed.flow = None  # the flow goes on in a new record: follow that one
+                    else:
+                        del self.followed[flow.key]
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -476,9 +572,11 @@ class PolicyDetector:
             self._check_rate(allowing, flow, verdict, msg)
 
     def _check_rate(self, rule: FlowRule, flow: Flow, verdict: Verdict, msg: OtMessage) -> None:
-        window = verdict.rate_windows.get(rule.id)
+        """Count ``msg`` against its rule's budget, summed over every flow the rule allows."""
+        key = self.compiled.rate_keys[id(rule)]
+        window = self.rate_windows.get(key)
         if window is None or msg.ts - window[0] >= 1.0:
-            verdict.rate_windows[rule.id] = [msg.ts, 1.0]
+            self.rate_windows[key] = [msg.ts, 1.0]
             return
         window[1] += 1
         if rule.messages_per_second is not None and window[1] > rule.messages_per_second:
@@ -505,7 +603,7 @@ class PolicyDetector:
         }
 
     def _alert(self, kind: str, flow: Flow, verdict: Verdict, ts: float, msg: OtMessage | None,
-               rule: FlowRule | None = None) -> None:  # fmt: skip
+               rule: FlowRule | None = None, continued: bool = False) -> None:  # fmt: skip
         conduit = verdict.conduit.id if verdict.conduit is not None else None
         operation = msg.operation if msg is not None else None
         key = (kind, verdict.src_zone or "-", verdict.dest_zone or "-", conduit or "-", operation or "-")
@@ -518,7 +616,7 @@ class PolicyDetector:
         fields: dict[str, Any] = {
             "alert": {
                 "signature_id": sid,
-                "signature": self._sentence(kind, flow, verdict, msg, rule),
+                "signature": self._sentence(kind, flow, verdict, msg, rule, continued),
                 "category": category,
                 "severity": severity,
                 "rule": kind,
@@ -594,10 +692,13 @@ class PolicyDetector:
         self.emit(kind, fold.last, fold.flow, fold.cnt, fold.source, fields)
 
     def tick(self, now: float) -> None:
-        """Close fold windows that have ended (called about once a second of packet time)."""
+        """Close fold windows that have ended and judge the followed flows (called about once a
+        second of packet time)."""
         ended = [k for k, f in self.folds.items() if f.window_end <= now]
         for key in ended:
             self._flush_fold(self.folds.pop(key))
+        if self.followed:
+            self._follow_up()
 
     def finish(self) -> None:
         for fold in self.folds.values():
@@ -626,7 +727,7 @@ class PolicyDetector:
         return f"{name} ({zone})" if zone else f"{name} (in no zone)"
 
     def _sentence(self, kind: str, flow: Flow, verdict: Verdict, msg: OtMessage | None,
-                  rule: FlowRule | None) -> str:  # fmt: skip
+                  rule: FlowRule | None, continued: bool = False) -> str:  # fmt: skip
         src = self._who(verdict.client, verdict.src_asset, verdict.src_zone)
         dst = self._who(verdict.server, verdict.dest_asset, verdict.dest_zone)
         proto = flow.app_proto or "traffic"
@@ -657,5 +758,7 @@ class PolicyDetector:
                 return f"{src} sent more than {rate} to {dst}"
         if kind == "outside_schedule" and rule is not None and rule.schedule is not None:
             window = f"rule {rule.id} ({rule.schedule.text()})"
+            if continued:
+                return f"{proto}{port} from {src} to {dst} was still open after the window of {window}"
             return f"{src} opened {proto}{port} to {dst} outside the window of {window}"
         return f"{src} -> {dst}: {kind}"

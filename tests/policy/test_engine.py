@@ -94,9 +94,10 @@ def record_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 
 def run(
     packets: list, start: float = TUESDAY_10H, policy: CompiledPolicy | None = None, tmp: Path | None = None,
-    reload: tuple[int, CompiledPolicy] | None = None,
+    reload: tuple[int, CompiledPolicy] | None = None, times: list[float] | None = None,
 ):  # fmt: skip
-    """Replay ``packets`` with the policy; ``reload``: swap in another policy before that frame."""
+    """Replay ``packets`` with the policy; ``reload``: swap in another policy before that frame;
+    ``times``: each packet's timestamp (default: 10 ms apart from ``start``)."""
     consumers = [factory.Collector()] if EVERY_RECORD else []
     events: list[dict] = []
 
@@ -111,7 +112,7 @@ def run(
 
     pipeline = Pipeline(PipelineConfig(events=EVENTS_DEFAULT), sinks=[Sink()], consumers=consumers,
                         policy=policy or make_policy())  # fmt: skip
-    source = factory.ListSource(packets, start=start)
+    source = factory.ListSource(packets, start=start, times=times)
     if reload is not None:
         at, new_policy = reload
         detector = pipeline.policy
