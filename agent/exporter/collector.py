@@ -307,6 +307,16 @@ class AgentCollector(Collector):
             "Alert folds closed early because the fold table was full.",
             value=detector.fold_evictions,
         )
+        yield GaugeMetricFamily(
+            "conduitwatch_policy_scheduled_flows_followed",
+            "Flows allowed only by a schedule, followed until they leave its windows or end.",
+            value=len(detector.followed),
+        )
+        yield CounterMetricFamily(
+            "conduitwatch_policy_scheduled_flow_evictions",
+            "Scheduled flows no longer judged against their windows because the table was full.",
+            value=detector.followed_evictions,
+        )
         if reloader is not None:
             yield GaugeMetricFamily(
                 "conduitwatch_policy_reload_success",

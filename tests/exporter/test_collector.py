@@ -50,6 +50,15 @@ def test_demo_policy_and_operation_metrics_match_the_detector() -> None:
     ((labels, value),) = info.items()
     assert value == 1 and dict(labels)["zones"] == str(len(detector.compiled.zones))
     assert values(all_samples, "conduitwatch_policy_reload_success") == {(): 1.0}
+    # Every policy table's size and evictions, as the stats event reports them.
+    stats = detector.stats()
+    for metric, counter in (
+        ("conduitwatch_policy_alert_folds_open", "alert_folds_open"),
+        ("conduitwatch_policy_alert_fold_evictions_total", "alert_fold_evictions"),
+        ("conduitwatch_policy_scheduled_flows_followed", "scheduled_flows_followed"),
+        ("conduitwatch_policy_scheduled_flow_evictions_total", "scheduled_flow_evictions"),
+    ):
+        assert values(all_samples, metric) == {(): float(stats[counter])}, metric
     flows = values(all_samples, "conduitwatch_flows_created_total")[()]
     assert flows == pipeline.flows.created
     assert values(all_samples, "conduitwatch_capture_up") == {(("mode", "replay"),): 0.0}
