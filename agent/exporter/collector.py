@@ -297,26 +297,19 @@ class AgentCollector(Collector):
             "Flows judged against the policy.",
             value=detector.flows_checked,
         )
-        yield GaugeMetricFamily(
-            "conduitwatch_policy_alert_folds_open",
-            "Alert fold windows open (repeats being folded into one alert).",
-            value=len(detector.folds),
-        )
-        yield CounterMetricFamily(
-            "conduitwatch_policy_alert_fold_evictions",
-            "Alert folds closed early because the fold table was full.",
-            value=detector.fold_evictions,
-        )
-        yield GaugeMetricFamily(
-            "conduitwatch_policy_scheduled_flows_followed",
-            "Flows allowed only by a schedule, followed until they leave its windows or end.",
-            value=len(detector.followed),
-        )
-        yield CounterMetricFamily(
-            "conduitwatch_policy_scheduled_flow_evictions",
-            "Scheduled flows no longer judged against their windows because the table was full.",
-            value=detector.followed_evictions,
-        )
+        # The policy's bounded tables: their size, and what their limit made them drop.
+        for size_name, size_help, size, evicted_name, evicted_help, evicted in (
+            ("alert_folds_open", "Alert fold windows open (repeats being folded into one alert).",
+             len(detector.folds), "alert_fold_evictions",
+             "Alert folds closed early because the fold table was full.", detector.fold_evictions),
+            ("scheduled_flows_followed",
+             "Flows allowed only by a schedule, followed until they leave its windows or end.",
+             len(detector.followed), "scheduled_flow_evictions",
+             "Scheduled flows no longer judged against their windows because the table was full.",
+             detector.followed_evictions),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(f"conduitwatch_policy_{size_name}", size_help, value=size)
+            yield CounterMetricFamily(f"conduitwatch_policy_{evicted_name}", evicted_help, value=evicted)
         if reloader is not None:
             yield GaugeMetricFamily(
                 "conduitwatch_policy_reload_success",
