@@ -104,29 +104,25 @@ class CompiledPolicy:
         # (initiator zone, responder zone) -> [(conduit or None for intra-zone, rule)]
         self.rules: dict[tuple[str, str], list[tuple[Conduit | None, FlowRule]]] = {}
         self.conduits_between: dict[frozenset[str], list[Conduit]] = {}
-        for conduit in policy.conduits:
-            self.conduits_between.setdefault(frozenset(conduit.zones), []).append(conduit)
-            for rule in conduit.flows:
-                self.rules.setdefault((rule.initiator.zone, rule.responder.zone), []).append((conduit, rule))
-        for zone in policy.zones:
-            for rule in zone.allow:
-                self.rules.setdefault((zone.id, zone.id), []).append((None, rule))
-        self.audited = policy.defaults.audit_operations
-        self._tz: dict[str, ZoneInfo] = {}
-        # looked_at() by the ids of the rules allowing a flow (rules live as long as this object)
-        self._looks: dict[tuple[int, ...], frozenset[str]] = {}
         # A rate budget is its rule's, across every flow the rule allows. The detector keys the
         # rule's window by where the rule is written and its id, which outlive a reload that keeps
         # the rule; found here by the rule object's id (rules live as long as this object).
         self.rate_keys: dict[int, tuple[str, str, str]] = {}
         for conduit in policy.conduits:
+            self.conduits_between.setdefault(frozenset(conduit.zones), []).append(conduit)
             for rule in conduit.flows:
+                self.rules.setdefault((rule.initiator.zone, rule.responder.zone), []).append((conduit, rule))
                 if rule.messages_per_second is not None:
                     self.rate_keys[id(rule)] = ("conduit", conduit.id, rule.id)
         for zone in policy.zones:
             for rule in zone.allow:
+                self.rules.setdefault((zone.id, zone.id), []).append((None, rule))
                 if rule.messages_per_second is not None:
                     self.rate_keys[id(rule)] = ("zone", zone.id, rule.id)
+        self.audited = policy.defaults.audit_operations
+        self._tz: dict[str, ZoneInfo] = {}
+        # looked_at() by the ids of the rules allowing a flow (rules live as long as this object)
+        self._looks: dict[tuple[int, ...], frozenset[str]] = {}
 
     def zone_of(self, addr: bytes, vlan: tuple[int, ...], mac: str | None) -> tuple[str | None, Asset | None]:
         """(zone id, asset) of an address. The zone: asset IP, longest prefix, VLAN, then MAC. The
