@@ -126,14 +126,18 @@ class TcpHealth:
         (handshake, FIN/RST, repeated ACKs, probes, data out of order) goes to ``_judge``.
         """
         if window and flags & _ACK_SYN_FIN_RST == _ACK:
+            # Sequence numbers above 2**30 are two-digit ints in CPython, whose arithmetic allocates:
+            # the usual case is settled with comparisons (the peer has acknowledged exactly up to
+            # this new data), the modular arithmetic kept for the rest.
             if to_server:
                 if seq == self.next_ts:
                     if length > 1:
                         acked = self.ack_tc
-                        if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
+                        if acked != seq and acked >= 0 and (acked - seq - length) & _M32 < _HALF:
                             self.retransmissions += 1
                             self.counts.retransmissions += 1
-                        self.next_ts = (seq + length) & _M32
+                        end = seq + length
+                        self.next_ts = end if end <= _M32 else end & _M32
                     elif length or ack == self.ack_ts:
                         self._judge(to_server, flags, seq, ack, window, length)
                         return
@@ -144,10 +148,11 @@ class TcpHealth:
             elif seq == self.next_tc:
                 if length > 1:
                     acked = self.ack_ts
-                    if acked >= 0 and (acked - seq - length) & _M32 < _HALF:
+                    if acked != seq and acked >= 0 and (acked - seq - length) & _M32 < _HALF:
                         self.retransmissions += 1
                         self.counts.retransmissions += 1
-                    self.next_tc = (seq + length) & _M32
+                    end = seq + length
+                    self.next_tc = end if end <= _M32 else end & _M32
                 elif length or ack == self.ack_tc:
                     self._judge(to_server, flags, seq, ack, window, length)
                     return
