@@ -509,6 +509,10 @@ class FileSource:
                 rest = buf[pos:end]
                 base += pos
                 pos = 0
+                # From here buf is a copy, not the map: nothing to release, and a block the loop
+                # stops short of (a section header too short for its byte-order magic) must end the
+                # file below rather than send the loop round again.
+                mapped = False
                 try:
                     # A block longer than a chunk is completed in one read, not chunk by chunk.
                     data = read(max(chunk_size, want - len(rest)))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import signal
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -310,6 +312,34 @@ def test_pcapng_truncated_block(tmp_path: Path) -> None:
     src, frames = read_all(write(tmp_path / "h.pcapng", data[: offsets["first_epb"] + 5]))
     assert src.problem is not None
     assert src.problem.reason == "truncated block header (5 bytes)"
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging: a reader that loops for ever is interrupted after ``seconds``."""
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"still reading after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("cut", range(8, 12))
+def test_pcapng_ending_in_a_section_header_cut_before_its_byte_order_ends(tmp_path: Path, cut: int) -> None:
+    """8 to 11 bytes of a new section header at the end of a memory-mapped file: too short for its
+    byte-order magic. Reported as a truncated header (it used to loop for ever; hypothesis found it)."""
+    data, expected, _ = two_section_pcapng()
+    with deadline(20):
+        src, frames = read_all(write(tmp_path / "s.pcapng", data + ng_shb()[:cut]))
+    assert frames == expected
+    assert src.problem is not None
+    assert (src.problem.offset, src.problem.reason) == (len(data), f"truncated block header ({cut} bytes)")
 
 
 def test_pcapng_packet_length_beyond_block(tmp_path: Path) -> None:
