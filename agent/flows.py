@@ -155,6 +155,7 @@ class Flow:
 
 FlowEndHandler = Callable[[Flow, str], None]
 FlowNewHandler = Callable[[Flow, Packet], None]  # called with the packet that created the flow
+FlowContinueHandler = Callable[[Flow, Flow], None]  # (the record an active timeout cut, its continuation)
 
 
 class FlowTable:
@@ -177,6 +178,7 @@ class FlowTable:
         "fast_packets",
         "fast_vlan",
         "next_sweep",
+        "on_continue",
         "timed_out",
     )
 
@@ -186,6 +188,9 @@ class FlowTable:
         self.config = config
         self._end = on_end
         self._on_new = on_new
+        # Told when an active timeout cuts a long flow and its continuation starts (no flow-start
+        # hook runs for it): stages that follow a flow carry their state over (the pipeline sets it).
+        self.on_continue: FlowContinueHandler | None = None
         # By initiator key, least recently seen first; ``_lookup`` finds a flow from either direction
         # with one probe (two entries a flow: memory is bounded by max_flows anyway).
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
@@ -208,10 +213,6 @@ class FlowTable:
 
     def __len__(self) -> int:
         return len(self._flows)
-
-    def get(self, key: FlowKey) -> Flow | None:
-        """The live flow of initiator key ``key``, if any."""
-        return self._flows.get(key)
 
     def flows(self) -> list[Flow]:
         """The live flows, least recently seen first (a copy: safe to iterate while updating)."""
@@ -509,6 +510,8 @@ class FlowTable:
         if old.tcp is not None:
             flow.tcp = old.tcp.continuation()
         self._insert(flow)
+        if self.on_continue is not None:
+            self.on_continue(old, flow)
         return flow
 
     def _evict(self) -> None:

@@ -71,7 +71,8 @@ class FlowConsumer(Protocol):
     it also says per flow which ones it reads: ``record_interest(flow, protocol, ts) -> Interest``
     (see DecoderContext). One that times control loops offers the decoders a ``timing_tap(flow,
     protocol, client_is_initiator)`` (the flood detector). One that needs the packet opening a flow
-    (its MAC addresses, say) defines ``on_flow_start(flow: Flow, pkt: Packet)``.
+    (its MAC addresses, say) defines ``on_flow_start(flow: Flow, pkt: Packet)``; one that follows flows
+    across the records an active timeout cuts them into defines ``on_flow_continue(old, new)``.
     """
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
@@ -157,10 +158,10 @@ class Pipeline:
         starters = (getattr(c, "on_flow_start", None) for c in self.consumers if c is not self.policy)
         self._flow_start_consumers = tuple(h for h in starters if callable(h))
         self.flows = FlowTable(config.flows, self._on_flow_end, self._flow_starter(bool(protocols)))
-        if self.floods is not None:
-            self.floods.live_flows = self.flows.flows  # to find long flows the table continues
-        if self.policy is not None:
-            self.policy.find_flow = self.flows.get  # likewise, for flows it follows past their start
+        continuers = (getattr(c, "on_flow_continue", None) for c in self.consumers)
+        self._flow_continue_consumers = tuple(h for h in continuers if callable(h))
+        if self._flow_continue_consumers:
+            self.flows.on_continue = self._on_flow_continue
         self._log_messages = config.events == EVENTS_ALL
         handlers = (getattr(c, "on_message", None) for c in self.consumers)
         self._message_consumers: tuple[Callable[[OtMessage], None], ...] = tuple(
@@ -283,6 +284,10 @@ class Pipeline:
     def _on_anomaly(self, anomaly: Anomaly) -> None:
         if self.sinks:
             self.emit(anomaly_event(anomaly, self.source_names))
+
+    def _on_flow_continue(self, old: Flow, new: Flow) -> None:
+        for on_flow_continue in self._flow_continue_consumers:
+            on_flow_continue(old, new)
 
     def _on_flow_end(self, flow: Flow, reason: str) -> None:
         app = flow.app

@@ -125,10 +125,9 @@ class FloodDetector:
         self.compiled: CompiledPolicy | None = None
         self._build_scopes()
         self.tracked: dict[Flow, Tracked] = {}
-        # Where the live flows can be listed (the pipeline sets it), and tracked flows the table ended
-        # by active timeout whose continuation is still to be found.
-        self.live_flows: Callable[[], list[Flow]] | None = None
-        self._continued: dict[tuple[Any, ...], Tracked] = {}
+        # The tracked flow the table just ended by active timeout: its continuation follows at once
+        # (on_flow_continue) and carries on its measurement.
+        self._cut: tuple[Flow, Tracked] | None = None
         self.untracked = 0  # flows not binned because max_tracked were
         self.loops: dict[tuple[bytes, bytes, str], Loop] = {}
         self.loops_dropped = 0  # flow directions whose loop was not followed because max_loops were
@@ -282,10 +281,8 @@ class FloodDetector:
         tracked = self.tracked.pop(flow, None)
         if tracked is not None:
             self._sample(tracked, flow.last_ts)
-            if reason == "active_timeout" and self.live_flows is not None:
-                # The flow table continues a long flow (a backup of hours) in a new record without
-                # a flow-start hook: pick the continuation up at the next bin boundary.
-                self._continued[flow.key] = tracked
+            if reason == "active_timeout":
+                self._cut = (flow, tracked)  # a long flow (a backup of hours) goes on in a new record
         if flow.tcp_state == TCP_RESET and flow.app_proto in OT_PROTOCOLS:
             reset_key = (self._zones_of(flow)[1], flow.app_proto)
             self.resets[reset_key] = self.resets.get(reset_key, 0) + 1
@@ -463,8 +460,6 @@ class FloodDetector:
                     del self.tracked[flow]
                 else:
                     self.tracked[flow] = tracked
-        if self._continued:
-            self._pick_up_continuations()
         if ts >= self.next_bin:
             for tracked in list(self.tracked.values()):
                 self._sample(tracked, ts)
@@ -480,20 +475,17 @@ class FloodDetector:
             self.next_judge = (math.floor(ts / JUDGE_EVERY_S) + 1) * JUDGE_EVERY_S
         return self.next_bin
 
-    def _pick_up_continuations(self) -> None:
-        continued, self._continued = self._continued, {}
-        if self.live_flows is None:
+    def on_flow_continue(self, old: Flow, new: Flow) -> None:
+        """The flow table cut ``old`` by active timeout and goes on with ``new``: keep measuring it."""
+        cut, self._cut = self._cut, None
+        if cut is None or cut[0] is not old or len(self.tracked) >= self.config.max_tracked:
             return
-        for flow in self.live_flows():
-            old = continued.get(flow.key)
-            if old is not None and flow not in self.tracked and len(self.tracked) < self.config.max_tracked:
-                tracked = self._track(flow)
-                if tracked is not None:
-                    tracked.bulk, tracked.category = old.bulk, old.category
-                    tracked.bulk_bytes = old.bulk_bytes
-                    # The continuation's counters started at zero: none of its bytes has been binned.
-                    tracked.seen_ts = tracked.seen_tc = tracked.pkts_ts = tracked.pkts_tc = 0
-                    self.tracked[flow] = tracked
+        tracked = self._track(new)
+        if tracked is not None:
+            previous = cut[1]
+            tracked.bulk, tracked.category = previous.bulk, previous.category
+            tracked.bulk_bytes = previous.bulk_bytes
+            self.tracked[new] = tracked
 
     def finish(self) -> None:
         """End of the run: the last bin closes with what the flows carried, and the messages logged

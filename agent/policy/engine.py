@@ -283,7 +283,7 @@ class _Fold:
 class _Followed:
     """A flow allowed only by scheduled flow-level rules, and inside one of their windows so far."""
 
-    flow: Flow | None  # None: its record was cut by the active timeout, the continuation is looked up
+    flow: Flow  # its current record (an active timeout continues it in a new one: on_flow_continue)
     verdict: Verdict
     rules: list[FlowRule]  # the scheduled flow-level rules
     until: float  # packet time before which the answer cannot change (the next minute)
@@ -322,9 +322,6 @@ class PolicyDetector:
         self.followed: dict[FlowKey, _Followed] = {}
         self.max_followed = max_followed
         self.followed_evictions = 0
-        # The flow table's live flow by key (the pipeline sets it): finds the continuation of a
-        # followed flow whose record the active timeout cut.
-        self.find_flow: Callable[[FlowKey], Flow | None] = lambda _key: None
         # Called on a swap: the decoders ask record_interest again (DecoderContext.retune).
         self.retune: Callable[[], None] = no_retune
 
@@ -480,12 +477,6 @@ class PolicyDetector:
         """Judge the followed flows by their last packet's time (from tick, once a second)."""
         for key, followed in list(self.followed.items()):
             flow = followed.flow
-            if flow is None:
-                flow = self.find_flow(key)
-                if flow is None or flow.verdict is not followed.verdict:
-                    del self.followed[key]  # the continuation is gone, or was judged again
-                    continue
-                followed.flow = flow
             if followed.verdict.generation != self.generation:
                 # Reloaded: a flow that sends no industrial messages would otherwise keep its old
                 # verdict until it ends. Judging it follows it again, or alerts, under the new policy.
@@ -515,15 +506,21 @@ class PolicyDetector:
         ):
             # The policy was reloaded, or the payload showed another protocol than the port said.
             verdict = self._judge(flow, verdict.macs, flow.last_ts)
-        if self.followed:
-            followed = self.followed.get(flow.key)
-            if followed is not None and followed.verdict is verdict:
-                followed.flow = flow  # (a continuation may not have been looked up yet)
-                if self._judge_followed(flow.key, followed, flow):  # still inside a window
-                    if reason == "active_timeout":
-                        followed.flow = None  # the flow goes on in a new record: follow that one
-                    else:
-                        del self.followed[flow.key]
+        followed = self.followed.get(flow.key) if self.followed else None
+        if (
+            followed is not None
+            and followed.flow is flow
+            and followed.verdict is verdict
+            and self._judge_followed(flow.key, followed, flow)  # (outside: alerted, no longer followed)
+            and reason != "active_timeout"  # inside, it is followed on in its new record
+        ):
+            del self.followed[flow.key]
+
+    def on_flow_continue(self, old: Flow, new: Flow) -> None:
+        """The flow table cut ``old`` by active timeout and goes on with ``new`` (same verdict)."""
+        followed = self.followed.get(old.key)
+        if followed is not None and followed.flow is old:
+            followed.flow = new
 
     # -- messages --------------------------------------------------------------------------------
 
