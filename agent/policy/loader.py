@@ -773,16 +773,19 @@ def _asset(r: _Report, node: Node, zid: str, where: str) -> _AssetSrc | None:
 
 
 def _warn_vlan_only(r: _Report, src: _ZoneSrc) -> None:
-    """A VLAN places every address on it that nothing else places, at both ends of a flow: without
-    a network or an asset IP to anchor the zone, a routed outsider on the VLAN is a member too."""
-    if not src.vlans or src.networks or any(a.ip is not None for a in src.assets):
+    """A VLAN places every address on it that nothing else places, at both ends of a flow. Without
+    networks, a routed outsider on the VLAN is a member too: the zone's asset IPs place only
+    themselves, so they anchor nothing about the other addresses the VLAN carries."""
+    if not src.vlans or src.networks:
         return
     vlans = sorted(v for v, _ in src.vlans)
     which = ("VLAN " if len(vlans) == 1 else "VLANs ") + ", ".join(map(str, vlans[:4]))
     which += ", ..." if len(vlans) > 4 else ""
+    with_ips = any(a.ip is not None for a in src.assets)
+    placed = "by VLAN and asset IPs only" if with_ips else "by VLAN alone"
     r.warning(
         src.map.get("vlans") or src.node,
-        f"{src.label} is placed by VLAN alone: any address seen on {which} that no network or asset "
+        f"{src.label} is placed {placed}: any address seen on {which} that no network or asset "
         "places will count as a member (a routed outsider too, its traffic passing as intra-zone); "
         "list the zone's networks as well",
     )
