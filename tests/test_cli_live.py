@@ -8,11 +8,13 @@ from pathlib import Path
 
 from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, NetPair, send_udp
+from tests.tooling import require_libpcap
 
 PYTHON = sys.executable
 
 
 def test_run_on_mirror_port_reports_flows_and_kernel_counters(netpair: NetPair, tmp_path: Path) -> None:
+    require_libpcap()
     out = tmp_path / "eve.json"
     cmd = ["ip", "netns", "exec", netpair.mon_ns, PYTHON, "-m", "agent.cli", "--log-level", "info", "run",
            "--interface", netpair.mon_if, "--bpf", "udp", "--eve", str(out)]  # fmt: skip

@@ -7,6 +7,7 @@ by skipping the tests that matter.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import shutil
 from typing import NoReturn
@@ -41,3 +42,10 @@ def require_root() -> None:
     """Skip or fail unless running as root (effective uid 0)."""
     if os.geteuid() != 0:
         skip_or_fail("needs root (run as root, e.g. in the CI container)")
+
+
+def require_libpcap() -> None:
+    """Skip or fail unless libpcap can be loaded: ``--bpf`` filters are compiled by it (through scapy).
+    Debian's libpcap0.8 comes with tcpdump and tshark, which CI installs; a bare machine may lack it."""
+    if ctypes.util.find_library("pcap") is None:
+        skip_or_fail("libpcap not found (Debian package libpcap0.8): BPF filters cannot be compiled")

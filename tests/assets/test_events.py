@@ -15,6 +15,7 @@ from agent.pipeline import Pipeline, PipelineConfig
 from tests.assets import traffic
 from tests.factory import ListSource
 from tests.netns import FOREIGN_IP, SRC_IP, NetPair, send_udp
+from tests.tooling import require_libpcap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,7 @@ def test_asset_events_match_the_published_schema(tmp_path: Path) -> None:
 
 
 def test_run_reports_new_hosts_live(netpair: NetPair, tmp_path: Path) -> None:
+    require_libpcap()
     import jsonschema
 
     out = tmp_path / "eve.json"

@@ -38,7 +38,7 @@ from tests.netns import (
     _link_json,
     send_udp,
 )
-from tests.tooling import REQUIRE_ENV, require_root, require_tool, skip_or_fail
+from tests.tooling import REQUIRE_ENV, require_libpcap, require_root, require_tool, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -142,6 +142,7 @@ def test_send_checker_catches_senders() -> None:
 
 
 def test_socket_filter_rejects_outgoing_and_caps_snaplen() -> None:
+    require_libpcap()
     program = build_socket_filter(None, 96)
     assert program[0][3] == 0xFFFFF004  # ancillary load of skb->pkt_type
     assert program[1] == (0x15, 0, 1, PACKET_OUTGOING)
@@ -155,6 +156,7 @@ def test_socket_filter_rejects_outgoing_and_caps_snaplen() -> None:
 
 
 def test_bad_bpf_expression_is_a_clear_error() -> None:
+    require_libpcap()
     with pytest.raises(LiveCaptureError) as info:
         compile_bpf("udp port nonsense", LINKTYPE_ETHERNET, "eth0")
     message = str(info.value)
@@ -197,6 +199,7 @@ def test_missing_interface_is_a_clear_error() -> None:
 @pytest.mark.netns
 def test_bad_bpf_on_live_source() -> None:
     require_root()
+    require_libpcap()
     with pytest.raises(LiveCaptureError, match=r"invalid BPF filter expression 'tcp port 99999999'"):
         LiveSource("lo", bpf="tcp port 99999999")
 
@@ -468,6 +471,7 @@ def test_ring_failure_falls_back_to_recvmsg(netpair: NetPair) -> None:
 
 @pytest.mark.netns
 def test_bpf_filter_and_stop_by_signal(netpair: NetPair, ring_blocks: int) -> None:
+    require_libpcap()
     cap = Capture(netpair, bpf="udp dst port 41001", ring_blocks=ring_blocks)
     try:
         send_udp(netpair, 1000, [41001, 41002], [FOREIGN_IP])
@@ -498,6 +502,7 @@ def test_stop_from_another_thread_while_idle(netpair: NetPair) -> None:
 
 @pytest.mark.netns
 def test_vlan_tags_are_put_back(netpair: NetPair, ring_blocks: int) -> None:
+    require_libpcap()
     dst, src = _mac(MON_MAC_FOREIGN), _mac(netpair.src_mac)
     frames = [
         dst + src + struct.pack(">HH", 0x8100, (3 << 13) | 10) + b"\x08\x00" + _udp_ipv4(1, 41003),

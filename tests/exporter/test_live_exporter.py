@@ -11,6 +11,7 @@ import pytest
 
 from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, NetPair, send_udp
+from tests.tooling import require_libpcap
 
 from .helpers import samples, values
 
@@ -40,6 +41,7 @@ def fetch(pair: NetPair, path: str) -> tuple[int, str]:
 
 
 def test_live_run_is_scraped_while_it_captures(netpair: NetPair) -> None:
+    require_libpcap()
     subprocess.run(["ip", "netns", "exec", netpair.mon_ns, "ip", "link", "set", "lo", "up"], check=True)
     cmd = [
         "ip",

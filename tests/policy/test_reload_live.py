@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.agent_process import agent_process, stop, wait_capturing
 from tests.netns import FOREIGN_IP, SRC_IP, NetPair, send_udp
+from tests.tooling import require_libpcap
 
 POLICY = """\
 version: 1
@@ -39,6 +40,7 @@ def write(path: Path, conduits: str) -> None:
 
 
 def test_reload_valid_then_invalid_policy_under_traffic(netpair: NetPair, tmp_path: Path) -> None:
+    require_libpcap()
     policy = tmp_path / "policy.yaml"
     write(policy, NO_CONDUITS)
     out = tmp_path / "eve.json"
