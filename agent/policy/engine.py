@@ -751,7 +751,7 @@ class PolicyDetector:
                 return f"{src} sent more than {rate} to {dst}"
         if kind == "outside_schedule" and rule is not None and rule.schedule is not None:
             window = f"rule {rule.id} ({rule.schedule.text()})"
-            if continued:
-                return f"{proto}{port} from {src} to {dst} was still open after the window of {window}"
+            if continued:  # (past the window's end, or before the start of one a reload moved later)
+                return f"{proto}{port} from {src} to {dst} was still open outside the window of {window}"
             return f"{src} opened {proto}{port} to {dst} outside the window of {window}"
         return f"{src} -> {dst}: {kind}"

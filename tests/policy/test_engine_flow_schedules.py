@@ -24,13 +24,14 @@ def at(hour: int, minute: int, second: float = 0.0) -> float:
     return datetime(2024, 3, 5, hour, minute, tzinfo=UTC).timestamp() + second
 
 
-def remote_desktop(until_minute: int = 19 * 60, rule_id: str = "remote-desktop") -> CompiledPolicy:
-    """The test policy plus RDP from the engineering workstation to the HMI, Mon-Fri 07:00 to
-    ``until_minute``, with no operation list: the schedule governs the flow itself."""
+def remote_desktop(until_minute: int = 19 * 60, rule_id: str = "remote-desktop",
+                   from_minute: int = 7 * 60) -> CompiledPolicy:  # fmt: skip
+    """The test policy plus RDP from the engineering workstation to the HMI, Mon-Fri ``from_minute``
+    (07:00) to ``until_minute``, with no operation list: the schedule governs the flow itself."""
     policy = make_policy().policy
     rule = FlowRule(rule_id, Endpoint("engineering", "ews-1"), Endpoint("supervisory", "hmi-1"),
                     frozenset({"rdp"}), "rdp", ports=frozenset({3389}),
-                    schedule=Schedule(WEEKDAYS, 7 * 60, until_minute, "UTC"))  # fmt: skip
+                    schedule=Schedule(WEEKDAYS, from_minute, until_minute, "UTC"))  # fmt: skip
     conduit = Conduit("ews-scada", ("engineering", "supervisory"), flows=(rule,))
     return CompiledPolicy(replace(policy, conduits=(*policy.conduits, conduit)))
 
@@ -82,7 +83,7 @@ def test_a_session_still_sending_after_its_window_is_outside_schedule_once() -> 
     (alert,) = late
     assert alert["alert"]["signature"] == (
         "rdp/3389 from ews-1 10.10.40.5 (engineering) to hmi-1 10.10.20.21 (supervisory) was still open "
-        "after the window of rule remote-desktop (mon,tue,wed,thu,fri 07:00-19:00 UTC)"
+        "outside the window of rule remote-desktop (mon,tue,wed,thu,fri 07:00-19:00 UTC)"
     )
     assert alert["src_ip"] == EWS and alert["dest_port"] == 3389 and alert["pcap_cnt"] == 4 + 3
     assert pipeline.policy is not None
@@ -113,7 +114,8 @@ def test_a_session_ending_after_its_window_between_two_ticks_is_judged_at_its_en
     saw the session's packet of 18:59:59): the end of the replay judges it, by the last one."""
     alerts, _ = replay(session(at(18, 59, 58), at(19, 0, 0.2), step=1.0))
     assert summary(alerts) == [("outside_schedule", "19:00:00", 1)]
-    assert alerts[0]["pcap_cnt"] == 7 and "was still open after the window" in alerts[0]["alert"]["signature"]
+    assert alerts[0]["pcap_cnt"] == 7
+    assert "was still open outside the window" in alerts[0]["alert"]["signature"]
 
 
 def test_a_reload_judges_followed_sessions_under_the_new_windows() -> None:
@@ -127,8 +129,15 @@ def test_a_reload_judges_followed_sessions_under_the_new_windows() -> None:
     assert summary(alerts) == [("outside_schedule", "19:30:01", 1)]
     assert alerts[0]["policy"]["rule"] == "rdp-late"
     signature = alerts[0]["alert"]["signature"]
-    assert "still open after the window of rule rdp-late (mon,tue,wed,thu,fri 07:00-19:30 UTC)" in signature
+    assert "still open outside the window of rule rdp-late (mon,tue,wed,thu,fri 07:00-19:30 UTC)" in signature
     assert pipeline.policy is not None and pipeline.policy.generation == 2
+    # ... moved to the evening: the session, in its old window, is now before the new one.
+    evening = remote_desktop(22 * 60, "rdp-evening", from_minute=20 * 60)
+    alerts, _ = replay(session(at(18, 58), at(19, 38)), reload=(at(18, 59, 30), evening))
+    assert summary(alerts) == [("outside_schedule", "18:59:01", 1)]  # its last packet before the reload
+    assert "was still open outside the window of rule rdp-evening (mon,tue,wed,thu,fri 20:00-22:00 UTC)" in (
+        alerts[0]["alert"]["signature"]
+    )
 
 
 def test_followed_sessions_cut_by_the_active_timeout_are_followed_in_their_continuation() -> None:
@@ -142,7 +151,7 @@ def test_followed_sessions_cut_by_the_active_timeout_are_followed_in_their_conti
     pipeline.run(factory.ListSource([p for _, p in stream], times=[ts for ts, _ in stream]))
     assert pipeline.flows.created > 5  # the session was cut into records
     assert [e["alert"]["rule"] for e in events] == ["outside_schedule"]
-    assert "still open after the window" in events[0]["alert"]["signature"]
+    assert "still open outside the window" in events[0]["alert"]["signature"]
 
 
 def test_the_followed_table_is_bounded() -> None:
