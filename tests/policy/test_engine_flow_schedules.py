@@ -135,8 +135,9 @@ def test_a_reload_judges_followed_sessions_under_the_new_windows() -> None:
     evening = remote_desktop(22 * 60, "rdp-evening", from_minute=20 * 60)
     alerts, _ = replay(session(at(18, 58), at(19, 38)), reload=(at(18, 59, 30), evening))
     assert summary(alerts) == [("outside_schedule", "18:59:01", 1)]  # its last packet before the reload
-    assert "was still open outside the window of rule rdp-evening (mon,tue,wed,thu,fri 20:00-22:00 UTC)" in (
-        alerts[0]["alert"]["signature"]
+    assert (
+        "was still open outside the window of rule rdp-evening (mon,tue,wed,thu,fri 20:00-22:00 UTC)"
+        in (alerts[0]["alert"]["signature"])
     )
 
 
