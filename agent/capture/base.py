@@ -9,8 +9,9 @@ class CaptureError(Exception):
     Raised before any packet is yielded; the CLI turns it into a one-line message and exit code 2.
     """
 
-    def __init__(self, source: str, offset: int, reason: str) -> None:
-        super().__init__(f"{source}: {reason} at byte offset {offset}")
+    def __init__(self, source: str, offset: int | None, reason: str) -> None:
+        # No offset for what concerns the file as a whole (cannot open it, empty, a directory).
+        super().__init__(f"{source}: {reason}" + ("" if offset is None else f" at byte offset {offset}"))
         self.source = source
         self.offset = offset
         self.reason = reason

@@ -171,7 +171,7 @@ def _open(path: str) -> tuple[io.FileIO | gzip.GzipFile, Callable[[int], bytes]]
         raw = open(path, "rb", buffering=0)  # noqa: SIM115 - owned and closed by FileSource
         compressed = raw.read(2) == GZIP_MAGIC
     except OSError as e:
-        raise CaptureError(path, 0, f"cannot open file ({e.strerror or e})") from e
+        raise CaptureError(path, None, f"cannot open file ({e.strerror or e})") from e
     if not compressed:
         raw.seek(0)
         return raw, raw.read
@@ -179,7 +179,7 @@ def _open(path: str) -> tuple[io.FileIO | gzip.GzipFile, Callable[[int], bytes]]
     try:
         unzipped = gzip.GzipFile(path, "rb")
     except OSError as e:
-        raise CaptureError(path, 0, f"cannot open file ({e.strerror or e})") from e
+        raise CaptureError(path, None, f"cannot open file ({e.strerror or e})") from e
     return unzipped, unzipped.read1
 
 
@@ -244,7 +244,7 @@ class FileSource:
         path = self._path
         head = self._read_exact(SHB_FIXED_LEN, "file header")
         if not head:
-            raise CaptureError(path, 0, "empty file")
+            raise CaptureError(path, None, "empty file")
         magic = head[:4]
         known = any(m.startswith(magic) for m in CAPTURE_MAGICS)
         if not known:
@@ -567,7 +567,7 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
         found = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
         captures = [p for p in found if os.path.isfile(p) and _is_capture(p)]
         if not captures:
-            raise CaptureError(path, 0, "directory holds no capture files")
+            raise CaptureError(path, None, "directory holds no capture files")
         expanded.extend(captures)
     return expanded
 
@@ -583,7 +583,7 @@ class ReplaySource:
     def __init__(self, paths: Sequence[str]) -> None:
         expanded = expand_paths(paths)
         if not expanded:
-            raise CaptureError("", 0, "no capture files given")
+            raise CaptureError("", None, "no capture files given")
         chunk_size = max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, MERGE_BUFFER_BUDGET // len(expanded)))
         self.files: list[FileSource] = []
         try:

@@ -378,8 +378,9 @@ def test_not_a_capture(tmp_path: Path, content: bytes, reason: str) -> None:
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(CaptureError, match="cannot open file"):
+    with pytest.raises(CaptureError, match="cannot open file") as info:
         FileSource(str(tmp_path / "missing.pcap"), 0)
+    assert "byte offset" not in str(info.value)  # a file that cannot be opened has no position to give
     with pytest.raises(CaptureError, match="cannot open file"):
         FileSource(str(tmp_path), 0)
 
