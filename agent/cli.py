@@ -295,7 +295,8 @@ def _policy(path: str | None) -> CompiledPolicy | None:
         if problem.severity == "error" or compiled is not None:
             click.echo(f"conduitwatch: {problem}", err=True)
     if compiled is None:
-        _fail(f"{path}: invalid policy ({sum(p.severity == 'error' for p in problems)} errors)", EXIT_INVALID)
+        errors = sum(p.severity == "error" for p in problems)
+        _fail(f"{path}: invalid policy ({errors} error{'' if errors == 1 else 's'})", EXIT_INVALID)
     return compiled
 
 

@@ -219,3 +219,19 @@ def test_show_invalid_policy(tmp_path: Path) -> None:
         f"{path}:36:13: error: VLAN of zone 'cell': 4096 is out of range (0-4095)",
         f"{path}: invalid (1 error)",
     ]
+
+
+def test_replay_refuses_an_invalid_policy_before_reading_packets(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", variant(("vlans: [10]", "vlans: [4096]")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "replay", str(root / "pcaps" / "demo.pcap"), "--policy", path,
+         "--eve", str(tmp_path / "eve.json")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"conduitwatch: {path}:36:13: error: VLAN of zone 'cell': 4096 is out of range (0-4095)",
+        f"conduitwatch: error: {path}: invalid policy (1 error)",
+    ]
