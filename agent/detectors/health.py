@@ -27,7 +27,7 @@ MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
 # Samples teach the baseline only once they are this old and no degradation was seen meanwhile, so
 # the onset of a degradation (before it is judged one) never raises the bar it is judged against.
 LEARN_LAG_S = 2.0
-BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are recomputed at most this often (a sort each)
+BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are refreshed at most this often (a sort, when needed)
 LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
 RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
 LATE_MIN_S = 1.0
@@ -105,9 +105,16 @@ class Loop:
     ordered: bool = True  # every time in those lists came after the one before (none went back)
     degraded: bool = False
     healthy_judgements: int = 0
-    stats: tuple[float, float, float] | None = None
-    stats_valid: bool = False
+    stats: tuple[float, float, float] | None = None  # of ``ranked``, see baseline_stats()
+    # The baseline as it was when the stats were last refreshed, until they are computed from it (a sort):
+    # most judgements only need to know the window is well below the threshold, which a bound tells.
+    stats_source: list[float] | None = None
+    stats_size: int = 0  # how many latencies the baseline had then (below MIN_BASELINE_SAMPLES: no stats)
+    stats_learned: int = 0  # ``learned`` then
     stats_at: float = 0.0
+    learned: int = 0  # latencies ever moved into the baseline
+    ranked: list[float] = field(default_factory=list)  # the baseline the stats last came from, sorted
+    ranked_learned: int = 0  # ``learned`` when it was the baseline
     usual_at: float = 0.0
     usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
     streak: int = 0  # consecutive judgements that found the window degraded
@@ -204,17 +211,15 @@ class Loop:
                 self.during_intervals += fresh[: max(0, SUMMARY_SAMPLES - len(self.during_intervals))]
 
     def baseline_stats(self) -> tuple[float, float, float] | None:
-        """(p50, p95, p99) of the learned latency baseline, once it has enough samples (cached: the
-        baseline only changes when a healthy window teaches it)."""
-        if self.stats_valid:
-            return self.stats
-        self.stats_valid = True
-        n = len(self.baseline)
-        if n < MIN_BASELINE_SAMPLES:
-            self.stats = None
-            return None
-        ordered = sorted(self.baseline)
-        self.stats = tuple(ordered[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
+        """(p50, p95, p99) of the learned latency baseline, once it has enough samples. They are
+        refreshed at most every BASELINE_REFRESH_S (judge), and computed (a sort) when first needed."""
+        source = self.stats_source
+        if source is not None:
+            self.stats_source = None
+            source.sort()
+            self.ranked, self.ranked_learned = source, self.stats_learned
+            n = len(source)
+            self.stats = tuple(source[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
         return self.stats
 
     def threshold(self) -> float | None:
@@ -223,6 +228,23 @@ class Loop:
         if stats is None:
             return None
         p95 = stats[1]
+        return max(2 * p95, p95 + MIN_EXCESS_S)
+
+    def threshold_floor(self) -> float | None:
+        """threshold(), or a lower bound of it while the refreshed stats wait to be computed; None
+        exactly when threshold() is.
+
+        The baseline they will come from is ``ranked`` less the oldest values it dropped, plus the
+        ``added`` latencies learned in between: at most ``added`` of its values up to its p95 are not in
+        ``ranked``, so its p95 is at least the value ``added`` ranks lower in ``ranked``. Each refresh
+        adds the few dozen latencies of 5 s (of 600), which for several refreshes leaves that bound
+        near the old p95 and well above a healthy window's median: those judgements need no sort."""
+        if self.stats_source is None:
+            return self.threshold()
+        rank = max(1, math.ceil(95 / 100 * self.stats_size)) - (self.stats_learned - self.ranked_learned)
+        if rank < 1:
+            return self.threshold()
+        p95 = self.ranked[rank - 1]
         return max(2 * p95, p95 + MIN_EXCESS_S)
 
     def jitter(self, intervals: list[float]) -> float:
@@ -277,13 +299,14 @@ class Loop:
         busy = self.busy
         while busy and busy[0] < horizon:
             busy.popleft()
-        threshold = self.threshold()
+        floor = self.threshold_floor()
         verdict: bool | None = None
-        if threshold is not None:
+        if floor is not None:
             if len(late) >= 2 or len(busy) >= 2:
                 verdict = True
             elif len(samples) >= MIN_WINDOW_SAMPLES:
-                verdict = percentile(samples, 50) > threshold
+                median = percentile(samples, 50)
+                verdict = median > floor and median > (self.threshold() or 0.0)
         retrans_threshold = self.retrans_threshold()
         self.retrans_degraded = False
         if retrans_threshold is not None and sum(n for _, n in self.retrans_window) >= retrans_threshold:
@@ -300,11 +323,17 @@ class Loop:
             ripe = now - LEARN_LAG_S
             ready = _before(self.to_learn_times, ripe, self.ordered, inclusive=True)
             if ready:
-                if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
-                    self.stats_valid = False  # recomputed on next use
-                    self.stats_at = now
-                self.baseline += self.to_learn[:ready]
+                baseline = self.baseline
+                baseline += self.to_learn[:ready]
                 del self.to_learn[:ready], self.to_learn_times[:ready]
+                self.learned += ready
+                if self.stats_size < MIN_BASELINE_SAMPLES or now - self.stats_at >= BASELINE_REFRESH_S:
+                    self.stats_at = now
+                    self.stats_size = len(baseline)
+                    if self.stats_size < MIN_BASELINE_SAMPLES:
+                        self.stats, self.stats_source = None, None
+                    else:
+                        self.stats_source, self.stats_learned = list(baseline), self.learned
             ready = _before(self.to_learn_interval_times, ripe, self.ordered, inclusive=True)
             if ready:
                 if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
@@ -326,11 +355,15 @@ class Loop:
             self.base_seconds = RETRANS_BASE_S
 
     def _expire_pending(self, now: float) -> None:
-        stats = self.baseline_stats()
-        limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
+        limit = -1.0  # at least LATE_MIN_S: only asked of a request older than that
         pending = self.pending
         while pending:
             cnt, (ts, function) = next(iter(pending.items()))  # oldest first: requests come in time order
+            if now - ts <= LATE_MIN_S:
+                break
+            if limit < 0.0:
+                stats = self.baseline_stats()
+                limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
             if now - ts <= limit:
                 break
             del pending[cnt]
