@@ -109,6 +109,7 @@ class Loop:
     # The baseline as it was when the stats were last refreshed, until they are computed from it (a sort):
     # most judgements only need to know the window is well below the threshold, which a bound tells.
     stats_source: list[float] | None = None
+    floor: float | None = None  # threshold(), or a lower bound of it while they wait (_refresh_stats)
     stats_size: int = 0  # how many latencies the baseline had then (below MIN_BASELINE_SAMPLES: no stats)
     stats_learned: int = 0  # ``learned`` then
     stats_at: float = 0.0
@@ -127,6 +128,7 @@ class Loop:
     during_intervals: list[float] = field(default_factory=list)
     retransmissions: int = 0  # TCP retransmissions seen on the loop's flows
     retrans_window: deque[tuple[float, int]] = field(default_factory=deque)  # (judged at, new ones)
+    retrans_recent: int = 0  # the new ones in retrans_window, summed
     retrans_to_learn: deque[tuple[float, int, float]] = field(default_factory=deque)  # (at, n, seconds)
     base_retrans: float = 0.0  # retransmissions over base_seconds of healthy time
     base_seconds: float = 0.0
@@ -220,6 +222,7 @@ class Loop:
             self.ranked, self.ranked_learned = source, self.stats_learned
             n = len(source)
             self.stats = tuple(source[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
+            self.floor = self.threshold()
         return self.stats
 
     def threshold(self) -> float | None:
@@ -230,22 +233,26 @@ class Loop:
         p95 = stats[1]
         return max(2 * p95, p95 + MIN_EXCESS_S)
 
-    def threshold_floor(self) -> float | None:
-        """threshold(), or a lower bound of it while the refreshed stats wait to be computed; None
-        exactly when threshold() is.
+    def _refresh_stats(self) -> None:
+        """The stats are to be those of the baseline as it is now: keep it to sort when they are needed,
+        and bound the threshold from below until then (``floor``), or sort it now when no bound holds.
 
-        The baseline they will come from is ``ranked`` less the oldest values it dropped, plus the
-        ``added`` latencies learned in between: at most ``added`` of its values up to its p95 are not in
-        ``ranked``, so its p95 is at least the value ``added`` ranks lower in ``ranked``. Each refresh
-        adds the few dozen latencies of 5 s (of 600), which for several refreshes leaves that bound
-        near the old p95 and well above a healthy window's median: those judgements need no sort."""
-        if self.stats_source is None:
-            return self.threshold()
-        rank = max(1, math.ceil(95 / 100 * self.stats_size)) - (self.stats_learned - self.ranked_learned)
+        The baseline now is ``ranked`` less the oldest values it dropped, plus the ``added`` latencies
+        learned since: at most ``added`` of its values up to its p95 are not in ``ranked``, so its p95
+        is at least the value ``added`` ranks lower in ``ranked``. Each refresh adds the few dozen
+        latencies of 5 s (of 600), which for several refreshes leaves that bound near the old p95 and
+        well above a healthy window's median: those judgements need no sort."""
+        n = self.stats_size = len(self.baseline)
+        if n < MIN_BASELINE_SAMPLES:
+            self.stats = self.stats_source = self.floor = None
+            return
+        self.stats_source, self.stats_learned = list(self.baseline), self.learned
+        rank = max(1, math.ceil(95 / 100 * n)) - (self.learned - self.ranked_learned)
         if rank < 1:
-            return self.threshold()
+            self.baseline_stats()
+            return
         p95 = self.ranked[rank - 1]
-        return max(2 * p95, p95 + MIN_EXCESS_S)
+        self.floor = max(2 * p95, p95 + MIN_EXCESS_S)
 
     def jitter(self, intervals: list[float]) -> float:
         """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
@@ -274,9 +281,10 @@ class Loop:
         window = self.retrans_window
         if fresh:
             self.retransmissions += fresh
+            self.retrans_recent += fresh
             window.append((now, fresh))
         while window and window[0][0] <= now - WINDOW_S:
-            window.popleft()
+            self.retrans_recent -= window.popleft()[1]
         return fresh, elapsed
 
     def judge(self, now: float) -> bool | None:
@@ -299,7 +307,7 @@ class Loop:
         busy = self.busy
         while busy and busy[0] < horizon:
             busy.popleft()
-        floor = self.threshold_floor()
+        floor = self.floor
         verdict: bool | None = None
         if floor is not None:
             if len(late) >= 2 or len(busy) >= 2:
@@ -309,7 +317,7 @@ class Loop:
                 verdict = median > floor and median > (self.threshold() or 0.0)
         retrans_threshold = self.retrans_threshold()
         self.retrans_degraded = False
-        if retrans_threshold is not None and sum(n for _, n in self.retrans_window) >= retrans_threshold:
+        if retrans_threshold is not None and self.retrans_recent >= retrans_threshold:
             self.retrans_degraded = verdict is not True  # latency, when it says so too, is the better why
             verdict = True
         self.streak = self.streak + 1 if verdict is True else 0
@@ -323,17 +331,12 @@ class Loop:
             ripe = now - LEARN_LAG_S
             ready = _before(self.to_learn_times, ripe, self.ordered, inclusive=True)
             if ready:
-                baseline = self.baseline
-                baseline += self.to_learn[:ready]
+                self.baseline += self.to_learn[:ready]
                 del self.to_learn[:ready], self.to_learn_times[:ready]
                 self.learned += ready
                 if self.stats_size < MIN_BASELINE_SAMPLES or now - self.stats_at >= BASELINE_REFRESH_S:
                     self.stats_at = now
-                    self.stats_size = len(baseline)
-                    if self.stats_size < MIN_BASELINE_SAMPLES:
-                        self.stats, self.stats_source = None, None
-                    else:
-                        self.stats_source, self.stats_learned = list(baseline), self.learned
+                    self._refresh_stats()
             ready = _before(self.to_learn_interval_times, ripe, self.ordered, inclusive=True)
             if ready:
                 if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
