@@ -293,12 +293,15 @@ class Loop:
         fresh, elapsed = self._take_retransmissions(now)
         horizon = now - WINDOW_S
         samples = self.samples
-        gone = _before(self.sample_times, horizon, self.ordered)
+        ordered = self.ordered
+        times = self.sample_times
+        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
         if gone:
-            del self.sample_times[:gone], samples[:gone]
-        gone = _before(self.interval_times, horizon, self.ordered)
+            del times[:gone], samples[:gone]
+        times = self.interval_times
+        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
         if gone:
-            del self.interval_times[:gone], self.intervals[:gone]
+            del times[:gone], self.intervals[:gone]
         if self.pending:
             self._expire_pending(now)
         late = self.late
@@ -329,7 +332,8 @@ class Loop:
         else:
             self._learn_retransmissions(now - LEARN_LAG_S)
             ripe = now - LEARN_LAG_S
-            ready = _before(self.to_learn_times, ripe, self.ordered, inclusive=True)
+            times = self.to_learn_times
+            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
             if ready:
                 self.baseline += self.to_learn[:ready]
                 del self.to_learn[:ready], self.to_learn_times[:ready]
@@ -337,7 +341,8 @@ class Loop:
                 if self.stats_size < MIN_BASELINE_SAMPLES or now - self.stats_at >= BASELINE_REFRESH_S:
                     self.stats_at = now
                     self._refresh_stats()
-            ready = _before(self.to_learn_interval_times, ripe, self.ordered, inclusive=True)
+            times = self.to_learn_interval_times
+            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
             if ready:
                 if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
                     self.usual_interval = None
@@ -378,13 +383,10 @@ class Loop:
         return self.samples[:]
 
 
-def _before(times: list[float], bound: float, ordered: bool, inclusive: bool = False) -> int:
-    """How many of ``times`` lead up to the first one after ``bound`` (at or after it unless
-    ``inclusive``): those leave the window, or ripen. A binary search when the times are ``ordered``
-    (they come in arrival order, which is time order unless the capture's clock stepped back), else
-    a walk from the start."""
-    if ordered:
-        return bisect.bisect_right(times, bound) if inclusive else bisect.bisect_left(times, bound)
+def _before(times: list[float], bound: float, inclusive: bool = False) -> int:
+    """How many of ``times`` come before the first one after ``bound`` (at or after it unless
+    ``inclusive``), walking from the start as the deques these lists replaced were popped: for times
+    that went back, where the binary search judge() uses for times in order would not do."""
     n = 0
     if inclusive:
         while n < len(times) and times[n] <= bound:
