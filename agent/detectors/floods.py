@@ -689,8 +689,8 @@ class FloodDetector:
                 > self.config.loop_idle_s
             ):
                 idle.append(key)
-            zkey = (loop.zone, loop.protocol)
             if loop.unanswered > loop.unanswered_reported:
+                zkey = (loop.zone, loop.protocol)
                 self.unanswered[zkey] = (
                     self.unanswered.get(zkey, 0) + loop.unanswered - loop.unanswered_reported
                 )
