@@ -102,10 +102,12 @@ class Loop:
     to_learn_times: list[float] = field(default_factory=list)
     to_learn_intervals: list[float] = field(default_factory=list)
     to_learn_interval_times: list[float] = field(default_factory=list)
-    ordered: bool = True  # every time in those lists came after the one before (none went back)
+    # Every time in those lists came after the one before: judge() cuts them by binary search. Once one
+    # went back (a capture's clock stepped back), it walks them from the start, as the deques were popped.
+    ordered: bool = True
     degraded: bool = False
     healthy_judgements: int = 0
-    stats: tuple[float, float, float] | None = None  # of ``ranked``, see baseline_stats()
+    stats: tuple[float, float, float] | None = None  # p50, p95, p99 of ``ranked`` (baseline_stats)
     # The baseline as it was when the stats were last refreshed, until they are computed from it (a sort):
     # most judgements only need to know the window is well below the threshold, which a bound tells.
     stats_source: list[float] | None = None
@@ -317,7 +319,8 @@ class Loop:
                 verdict = True
             elif len(samples) >= MIN_WINDOW_SAMPLES:
                 median = percentile(samples, 50)
-                verdict = median > floor and median > (self.threshold() or 0.0)
+                # Over the bound: over the threshold itself? (which sorts the baseline if still to do)
+                verdict = median > floor and median > (self.threshold() or floor)
         retrans_threshold = self.retrans_threshold()
         self.retrans_degraded = False
         if retrans_threshold is not None and self.retrans_recent >= retrans_threshold:
