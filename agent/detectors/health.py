@@ -27,7 +27,7 @@ MIN_EXCESS_S = 0.005  # a rise smaller than this is noise for any control loop
 # Samples teach the baseline only once they are this old and no degradation was seen meanwhile, so
 # the onset of a degradation (before it is judged one) never raises the bar it is judged against.
 LEARN_LAG_S = 2.0
-BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are refreshed at most this often (a sort, when needed)
+BASELINE_REFRESH_S = 5.0  # the baseline's percentiles are recomputed at most this often (a sort each)
 LATE_FACTOR = 10.0  # a request unanswered for 10x the baseline p99 (at least 1 s) is late
 RAISE_AFTER = 2  # consecutive degraded judgements (1 s) before a loop counts as degraded: no flapping
 LATE_MIN_S = 1.0
@@ -107,17 +107,9 @@ class Loop:
     ordered: bool = True
     degraded: bool = False
     healthy_judgements: int = 0
-    stats: tuple[float, float, float] | None = None  # p50, p95, p99 of ``ranked`` (baseline_stats)
-    # The baseline as it was when the stats were last refreshed, until they are computed from it (a sort):
-    # most judgements only need to know the window is well below the threshold, which a bound tells.
-    stats_source: list[float] | None = None
-    floor: float | None = None  # threshold(), or a lower bound of it while they wait (_refresh_stats)
-    stats_size: int = 0  # how many latencies the baseline had then (below MIN_BASELINE_SAMPLES: no stats)
-    stats_learned: int = 0  # ``learned`` then
+    stats: tuple[float, float, float] | None = None
+    stats_valid: bool = False
     stats_at: float = 0.0
-    learned: int = 0  # latencies ever moved into the baseline
-    ranked: list[float] = field(default_factory=list)  # the baseline the stats last came from, sorted
-    ranked_learned: int = 0  # ``learned`` when it was the baseline
     usual_at: float = 0.0
     usual_interval: float | None = None  # median of the baseline intervals (None: to be computed)
     streak: int = 0  # consecutive judgements that found the window degraded
@@ -215,16 +207,17 @@ class Loop:
                 self.during_intervals += fresh[: max(0, SUMMARY_SAMPLES - len(self.during_intervals))]
 
     def baseline_stats(self) -> tuple[float, float, float] | None:
-        """(p50, p95, p99) of the learned latency baseline, once it has enough samples. They are
-        refreshed at most every BASELINE_REFRESH_S (judge), and computed (a sort) when first needed."""
-        source = self.stats_source
-        if source is not None:
-            self.stats_source = None
-            source.sort()
-            self.ranked, self.ranked_learned = source, self.stats_learned
-            n = len(source)
-            self.stats = tuple(source[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
-            self.floor = self.threshold()
+        """(p50, p95, p99) of the learned latency baseline, once it has enough samples (cached: the
+        baseline only changes when a healthy window teaches it)."""
+        if self.stats_valid:
+            return self.stats
+        self.stats_valid = True
+        n = len(self.baseline)
+        if n < MIN_BASELINE_SAMPLES:
+            self.stats = None
+            return None
+        ordered = sorted(self.baseline)
+        self.stats = tuple(ordered[max(1, math.ceil(q / 100 * n)) - 1] for q in (50, 95, 99))  # type: ignore[assignment]
         return self.stats
 
     def threshold(self) -> float | None:
@@ -234,27 +227,6 @@ class Loop:
             return None
         p95 = stats[1]
         return max(2 * p95, p95 + MIN_EXCESS_S)
-
-    def _refresh_stats(self) -> None:
-        """The stats are to be those of the baseline as it is now: keep it to sort when they are needed,
-        and bound the threshold from below until then (``floor``), or sort it now when no bound holds.
-
-        The baseline now is ``ranked`` less the oldest values it dropped, plus the ``added`` latencies
-        learned since: at most ``added`` of its values up to its p95 are not in ``ranked``, so its p95
-        is at least the value ``added`` ranks lower in ``ranked``. Each refresh adds the few dozen
-        latencies of 5 s (of 600), which for several refreshes leaves that bound near the old p95 and
-        well above a healthy window's median: those judgements need no sort."""
-        n = self.stats_size = len(self.baseline)
-        if n < MIN_BASELINE_SAMPLES:
-            self.stats = self.stats_source = self.floor = None
-            return
-        self.stats_source, self.stats_learned = list(self.baseline), self.learned
-        rank = max(1, math.ceil(95 / 100 * n)) - (self.learned - self.ranked_learned)
-        if rank < 1:
-            self.baseline_stats()
-            return
-        p95 = self.ranked[rank - 1]
-        self.floor = max(2 * p95, p95 + MIN_EXCESS_S)
 
     def jitter(self, intervals: list[float]) -> float:
         """p99 of |interval - usual interval| (the usual interval is the baseline median)."""
@@ -312,15 +284,13 @@ class Loop:
         busy = self.busy
         while busy and busy[0] < horizon:
             busy.popleft()
-        floor = self.floor
+        threshold = self.threshold()
         verdict: bool | None = None
-        if floor is not None:
+        if threshold is not None:
             if len(late) >= 2 or len(busy) >= 2:
                 verdict = True
             elif len(samples) >= MIN_WINDOW_SAMPLES:
-                median = percentile(samples, 50)
-                # Over the bound: over the threshold itself? (which sorts the baseline if still to do)
-                verdict = median > floor and median > (self.threshold() or floor)
+                verdict = percentile(samples, 50) > threshold
         retrans_threshold = self.retrans_threshold()
         self.retrans_degraded = False
         if retrans_threshold is not None and self.retrans_recent >= retrans_threshold:
@@ -338,12 +308,11 @@ class Loop:
             times = self.to_learn_times
             ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
             if ready:
+                if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
+                    self.stats_valid = False  # recomputed on next use
+                    self.stats_at = now
                 self.baseline += self.to_learn[:ready]
                 del self.to_learn[:ready], self.to_learn_times[:ready]
-                self.learned += ready
-                if self.stats_size < MIN_BASELINE_SAMPLES or now - self.stats_at >= BASELINE_REFRESH_S:
-                    self.stats_at = now
-                    self._refresh_stats()
             times = self.to_learn_interval_times
             ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
             if ready:
