@@ -685,12 +685,12 @@ class FloodDetector:
             if verdict is True or loop.degraded:  # else no incident to raise, update or clear
                 self._loop_condition(loop, verdict, now)
             if (
-                now - max(loop.last_request, loop.samples[-1][0] if loop.samples else 0.0)
+                now - max(loop.last_request, loop.sample_times[-1] if loop.sample_times else 0.0)
                 > self.config.loop_idle_s
             ):
                 idle.append(key)
-            zkey = (loop.zone, loop.protocol)
             if loop.unanswered > loop.unanswered_reported:
+                zkey = (loop.zone, loop.protocol)
                 self.unanswered[zkey] = (
                     self.unanswered.get(zkey, 0) + loop.unanswered - loop.unanswered_reported
                 )
@@ -716,7 +716,7 @@ class FloodDetector:
             if incident is None and loop.streak >= RAISE_AFTER:
                 loop.degraded = True
                 loop.during = loop.window_latencies()
-                loop.during_intervals = [i for _, i in loop.intervals]
+                loop.during_intervals = loop.intervals[:]
                 details = self._loop_details(loop)
                 self.incidents.raise_("control_degradation", key, now, loop.flow,
                                       self._loop_sentence(loop, "degraded"), details)  # fmt: skip
@@ -749,7 +749,7 @@ class FloodDetector:
                                   "p99": _ms(percentile(during, 99)), "samples": len(during)},
             "latency_threshold_ms": _ms(loop.threshold() or 0.0),
             "jitter_before_ms": _ms(loop.jitter(list(loop.base_intervals))),
-            "jitter_during_ms": _ms(loop.jitter(loop.during_intervals or [i for _, i in loop.intervals])),
+            "jitter_during_ms": _ms(loop.jitter(loop.during_intervals or loop.intervals)),
             "unanswered": loop.unanswered,
             "exceptions": loop.exceptions,
             "tcp_retransmissions": loop.retransmissions,
@@ -900,7 +900,7 @@ class FloodDetector:
         jitter: dict[tuple[str, str], float] = {}
         running: set[tuple[str, str]] = set()
         for loop in list(self.loops.values()):
-            intervals = [i for _, i in list(loop.intervals)]
+            intervals = loop.intervals[:]  # one copy, whole: the packet thread changes it
             if intervals:
                 key = (loop.zone, loop.protocol)
                 jitter[key] = max(jitter.get(key, 0.0), loop.jitter(intervals))

@@ -75,11 +75,17 @@ class Loop:
     client_zone: str
     conduit: str | None
     flow: Flow
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, latency) in the window
+    # The window, the latencies not yet learned and the intervals likewise are each two parallel lists
+    # (when, value) in arrival order: judging moves and drops them a slice at a time (C loops) where
+    # deques of tuples were popped one entry at a time.
+    samples: list[float] = field(default_factory=list)  # latencies in the window ...
+    sample_times: list[float] = field(default_factory=list)  # ... and when their responses came
     baseline: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
     summary: deque[float] = field(default_factory=lambda: deque(maxlen=SUMMARY_SAMPLES))
     last_request: float = -1.0
-    intervals: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, interval) in the window
+    last_response: float = -1.0
+    intervals: list[float] = field(default_factory=list)  # polling intervals in the window ...
+    interval_times: list[float] = field(default_factory=list)  # ... and when the requests ending them came
     base_intervals: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_SAMPLES))
     # request pcap_cnt -> (ts, function); ordered by age (an OrderedDict: its oldest entry is found in O(1)
     # however many have been deleted before it, which a dict's is not)
@@ -92,8 +98,13 @@ class Loop:
     unanswered: int = 0
     unanswered_reported: int = 0  # the part of ``unanswered`` already in the zone's counter
     exceptions: int = 0
-    to_learn: deque[tuple[float, float]] = field(default_factory=deque)  # latencies not yet in the baseline
-    to_learn_intervals: deque[tuple[float, float]] = field(default_factory=deque)
+    to_learn: list[float] = field(default_factory=list)  # latencies not yet in the baseline
+    to_learn_times: list[float] = field(default_factory=list)
+    to_learn_intervals: list[float] = field(default_factory=list)
+    to_learn_interval_times: list[float] = field(default_factory=list)
+    # Every time in those lists came after the one before: judge() cuts them by binary search. Once one
+    # went back (a capture's clock stepped back), it walks them from the start, as the deques were popped.
+    ordered: bool = True
     degraded: bool = False
     healthy_judgements: int = 0
     stats: tuple[float, float, float] | None = None
@@ -111,6 +122,7 @@ class Loop:
     during_intervals: list[float] = field(default_factory=list)
     retransmissions: int = 0  # TCP retransmissions seen on the loop's flows
     retrans_window: deque[tuple[float, int]] = field(default_factory=deque)  # (judged at, new ones)
+    retrans_recent: int = 0  # the new ones in retrans_window, summed
     retrans_to_learn: deque[tuple[float, int, float]] = field(default_factory=deque)  # (at, n, seconds)
     base_retrans: float = 0.0  # retransmissions over base_seconds of healthy time
     base_seconds: float = 0.0
@@ -130,39 +142,38 @@ class Loop:
         self.log.append((ts, request_cnt, 0, latency))
 
     def digest(self) -> None:
-        """Fold the messages logged since the last judgement into the window, the queues that teach
+        """Fold the messages logged since the last judgement into the window, the lists that teach
         the baseline, the pending table and the latency histogram.
 
         Messages are only logged as they arrive (one append each) and folded here, before every
-        judgement, in one loop with everything bound to locals: per message that is several times
-        cheaper than updating six containers through method calls, and nothing reads them between
+        judgement, in one loop with everything bound to locals (the lists that only repeat the
+        window's new entries are extended by a slice afterwards): per message that is several times
+        cheaper than updating each container through method calls, and nothing reads them between
         judgements except a metrics scrape, which may be half a second of packet time behind.
         """
         log = self.log
         if not log:
             return
         self.log = []
-        intervals = self.intervals.append
-        intervals_to_learn = self.to_learn_intervals.append
-        samples = self.samples.append
-        to_learn = self.to_learn.append
-        summary = self.summary.append
+        sample_times, samples = self.sample_times, self.samples
+        interval_times, intervals = self.interval_times, self.intervals
+        new_samples, new_intervals = len(samples), len(intervals)
+        add_sample_time, add_sample = sample_times.append, samples.append
+        add_interval_time, add_interval = interval_times.append, intervals.append
         pending = self.pending
         answered = self.answered
-        histogram = self.histogram
-        counts = histogram.counts
+        counts = self.histogram.counts
         total = 0.0
         last_request = self.last_request
-        degraded = self.degraded
-        during, during_intervals = self.during, self.during_intervals
+        last_response = self.last_response
+        ordered = self.ordered
         for ts, cnt, function, latency in log:
             if latency < 0.0:  # a request
                 if last_request >= 0.0:
-                    entry = (ts, ts - last_request)
-                    intervals(entry)
-                    intervals_to_learn(entry)
-                    if degraded and len(during_intervals) < SUMMARY_SAMPLES:
-                        during_intervals.append(entry[1])
+                    if ts < last_request:
+                        ordered = False
+                    add_interval_time(ts)
+                    add_interval(ts - last_request)
                 last_request = ts
                 if len(pending) < MAX_PENDING:
                     pending[cnt] = (ts, function)
@@ -170,16 +181,30 @@ class Loop:
                 request = pending.pop(cnt, None)
                 if request is not None:
                     answered.add(request[1])
-                entry = (ts, latency)
-                samples(entry)
-                to_learn(entry)
-                summary(latency)
-                if degraded and len(during) < SUMMARY_SAMPLES:
-                    during.append(latency)
+                if ts < last_response:
+                    ordered = False
+                last_response = ts
+                add_sample_time(ts)
+                add_sample(latency)
                 counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
                 total += latency
         self.last_request = last_request
-        histogram.total += total
+        self.last_response = last_response
+        self.ordered = ordered
+        self.histogram.total += total
+        if len(samples) > new_samples:
+            fresh = samples[new_samples:]
+            self.to_learn += fresh
+            self.to_learn_times += sample_times[new_samples:]
+            self.summary += fresh
+            if self.degraded:
+                self.during += fresh[: max(0, SUMMARY_SAMPLES - len(self.during))]
+        if len(intervals) > new_intervals:
+            fresh = intervals[new_intervals:]
+            self.to_learn_intervals += fresh
+            self.to_learn_interval_times += interval_times[new_intervals:]
+            if self.degraded:
+                self.during_intervals += fresh[: max(0, SUMMARY_SAMPLES - len(self.during_intervals))]
 
     def baseline_stats(self) -> tuple[float, float, float] | None:
         """(p50, p95, p99) of the learned latency baseline, once it has enough samples (cached: the
@@ -230,9 +255,10 @@ class Loop:
         window = self.retrans_window
         if fresh:
             self.retransmissions += fresh
+            self.retrans_recent += fresh
             window.append((now, fresh))
         while window and window[0][0] <= now - WINDOW_S:
-            window.popleft()
+            self.retrans_recent -= window.popleft()[1]
         return fresh, elapsed
 
     def judge(self, now: float) -> bool | None:
@@ -241,11 +267,15 @@ class Loop:
         fresh, elapsed = self._take_retransmissions(now)
         horizon = now - WINDOW_S
         samples = self.samples
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
-        intervals = self.intervals
-        while intervals and intervals[0][0] < horizon:
-            intervals.popleft()
+        ordered = self.ordered
+        times = self.sample_times
+        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
+        if gone:
+            del times[:gone], samples[:gone]
+        times = self.interval_times
+        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
+        if gone:
+            del times[:gone], self.intervals[:gone]
         if self.pending:
             self._expire_pending(now)
         late = self.late
@@ -255,41 +285,42 @@ class Loop:
         while busy and busy[0] < horizon:
             busy.popleft()
         threshold = self.threshold()
-        window = [lat for _, lat in samples]
         verdict: bool | None = None
         if threshold is not None:
             if len(late) >= 2 or len(busy) >= 2:
                 verdict = True
-            elif len(window) >= MIN_WINDOW_SAMPLES:
-                verdict = percentile(window, 50) > threshold
+            elif len(samples) >= MIN_WINDOW_SAMPLES:
+                verdict = percentile(samples, 50) > threshold
         retrans_threshold = self.retrans_threshold()
         self.retrans_degraded = False
-        if retrans_threshold is not None and sum(n for _, n in self.retrans_window) >= retrans_threshold:
+        if retrans_threshold is not None and self.retrans_recent >= retrans_threshold:
             self.retrans_degraded = verdict is not True  # latency, when it says so too, is the better why
             verdict = True
         self.streak = self.streak + 1 if verdict is True else 0
         self.retrans_to_learn.append((now, fresh, elapsed))
         if verdict is True or self.degraded:
-            self.to_learn.clear()
-            self.to_learn_intervals.clear()
+            del self.to_learn[:], self.to_learn_times[:]
+            del self.to_learn_intervals[:], self.to_learn_interval_times[:]
             self.retrans_to_learn.clear()
         else:
             self._learn_retransmissions(now - LEARN_LAG_S)
             ripe = now - LEARN_LAG_S
-            to_learn = self.to_learn
-            if to_learn and to_learn[0][0] <= ripe:
+            times = self.to_learn_times
+            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
+            if ready:
                 if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
                     self.stats_valid = False  # recomputed on next use
                     self.stats_at = now
-                while to_learn and to_learn[0][0] <= ripe:
-                    self.baseline.append(to_learn.popleft()[1])
-            intervals_to_learn = self.to_learn_intervals
-            if intervals_to_learn and intervals_to_learn[0][0] <= ripe:
+                self.baseline += self.to_learn[:ready]
+                del self.to_learn[:ready], self.to_learn_times[:ready]
+            times = self.to_learn_interval_times
+            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
+            if ready:
                 if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
                     self.usual_interval = None
                     self.usual_at = now
-                while intervals_to_learn and intervals_to_learn[0][0] <= ripe:
-                    self.base_intervals.append(intervals_to_learn.popleft()[1])
+                self.base_intervals += self.to_learn_intervals[:ready]
+                del self.to_learn_intervals[:ready], self.to_learn_interval_times[:ready]
         return verdict
 
     def _learn_retransmissions(self, ripe: float) -> None:
@@ -304,11 +335,15 @@ class Loop:
             self.base_seconds = RETRANS_BASE_S
 
     def _expire_pending(self, now: float) -> None:
-        stats = self.baseline_stats()
-        limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
+        limit = -1.0  # at least LATE_MIN_S: only asked of a request older than that
         pending = self.pending
         while pending:
             cnt, (ts, function) = next(iter(pending.items()))  # oldest first: requests come in time order
+            if now - ts <= LATE_MIN_S:
+                break
+            if limit < 0.0:
+                stats = self.baseline_stats()
+                limit = max(LATE_MIN_S, LATE_FACTOR * stats[2]) if stats is not None else LATE_MIN_S
             if now - ts <= limit:
                 break
             del pending[cnt]
@@ -317,7 +352,21 @@ class Loop:
                 self.late.append(now)
 
     def window_latencies(self) -> list[float]:
-        return [lat for _, lat in self.samples]
+        return self.samples[:]
+
+
+def _before(times: list[float], bound: float, inclusive: bool = False) -> int:
+    """How many of ``times`` come before the first one after ``bound`` (at or after it unless
+    ``inclusive``), walking from the start as the deques these lists replaced were popped: for times
+    that went back, where the binary search judge() uses for times in order would not do."""
+    n = 0
+    if inclusive:
+        while n < len(times) and times[n] <= bound:
+            n += 1
+    else:
+        while n < len(times) and times[n] < bound:
+            n += 1
+    return n
 
 
 CYCLIC_LEARN = 20  # intervals that teach a cyclic stream its period (when its set-up was not seen)
