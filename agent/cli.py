@@ -295,8 +295,10 @@ def _policy(path: str | None) -> CompiledPolicy | None:
         if problem.severity == "error" or compiled is not None:
             click.echo(f"conduitwatch: {problem}", err=True)
     if compiled is None:
+        from agent.policy.cli import count_of
+
         errors = sum(p.severity == "error" for p in problems)
-        _fail(f"{path}: invalid policy ({errors} error{'' if errors == 1 else 's'})", EXIT_INVALID)
+        _fail(f"{path}: invalid policy ({count_of(errors, 'error')})", EXIT_INVALID)
     return compiled
 
 

@@ -268,14 +268,12 @@ class Loop:
         horizon = now - WINDOW_S
         samples = self.samples
         ordered = self.ordered
-        times = self.sample_times
-        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
+        gone = _count_before(self.sample_times, horizon, ordered)
         if gone:
-            del times[:gone], samples[:gone]
-        times = self.interval_times
-        gone = bisect.bisect_left(times, horizon) if ordered else _before(times, horizon)
+            del self.sample_times[:gone], samples[:gone]
+        gone = _count_before(self.interval_times, horizon, ordered)
         if gone:
-            del times[:gone], self.intervals[:gone]
+            del self.interval_times[:gone], self.intervals[:gone]
         if self.pending:
             self._expire_pending(now)
         late = self.late
@@ -305,16 +303,14 @@ class Loop:
         else:
             self._learn_retransmissions(now - LEARN_LAG_S)
             ripe = now - LEARN_LAG_S
-            times = self.to_learn_times
-            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
+            ready = _count_before(self.to_learn_times, ripe, ordered, inclusive=True)
             if ready:
                 if self.stats is None or now - self.stats_at >= BASELINE_REFRESH_S:
                     self.stats_valid = False  # recomputed on next use
                     self.stats_at = now
                 self.baseline += self.to_learn[:ready]
                 del self.to_learn[:ready], self.to_learn_times[:ready]
-            times = self.to_learn_interval_times
-            ready = bisect.bisect_right(times, ripe) if ordered else _before(times, ripe, inclusive=True)
+            ready = _count_before(self.to_learn_interval_times, ripe, ordered, inclusive=True)
             if ready:
                 if self.usual_interval is None or now - self.usual_at >= BASELINE_REFRESH_S:
                     self.usual_interval = None
@@ -355,10 +351,12 @@ class Loop:
         return self.samples[:]
 
 
-def _before(times: list[float], bound: float, inclusive: bool = False) -> int:
-    """How many of ``times`` come before the first one after ``bound`` (at or after it unless
-    ``inclusive``), walking from the start as the deques these lists replaced were popped: for times
-    that went back, where the binary search judge() uses for times in order would not do."""
+def _count_before(times: list[float], bound: float, ordered: bool, inclusive: bool = False) -> int:
+    """How many of ``times``, from the start, come before ``bound`` (or at it, if ``inclusive``): by
+    binary search while they are in order; once one went back, by walking from the start, as the
+    deques these lists replaced were popped."""
+    if ordered:
+        return bisect.bisect_right(times, bound) if inclusive else bisect.bisect_left(times, bound)
     n = 0
     if inclusive:
         while n < len(times) and times[n] <= bound:

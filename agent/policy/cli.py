@@ -78,7 +78,8 @@ def _load(path: str) -> tuple[Policy | None, list[Problem]]:
     return load_policy_bytes(data, STDIN_NAME)
 
 
-def _count(n: int, noun: str) -> str:
+def count_of(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1 ("1 error", "2 errors")."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -87,10 +88,10 @@ def verdict(path: str, loaded: Policy | None, problems: Sequence[Problem], stric
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     if loaded is None:
-        parts = [_count(errors, "error")] + ([_count(warnings, "warning")] if warnings else [])
+        parts = [count_of(errors, "error")] + ([count_of(warnings, "warning")] if warnings else [])
         return False, f"{path}: invalid ({', '.join(parts)})"
-    parts = [_count(len(loaded.zones), "zone"), _count(len(loaded.conduits), "conduit")]
-    parts += [_count(warnings, "warning")] if warnings else []
+    parts = [count_of(len(loaded.zones), "zone"), count_of(len(loaded.conduits), "conduit")]
+    parts += [count_of(warnings, "warning")] if warnings else []
     if strict and warnings:
         return False, f"{path}: invalid with --strict ({', '.join(parts)})"
     return True, f"{path}: valid ({', '.join(parts)})"
@@ -151,9 +152,9 @@ def _members(zone: Zone) -> str:
         shown = ",".join(map(str, vlans[:4])) + (f" +{len(vlans) - 4}" if len(vlans) > 4 else "")
         parts.append(("VLAN " if len(vlans) == 1 else "VLANs ") + shown)
     if zone.macs:
-        parts.append(_count(len(zone.macs), "MAC"))
+        parts.append(count_of(len(zone.macs), "MAC"))
     if zone.assets:
-        parts.append(_count(len(zone.assets), "asset"))
+        parts.append(count_of(len(zone.assets), "asset"))
     return "; ".join(parts)
 
 

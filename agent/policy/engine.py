@@ -507,13 +507,11 @@ class PolicyDetector:
             # The policy was reloaded, or the payload showed another protocol than the port said.
             verdict = self._judge(flow, verdict.macs, flow.last_ts)
         followed = self.followed.get(flow.key) if self.followed else None
-        if (
-            followed is not None
-            and followed.flow is flow
-            and followed.verdict is verdict
-            and self._judge_followed(flow.key, followed, flow)  # (outside: alerted, no longer followed)
-            and reason != "active_timeout"  # inside, it is followed on in its new record
-        ):
+        if followed is None or followed.flow is not flow or followed.verdict is not verdict:
+            return
+        # Outside its windows: alerted, and no longer followed. Inside: done with, unless the flow
+        # goes on in a new record (active timeout), which on_flow_continue follows instead.
+        if self._judge_followed(flow.key, followed, flow) and reason != "active_timeout":
             del self.followed[flow.key]
 
     def on_flow_continue(self, old: Flow, new: Flow) -> None:
