@@ -1299,6 +1299,7 @@ def _warn_conduits(r: _Report, conduits: list[_ConduitSrc], idx: _Index) -> None
             responder = idx.zones[rule.rule.responder.zone].zone
             _warn_levels(r, rule, initiator, responder)
             _warn_safety(r, rule, initiator, responder)
+    _warn_safety_paths(r, [rule for src in conduits for rule in src.rules], idx)
 
 
 def _warn_sl_t(r: _Report, src: _ConduitSrc, idx: _Index) -> None:
@@ -1348,6 +1349,66 @@ def _warn_safety(r: _Report, rule: _RuleSrc, initiator: Zone, responder: Zone) -
             f"zone {responder.id!r}: a safety system should not be reachable from "
             "enterprise levels (ZCR 3.3)",
         )
+
+
+def _warn_safety_paths(r: _Report, rules: list[_RuleSrc], idx: _Index) -> None:
+    """A safety zone that an enterprise zone (Purdue level 4 or 5) reaches through a chain of conduits
+    none of which ends in the IDMZ (level 3.5), where no session crosses end to end (DOMAIN.md 4).
+
+    A conduit lets the initiator's zone open connections into the responder's zone; a host taken
+    there can open the next conduit's connections, since a zone's members are assumed to reach one
+    another. The chain a breadth-first search finds first (the fewest hops) is named, once per
+    enterprise and safety zone, at the rule that leaves the enterprise zone: that is where the IDMZ
+    is bypassed. A direct conduit is ``_warn_safety``'s, rule by rule.
+    """
+    onward: dict[str, list[_RuleSrc]] = {}
+    for rule in rules:
+        onward.setdefault(rule.rule.initiator.zone, []).append(rule)
+    for start, src in idx.zones.items():
+        level = src.zone.purdue_level
+        if level is None or level < 4:
+            continue
+        # zone -> the rule that first reached it (None for the start)
+        reached: dict[str, _RuleSrc | None] = {start: None}
+        frontier = [start]
+        while frontier:
+            following: list[str] = []
+            for zid in frontier:
+                for rule in onward.get(zid, ()):
+                    nxt = rule.rule.responder.zone
+                    if nxt in reached:
+                        continue
+                    reached[nxt] = rule
+                    zone = idx.zones[nxt].zone
+                    if zone.safety:
+                        if zid != start:
+                            _warn_safety_path(r, src.zone, zone, _chain(reached, nxt))
+                        continue
+                    onward_level = zone.purdue_level
+                    # No hops onward from the IDMZ (it ends every session) nor from another
+                    # enterprise zone (its own search names its chains).
+                    if onward_level is None or (onward_level < 4 and onward_level != 3.5):
+                        following.append(nxt)
+            frontier = following
+
+
+def _chain(reached: dict[str, _RuleSrc | None], end: str) -> list[_RuleSrc]:
+    chain: list[_RuleSrc] = []
+    rule = reached[end]
+    while rule is not None:
+        chain.append(rule)
+        rule = reached[rule.rule.initiator.zone]
+    return chain[::-1]
+
+
+def _warn_safety_path(r: _Report, start: Zone, safety: Zone, chain: list[_RuleSrc]) -> None:
+    hops = ", then ".join(f"{rule.label} into zone {rule.rule.responder.zone!r}" for rule in chain)
+    r.warning(
+        chain[0].node,
+        f"zone {start.id!r} (Purdue level {start.purdue_level:g}) reaches safety zone {safety.id!r} "
+        f"in {len(chain)} hops that bypass the IDMZ: {hops}. A safety system should not be reachable "
+        "from enterprise levels (ZCR 3.3); end the chain in a level 3.5 zone",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

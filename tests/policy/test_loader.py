@@ -791,6 +791,15 @@ WARNINGS = [
         "# here",
     ),
     (
+        # No conduit from level 4 into the safety zone, but a chain of them that never ends in the IDMZ.
+        "safety-through-zones",
+        [("purdue_level: 3.5", "purdue_level: 4"), ("safety: false", "safety: true")],
+        "zone 'idmz' (Purdue level 4) reaches safety zone 'cell' in 2 hops that bypass the IDMZ: "
+        "flow 'web' of conduit 'reports' into zone 'supervisory', then flow 'polling' of conduit "
+        "'scada-cell' into zone 'cell'",
+        "- id: web",
+    ),
+    (
         "purdue-down",
         [
             ("purdue_level: 3.5", "purdue_level: 5"),
@@ -877,6 +886,34 @@ def test_warning(edits: list[tuple[str, str]], message: str, needle: str) -> Non
     policy, _ = load(variant(*edits))
     assert policy is not None, "warnings must not refuse the policy"
     assert all(p.severity == "warning" for p in problems)
+
+
+def test_a_safety_zone_reached_only_through_the_idmz_is_not_warned_about() -> None:
+    enterprise = "  - id: corp\n    purdue_level: 4\n    networks: [10.200.0.0/16]\n"
+    conduit = (
+        "  - id: corp-idmz\n    zones: [corp, idmz]\n    flows:\n"
+        "      - {id: replica, initiator: corp, responder: idmz, protocol: http}\n"
+    )
+    text = variant(
+        ("safety: false", "safety: true"),
+        ("zones:\n", "zones:\n" + enterprise),
+        ("conduits:\n", "conduits:\n" + conduit),
+    )
+    policy, problems = load(text)
+    assert policy is not None
+    assert not [p for p in problems if "safety" in p.message], problems
+    # The same chain from a level 4 zone that skips the IDMZ is named.
+    shortcut = (
+        "  - id: corp-scada\n    zones: [corp, supervisory]\n    flows:\n"
+        "      - {id: erp, initiator: corp, responder: supervisory, protocol: http}\n"
+    )
+    _, problems = load(text.replace("conduits:\n", "conduits:\n" + shortcut))
+    assert [p.message for p in problems if "reaches safety zone" in p.message] == [
+        "zone 'corp' (Purdue level 4) reaches safety zone 'cell' in 2 hops that bypass the IDMZ: flow 'erp' "
+        "of conduit 'corp-scada' into zone 'supervisory', then flow 'polling' of conduit 'scada-cell' into "
+        "zone 'cell'. A safety system should not be reachable from enterprise levels (ZCR 3.3); end the "
+        "chain in a level 3.5 zone"
+    ]
 
 
 def test_a_vlan_zone_with_networks_is_not_warned_about() -> None:
