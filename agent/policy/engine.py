@@ -457,9 +457,10 @@ class PolicyDetector:
     def _check_flow_schedule(self, flow: Flow, verdict: Verdict, ts: float, continued: bool) -> None:
         # A schedule on a rule without an operation list governs the flow itself: a flow allowed only
         # by such rules is an alert when it opens outside all their windows, and is followed when it
-        # opens inside one, to be an alert if it carries packets past them.
-        flow_rules = [r for r in verdict.rules if r.operations is None]
-        if not flow_rules or any(r.schedule is None for r in flow_rules):
+        # opens inside one, to be an alert if it carries packets past them. A rule with an operation
+        # list allows the flow at any time (its schedule, if any, governs only those operations).
+        flow_rules = verdict.rules
+        if any(r.operations is not None or r.schedule is None for r in flow_rules):
             return
         if not self._in_a_window(flow_rules, ts):
             self._alert("outside_schedule", flow, verdict, ts, None, rule=flow_rules[0], continued=continued)

@@ -9,7 +9,7 @@ from agent.pipeline import EVENTS_DEFAULT, Pipeline, PipelineConfig
 from agent.policy.engine import CompiledPolicy
 from agent.policy.model import Conduit, Endpoint, FlowRule, Schedule
 from tests import factory
-from tests.policy.test_engine import EWS, HMI, PLC, READ, make_policy, modbus, record_readers, run
+from tests.policy.test_engine import EWS, HMI, PLC, READ, WRITE, make_policy, modbus, record_readers, run
 
 __all__ = ["record_readers"]  # the fixture running every test with and without a full record reader
 
@@ -171,3 +171,31 @@ def test_the_followed_table_is_bounded() -> None:
     ]
     stats = detector.stats()
     assert stats["scheduled_flow_evictions"] == 1 and stats["scheduled_flows_followed"] == 0
+
+
+def test_a_flow_also_allowed_by_a_rule_with_operations_is_not_judged_by_the_schedule() -> None:
+    """The workstation may do anything to the cell on weekdays 07:00-19:00 (a scheduled rule without
+    operations) and read at any time (a rule with an operation list): the schedule governs the flow
+    only when such scheduled rules alone allow it, so a read-only connection at 20:00 raises nothing,
+    whichever rule comes first; a write in it is the scheduled rule's, outside its window."""
+    base = make_policy().policy
+    modbus_only = frozenset({"modbus"})
+    anything = FlowRule("maintenance", Endpoint("engineering", "ews-1"), Endpoint("cell"), modbus_only,
+                        "modbus", schedule=Schedule(WEEKDAYS, 7 * 60, 19 * 60, "UTC"))  # fmt: skip
+    reads = FlowRule("reads", Endpoint("engineering", "ews-1"), Endpoint("cell"), modbus_only, "modbus",
+                     operations=frozenset({"read"}))  # fmt: skip
+    for flows in ((anything, reads), (reads, anything)):
+        conduit = Conduit("ews-cell", ("engineering", "cell"), flows=flows)
+        policy = CompiledPolicy(replace(base, conduits=(base.conduits[0], conduit)))
+        alerts, _, _ = run(modbus(EWS, PLC, READ, READ), start=at(20, 0), policy=policy)
+        assert alerts == []
+        alerts, _, _ = run(modbus(EWS, PLC, READ, WRITE), start=at(20, 0), policy=policy)
+        assert [(a["alert"]["rule"], a["policy"]["rule"], a["policy"]["operation"]) for a in alerts] == [
+            ("outside_schedule", "maintenance", "write")
+        ]
+    # Without the read rule, the same connection is a flow opened outside the window.
+    conduit = Conduit("ews-cell", ("engineering", "cell"), flows=(anything,))
+    policy = CompiledPolicy(replace(base, conduits=(base.conduits[0], conduit)))
+    alerts, _, _ = run(modbus(EWS, PLC, READ, READ), start=at(20, 0), policy=policy)
+    assert (alerts[0]["alert"]["rule"], alerts[0]["policy"]["operation"]) == ("outside_schedule", None)
+    assert "opened modbus/502 to plc-1" in alerts[0]["alert"]["signature"]
