@@ -672,7 +672,9 @@ class FloodDetector:
             )
         if kind == "backup_outside_window":
             return f"{what} on {scope.kind} {scope.name} outside its backup windows"
-        return f"{what} crosses into control zone {scope.name}"
+        # Bulk counts in either direction: a backup pulled out of the zone loads its uplink as much.
+        way = "out of" if scope.direction == "out" else "into"
+        return f"{what} crosses {way} control zone {scope.name}"
 
     # -- control health and interference ---------------------------------------------------------
 

@@ -78,6 +78,24 @@ def test_bins_hold_the_bytes_of_their_packet_time_and_overload_raises() -> None:
     assert rules.count("bulk_over_budget") == 1 and "bulk_into_control_zone" in rules
 
 
+def test_bulk_leaving_a_control_zone_is_an_incident_that_says_so() -> None:
+    detector, policy, events = _detector()
+    backup = flow("10.2.0.5", "10.1.0.5", 445)  # a server in the cell sends its backup out
+    backup.app_proto = "smb"
+    policy._judge(backup, (None, None), 100.0)
+    detector.tick(100.0)
+    detector.on_flow_start(backup)
+    for i in range(30):
+        t = 100.0 + i * 0.1 + 0.05
+        detector.tick(t)
+        backup.bytes_toserver += 100_000
+        backup.last_ts = t
+    detector.tick(103.01)
+    raised = [e[5]["alert"] for e in events if e[5]["alert"]["rule"] == "bulk_into_control_zone"]
+    assert len(raised) == 1
+    assert raised[0]["signature"].endswith("crosses out of control zone cell"), raised[0]["signature"]
+
+
 def test_a_reloaded_policy_rebuilds_the_links() -> None:
     detector, policy, _events = _detector()
     assert detector.zone_scopes[("cell", "in")].capacity_bps == 10e6
