@@ -237,9 +237,10 @@ class EveSink:
     def flush(self) -> None:
         if self._batch:
             data = "".join(self._batch).encode()
+            lines = len(self._batch)
             self._batch.clear()
             self._batch_len = 0
-            self.backlog.put(data)
+            self.backlog.put(data, lines)
         else:
             self.backlog.drain()
 
