@@ -265,4 +265,6 @@ class EveSink:
             self._fd = -1
 
     def stats(self) -> dict[str, int]:
-        return {"events": self.written, **self.backlog.stats()}
+        counts = self.backlog.stats()
+        counts["queued"] += len(self._batch)  # lines gathered for the next write wait too
+        return {"events": self.written, **counts}
