@@ -265,11 +265,20 @@ def _sinks(
             _fail(f"--syslog: {e}", EXIT_INVALID)
         types = syslog["types"]
         event_types = None if types == "all" else frozenset(t.strip() for t in types.split(",") if t.strip())
+        unknown = sorted((event_types or frozenset()) - EVENT_TYPES)
+        if unknown:
+            # A misspelt type would silently keep those events from the SIEM.
+            _fail(f"--syslog-types: unknown event type {', '.join(unknown)} "
+                  f"(one of {', '.join(sorted(EVENT_TYPES))}, or all)", EXIT_INVALID)  # fmt: skip
         # A receiver that is down is not fatal: events wait in a bounded backlog and are retried.
         sinks.append(
             SyslogSink(target, syslog["format"], syslog["facility"], event_types, monitored=monitored)
         )
     return sinks
+
+
+# Every EVE event_type (docs/eve.schema.json): what --syslog-types may name.
+EVENT_TYPES = frozenset({"flow", "stats", "ot", "anomaly", "alert", "audit", "asset"})
 
 
 def _syslog_options(url: str | None, fmt: str, facility: str, types: str) -> dict[str, str] | None:

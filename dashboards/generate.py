@@ -569,7 +569,9 @@ BACKUP = Dashboard(
                     _rate(
                         "conduitwatch_traffic_bytes_total",
                         "src_zone, dest_zone, protocol",
-                        'protocol=~"smb|nfs|rsync|iscsi|ndmp|backup|ftp-data|sftp"',
+                        # agent/ports.py CATEGORIES["backup"] (backup products by name), and FTP/SFTP transfers
+                        'protocol=~"smb|nfs|rsync|iscsi|ndmp|backup|amanda|bacula|commvault|netbackup|networker|'
+                        'spectrum-protect|veeam|ftp-data|sftp"',
                         "8 * ",
                     ),
                     "{{src_zone}} → {{dest_zone}} {{protocol}}",

@@ -212,3 +212,13 @@ def test_sighup_reopens_the_eve_file_for_logrotate(tmp_path: Path) -> None:
     assert after[-1]["event_type"] == "stats"
     ports = sorted(e["src_port"] for e in before + after if e["event_type"] == "flow")
     assert ports == list(range(2000, 2008))  # every flow once, in one file or the other
+
+
+def test_a_misspelt_syslog_type_is_refused(capture: Path) -> None:
+    # "alerts" would otherwise keep every alert from the SIEM without a word.
+    syslog = ("--syslog", "udp://127.0.0.1:9")
+    result = cw("replay", str(capture), "-q", *syslog, "--syslog-types", "alerts,audit")
+    assert result.returncode == 2
+    assert "--syslog-types: unknown event type alerts" in one_error_line(result)
+    ok = cw("replay", str(capture), "-q", *syslog, "--syslog-types", "alert,audit")
+    assert ok.returncode == 0, ok.stderr

@@ -23,7 +23,8 @@ class Backlog:
     """Delivery with retry for one sink. ``write(data)`` returns how many bytes it delivered.
 
     ``write`` may deliver part of ``data`` (a non-blocking socket); the rest stays first in line.
-    It raises ``OSError`` when the destination fails.
+    It raises ``OSError`` when the destination fails. A record may hold several events (the EVE
+    file's batches of lines): ``put`` says how many, and the counters count events, not records.
     """
 
     def __init__(self, name: str, write: Callable[[bytes], int], limit: int = DEFAULT_LIMIT) -> None:
@@ -31,23 +32,29 @@ class Backlog:
         self._write = write
         self.limit = limit
         self._queue: deque[bytes] = deque()
+        self._events: deque[int] = deque()  # events in each queued record
         self.queued_bytes = 0
-        self.sent = 0  # records delivered whole
+        self.queued_events = 0
+        self.sent = 0  # events whose record was delivered whole
         self.failures = 0  # failed delivery attempts
-        self.dropped = 0  # records dropped because the backlog was full
+        self.dropped = 0  # events dropped (with their record) because the backlog was full
         self._retry_at = 0.0
         self._failing = False
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put(self, record: bytes) -> None:
+    def put(self, record: bytes, events: int = 1) -> None:
         queue = self._queue
         queue.append(record)
+        self._events.append(events)
         self.queued_bytes += len(record)
+        self.queued_events += events
         while self.queued_bytes > self.limit and len(queue) > 1:
             self.queued_bytes -= len(queue.popleft())
-            self.dropped += 1
+            lost = self._events.popleft()
+            self.queued_events -= lost
+            self.dropped += lost
         if self._failing and time.monotonic() < self._retry_at:
             return
         self.drain()
@@ -76,7 +83,9 @@ class Backlog:
                 return False
             queue.popleft()
             self.queued_bytes -= n
-            self.sent += 1
+            delivered = self._events.popleft()
+            self.queued_events -= delivered
+            self.sent += delivered
         if self._failing:
             log.warning("%s output recovered (%d records dropped meanwhile)", self.name, self.dropped)
             self._failing = False
@@ -84,4 +93,4 @@ class Backlog:
 
     def stats(self) -> dict[str, int]:
         return {"sent": self.sent, "failures": self.failures, "dropped": self.dropped,
-                "queued": len(self._queue), "queued_bytes": self.queued_bytes}  # fmt: skip
+                "queued": self.queued_events, "queued_bytes": self.queued_bytes}  # fmt: skip

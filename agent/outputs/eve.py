@@ -237,9 +237,10 @@ class EveSink:
     def flush(self) -> None:
         if self._batch:
             data = "".join(self._batch).encode()
+            lines = len(self._batch)
             self._batch.clear()
             self._batch_len = 0
-            self.backlog.put(data)
+            self.backlog.put(data, lines)
         else:
             self.backlog.drain()
 
@@ -264,4 +265,6 @@ class EveSink:
             self._fd = -1
 
     def stats(self) -> dict[str, int]:
-        return {"events": self.written, **self.backlog.stats()}
+        counts = self.backlog.stats()
+        counts["queued"] += len(self._batch)  # lines gathered for the next write wait too
+        return {"events": self.written, **counts}

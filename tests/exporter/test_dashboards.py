@@ -78,3 +78,14 @@ def test_provisioning_files() -> None:
     providers = yaml.safe_load((DASHBOARDS / "provisioning" / "dashboards" / "conduitwatch.yaml").read_text())
     (provider,) = providers["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def test_backup_panel_covers_every_backup_protocol() -> None:
+    from agent.ports import CATEGORIES
+
+    board = json.loads((DASHBOARDS / "conduitwatch-backup-impact.json").read_text())
+    (panel,) = [p for p in board["panels"] if p["title"] == "Backup-category protocols between zones"]
+    (target,) = panel["targets"]
+    match = re.search(r'protocol=~"([^"]*)"', target["expr"])
+    assert match is not None
+    assert CATEGORIES["backup"] <= set(match.group(1).split("|"))

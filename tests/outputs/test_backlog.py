@@ -77,3 +77,18 @@ def test_a_slow_receiver_is_not_a_failure() -> None:
     b = Backlog("test", would_block)
     b.put(b"x")
     assert b.failures == 0 and len(b) == 1
+
+
+def test_counters_count_events_of_multi_event_records(clock: list[float]) -> None:
+    dest = Destination()
+    dest.error = errno.ENOSPC
+    b = Backlog("test", dest.write, limit=10)
+    b.put(b"aaaa", 3)  # a batch of three lines
+    b.put(b"bbbb", 2)
+    assert b.stats()["queued"] == 5 and b.dropped == 0
+    b.put(b"cccc", 4)  # over the limit: the oldest batch goes, with its three events
+    assert b.dropped == 3 and b.stats()["queued"] == 6
+    dest.error = None
+    clock[0] += backlog_module.RETRY_INTERVAL
+    assert b.drain()
+    assert b.sent == 6 and b.stats()["queued"] == 0
