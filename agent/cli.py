@@ -23,7 +23,7 @@ from agent import __version__
 from agent.capture.base import CaptureError
 from agent.capture.pacing import paced
 from agent.flows import FlowConfig
-from agent.outputs.eve import EveSink
+from agent.outputs.eve import EVENT_TYPES, EveSink
 from agent.outputs.syslog import FACILITIES as SYSLOG_FACILITIES
 from agent.pipeline import EVENTS_ALL, EVENTS_DEFAULT, Pipeline, PipelineConfig, RunStats, Sink
 
@@ -275,10 +275,6 @@ def _sinks(
             SyslogSink(target, syslog["format"], syslog["facility"], event_types, monitored=monitored)
         )
     return sinks
-
-
-# Every EVE event_type (docs/eve.schema.json): what --syslog-types may name.
-EVENT_TYPES = frozenset({"flow", "stats", "ot", "anomaly", "alert", "audit", "asset"})
 
 
 def _syslog_options(url: str | None, fmt: str, facility: str, types: str) -> dict[str, str] | None:

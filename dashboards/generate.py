@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.ports import CATEGORIES
+
+# The backup category as the agent names it (backup protocols and products), and FTP/SFTP transfers.
+BACKUP_PROTOCOLS = "|".join(sorted(CATEGORIES["backup"] | {"ftp-data", "sftp"}))
+
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 I = 'instance=~"$instance"'  # noqa: E741 - every query filters on the instance variable
@@ -569,9 +574,7 @@ BACKUP = Dashboard(
                     _rate(
                         "conduitwatch_traffic_bytes_total",
                         "src_zone, dest_zone, protocol",
-                        # agent/ports.py CATEGORIES["backup"] (backup products by name), and FTP/SFTP transfers
-                        'protocol=~"smb|nfs|rsync|iscsi|ndmp|backup|amanda|bacula|commvault|netbackup|networker|'
-                        'spectrum-protect|veeam|ftp-data|sftp"',
+                        f'protocol=~"{BACKUP_PROTOCOLS}"',
                         "8 * ",
                     ),
                     "{{src_zone}} → {{dest_zone}} {{protocol}}",

@@ -87,7 +87,7 @@ class Backlog:
             self.queued_events -= delivered
             self.sent += delivered
         if self._failing:
-            log.warning("%s output recovered (%d records dropped meanwhile)", self.name, self.dropped)
+            log.warning("%s output recovered (%d events dropped meanwhile)", self.name, self.dropped)
             self._failing = False
         return True
 

@@ -25,6 +25,9 @@ from agent.records import Event
 
 log = logging.getLogger(__name__)
 
+# Every event_type this writer produces (docs/eve.schema.json): what --syslog-types may name.
+EVENT_TYPES = frozenset({"flow", "stats", "ot", "anomaly", "alert", "audit", "asset"})
+
 PROTO_NAMES = {
     IPPROTO_TCP: "TCP",
     IPPROTO_UDP: "UDP",

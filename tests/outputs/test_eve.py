@@ -135,3 +135,10 @@ def test_reopen_after_rotation_writes_a_new_file(tmp_path: Path) -> None:
     sink.close()
     rotated = (tmp_path / "eve.json.1").read_text().splitlines()
     assert len(rotated) == 2 and len(path.read_text().splitlines()) == 1 and sink.reopened == 1
+
+
+def test_the_event_types_syslog_may_name_are_the_schemas() -> None:
+    from agent.outputs.eve import EVENT_TYPES
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "eve.schema.json").read_text())
+    assert set(schema["properties"]["event_type"]["enum"]) == EVENT_TYPES
