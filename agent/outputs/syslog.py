@@ -4,17 +4,23 @@ The message body is the event's EVE JSON line, or a CEF record (``agent.outputs.
 that want it. The syslog timestamp is the event's (packet) time, so a replay is reported as what
 happened when, and the MSGID is the event type, so a receiver can route alerts without parsing JSON.
 
-The sink never blocks monitoring: TCP writes are non-blocking, a receiver that is down or slow
-fills a bounded backlog (``agent.outputs.backlog``) that is retried, and reconnection is attempted
-at most once a second.
+The sink never blocks monitoring, which runs in the same thread: a receiver's name is looked up in
+a thread of its own, TCP connects and writes are non-blocking, a receiver that is down or slow fills
+a bounded backlog (``agent.outputs.backlog``) that is retried, and reconnection is attempted at most
+once a second. A blocking connect to a receiver that drops SYNs, or a lookup while the DNS server is
+unreachable, would stop packet capture for seconds each time.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import logging
 import os
+import select
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +40,7 @@ FACILITIES = {name: code for code, name in enumerate(
      "local5", "local6", "local7"))}  # fmt: skip
 FORMATS = ("json", "cef")
 APP_NAME = "conduitwatch"
-CONNECT_TIMEOUT = 0.5  # seconds; a receiver that takes longer is retried later, not waited for
+CONNECT_TIMEOUT = 5.0  # seconds a TCP connect may take (never waited for) before it counts as failed
 RECONNECT_INTERVAL = 1.0
 _NILVALUE = "-"
 
@@ -104,7 +110,13 @@ class SyslogSink:
         self._procid = str(os.getpid())
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         self._sock: socket.socket | None = None
+        self._connecting_until = 0.0  # while a TCP connect is in progress: when it counts as failed
         self._next_connect = 0.0
+        # The receiver's (family, address): looked up at once for an IP literal, else in a thread
+        # (``_lookup``) whose result or error the next connect attempt takes.
+        self._address: tuple[int, Any] | None = None
+        self._lookup_thread: threading.Thread | None = None
+        self._lookup_result: tuple[int, Any] | OSError | None = None
         self.connects = 0
         self.backlog = Backlog(f"syslog {target}", self._write, backlog_limit)
         self.written = 0
@@ -144,8 +156,7 @@ class SyslogSink:
         self._next_connect = now + RECONNECT_INTERVAL
         target = self.target
         kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
-        infos = socket.getaddrinfo(target.host, target.port, type=kind)
-        family, _, _, _, address = infos[0]
+        family, address = self._receiver_address(kind)
         # Ask the kernel for the route first with a connected UDP socket, which sends nothing: a TCP
         # connect would already have put a SYN on the wire before we could look.
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -157,28 +168,81 @@ class SyslogSink:
             log.error("%s", self.refused)
             raise PermissionError(self.refused)
         sock = socket.socket(family, kind)
-        try:
-            if kind == socket.SOCK_STREAM:
-                sock.settimeout(CONNECT_TIMEOUT)
-            sock.connect(address)
-            sock.setblocking(False)
-        except OSError:
+        sock.setblocking(False)
+        code = sock.connect_ex(address)  # UDP: at once; TCP: in progress, finished by _connected
+        if code not in (0, errno.EINPROGRESS):
             sock.close()
-            raise
-        self.connects += 1
+            self._address = None  # look the name up again: the receiver may have moved
+            raise OSError(code, os.strerror(code))
+        if code:
+            self._connecting_until = now + CONNECT_TIMEOUT
+        else:
+            self.connects += 1
         return sock
+
+    def _receiver_address(self, kind: int) -> tuple[int, Any]:
+        """The receiver's (family, address); raises BlockingIOError while its name is being looked up
+        and the lookup's OSError once it has failed."""
+        if self._address is not None:
+            return self._address
+        target = self.target
+        try:
+            ipaddress.ip_address(target.host)
+        except ValueError:
+            pass
+        else:  # an IP literal: getaddrinfo answers without asking anyone
+            self._address = _first_address(target.host, target.port, kind)
+            return self._address
+        result, self._lookup_result = self._lookup_result, None
+        if isinstance(result, OSError):
+            raise result
+        if result is not None:
+            self._address = result
+            return result
+        if self._lookup_thread is None or not self._lookup_thread.is_alive():
+            self._lookup_thread = threading.Thread(
+                target=self._lookup, args=(kind,), name="syslog-lookup", daemon=True
+            )
+            self._lookup_thread.start()
+        self._next_connect = 0.0  # try again as soon as the lookup is done
+        raise BlockingIOError(f"looking up {target.host}")
+
+    def _lookup(self, kind: int) -> None:
+        try:
+            self._lookup_result = _first_address(self.target.host, self.target.port, kind)
+        except OSError as e:
+            self._lookup_result = e
+
+    def _connected(self, sock: socket.socket) -> None:
+        """Finish a TCP connect in progress; BlockingIOError while it still is, OSError if it failed."""
+        _, writable, _ = select.select([], [sock], [], 0)
+        if writable:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            self._connecting_until = 0.0
+            self.connects += 1
+            return
+        if time.monotonic() < self._connecting_until:
+            raise BlockingIOError("connecting")
+        raise TimeoutError(errno.ETIMEDOUT, f"no answer to the connect within {CONNECT_TIMEOUT:g} s")
 
     def _write(self, data: bytes) -> int:
         sock = self._sock
         if sock is None:
             sock = self._sock = self._connect()
         try:
+            if self._connecting_until:
+                self._connected(sock)
             return sock.send(data)
         except (BlockingIOError, InterruptedError):
             raise
         except OSError:
-            # The receiver went away (or a UDP port is unreachable): start over with a new socket.
+            # The receiver went away, refused or never answered the connect (or a UDP port is
+            # unreachable): start over with a new socket, and a new lookup of its name.
             self._sock = None
+            self._connecting_until = 0.0
+            self._address = None
             sock.close()
             raise
 
@@ -190,6 +254,8 @@ class SyslogSink:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._connecting_until = 0.0
+        self._address = None
         self._next_connect = 0.0
 
     def close(self) -> None:
@@ -207,3 +273,8 @@ class SyslogSink:
     def stats(self) -> dict[str, int]:
         return {"events": self.written, "connects": self.connects, "refused": int(self.refused is not None),
                 **self.backlog.stats()}  # fmt: skip
+
+
+def _first_address(host: str, port: int, kind: int) -> tuple[int, Any]:
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
+    return family, address

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from agent.outputs.syslog import SyslogSink, SyslogTarget
 from agent.pipeline import Pipeline, PipelineConfig
 from agent.records import Event
 from tests import factory
+from tests.netns import FOREIGN_IP, NetPair
 from tests.tooling import require_tool
 
 ALERT = Event("alert", 1_700_000_000.25, {
@@ -111,6 +113,72 @@ def test_tcp_receiver_down_then_up_loses_nothing(monkeypatch: pytest.MonkeyPatch
         frames.append(rest[: int(length)])
         rest = rest[int(length) :]
     assert [json.loads(RFC5424.match(f.decode()).group(6))["stats"]["n"] for f in frames] == [0, 1, 2, 3]  # type: ignore[union-attr]
+
+
+def test_a_receiver_name_is_looked_up_outside_the_monitoring_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lookup may hang for seconds (a DNS server that does not answer); capture must go on meanwhile.
+    answer = threading.Event()
+    asked_from: list[threading.Thread] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        asked_from.append(threading.current_thread())
+        assert answer.wait(10)
+        return real_getaddrinfo("127.0.0.1" if host == "siem.example" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(syslog_module.socket, "getaddrinfo", slow_getaddrinfo)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(5)
+        sink = SyslogSink(SyslogTarget(f"tcp://siem.example:{server.getsockname()[1]}"), event_types=None)
+        for _ in range(2):
+            sink.emit(ALERT)  # returns while the name is still being looked up
+        assert sink.stats()["queued"] == 2 and sink.stats()["sent"] == 0 and sink.stats()["failures"] == 0
+        answer.set()
+        sink.emit(ALERT)
+        server.settimeout(0.05)
+        conn = None
+        for _ in range(200):  # the lookup's thread answers; the next delivery attempt connects
+            sink.flush()
+            try:
+                conn, _ = server.accept()
+                break
+            except TimeoutError:
+                continue
+        assert conn is not None
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while data.count(b"conduitwatch") < 3:
+                sink.flush()
+                data += conn.recv(65536)
+        sink.close()
+    assert asked_from and threading.main_thread() not in asked_from
+    assert sink.stats()["sent"] == 3 and sink.stats()["connects"] == 1
+
+
+def test_a_receiver_that_never_answers_the_connect_does_not_stall_monitoring(netpair: NetPair) -> None:
+    # FOREIGN_IP is a neighbour whose MAC nobody owns: the SYN goes out and no answer ever comes.
+    # A blocking connect would hold up every event (and packet capture with it) until it timed out.
+    code = f"""
+import json
+from agent.outputs.syslog import SyslogSink, SyslogTarget
+from agent.records import Event
+sink = SyslogSink(SyslogTarget("tcp://{FOREIGN_IP}:601"), event_types=None)
+for i in range(3):
+    sink.emit(Event("stats", float(i), {{"stats": {{"n": i}}}}))
+print(json.dumps(sink.stats()))
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["ip", "netns", "exec", netpair.src_ns, sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    # Still connecting: not connected, not failed, every event kept.
+    assert stats["connects"] == 0 and stats["failures"] == 0 and stats["queued"] == 3, stats
 
 
 def test_type_filter() -> None:
