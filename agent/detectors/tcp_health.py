@@ -43,12 +43,16 @@ _WINDOW_PROBE = 2  # 1 byte at the next expected sequence number while the peer 
 class TcpCounts:
     """The counts of all control flows of one (zone, protocol): what the metrics publish."""
 
-    __slots__ = ("duplicate_acks", "retransmissions", "zero_windows")
+    __slots__ = ("duplicate_acks", "flows", "retransmissions", "zero_windows")
 
     def __init__(self) -> None:
         self.retransmissions = 0
         self.duplicate_acks = 0
         self.zero_windows = 0
+        self.flows = 0  # connections counted here, less those moved to their decoded protocol
+
+    def counted(self) -> bool:
+        return bool(self.retransmissions or self.duplicate_acks or self.zero_windows)
 
     def as_dict(self) -> dict[str, int]:
         return {

@@ -182,6 +182,21 @@ def test_zone_counts_add_up_and_other_flows_are_not_watched() -> None:
     assert list(detector.tcp_counts) == [("none", "modbus")]
 
 
+def test_counts_go_to_the_protocol_the_decoder_settles_on() -> None:
+    """Port 102 says iso-tsap; the payload says S7comm. The connection's TCP health is counted under
+    s7comm, as its latency is, and no iso-tsap entry is left behind as a series of zeros."""
+    from tests.decoders.test_s7comm import CC, CR, SETUP, job
+
+    setup = job(SETUP)
+    s7 = Conn(40200, dport=102).handshake()
+    s7.c("PA", CR).s("PA", CC)
+    s7.c("PA", setup).c("PA", setup, seq=s7.cseq - len(setup))  # the setup request, then sent again
+    (flow,), detector = replay(s7.packets)
+    assert flow.app_proto == "s7comm" and counts(flow) == (1, 0, 0)
+    assert list(detector.tcp_counts) == [("none", "s7comm")]
+    assert detector.tcp_counts[("none", "s7comm")].retransmissions == 1
+
+
 def test_fast_path_and_full_path_agree() -> None:
     """The same connection judged from dissected packets only (double-tagged frames, which the flow
     table's fast path leaves to the full path) gives the counts of the normal run, where established
