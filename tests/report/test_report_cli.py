@@ -136,6 +136,20 @@ def test_compliance_links_findings(demo: tuple[Path, dict]) -> None:
         assert (row["status"] == "non-conformity") == bool(row["findings"])
 
 
+def test_traffic_no_conduit_covers_is_drift_from_the_declared_model(demo: tuple[Path, dict]) -> None:
+    doc = demo[1]
+    uncovered = {(u["src_zone"], u["dest_zone"]) for u in doc["zone_model"]["uncovered"]}
+    flagged = [
+        f["id"]
+        for f in doc["findings"]
+        if f["policy_rule"] is None and (f["src_zone"], f["dest_zone"]) in uncovered
+    ]
+    rows = {c["id"]: c for c in doc["compliance"]}
+    assert uncovered and flagged
+    for item in ("SR 7.6", "A.8.9"):  # "conformity: no uncovered traffic" would contradict section 2
+        assert rows[item]["status"] == "non-conformity" and rows[item]["findings"] == flagged
+
+
 def test_without_policy_policy_items_are_not_observable(tmp_path: Path) -> None:
     doc = report(tmp_path, policy=None)
     rows = {c["id"]: c for c in doc["compliance"]}
