@@ -537,7 +537,12 @@ def replay(
 
         flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
         settings = PipelineConfig(
-            flows=flows, ports=ports, decoder_names=decoders, events=events, replay=True
+            flows=flows,
+            ports=ports,
+            decoder_names=decoders,
+            events=events,
+            replay=True,
+            flood_bin_seconds=bin_size,
         )
         sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
     compiled = _policy(policy_path)

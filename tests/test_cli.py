@@ -222,3 +222,17 @@ def test_a_misspelt_syslog_type_is_refused(capture: Path) -> None:
     assert "--syslog-types: unknown event type alerts" in one_error_line(result)
     ok = cw("replay", str(capture), "-q", *syslog, "--syslog-types", "alert,audit")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_replay_report_keeps_the_load_bin_size(tmp_path: Path) -> None:
+    # The report's run must judge loads with --bin-size as the plain replay does (default 0.1 s).
+    root = Path(__file__).resolve().parents[1]
+    capture = str(root / "pcaps/scenarios/floods/floods-safety-crossing.pcap.gz")
+    policy = str(root / "rules/purdue-plant.yaml")
+    alerts = {}
+    for name, extra in (("plain", ()), ("report", ("--report", str(tmp_path / "report")))):
+        eve = tmp_path / f"{name}.json"
+        result = cw("replay", capture, "--policy", policy, "--bin-size", "1", "--eve", str(eve), "-q", *extra)
+        assert result.returncode == 0, result.stderr
+        alerts[name] = [e for e in events(eve) if e["event_type"] == "alert"]
+    assert alerts["plain"] and alerts["report"] == alerts["plain"]

@@ -5,6 +5,10 @@ Every alert names the SRs and controls it concerns (``alert.metadata``), so a fi
 exactly the items it cites: non-conformity, linked to the findings. An item without findings is a
 conformity only when these inputs could have shown a breach (a policy to check against, the
 decoders that see the operations); otherwise a passive capture cannot say, and the table says so.
+
+The items about drift between the declared model and the wire (SR 7.6, A.8.9) also count the policy
+findings about traffic no rule allowed (section 2's "traffic no conduit covers"): those alerts cite
+the segmentation SRs they breach, and the same traffic is drift from the declared configuration.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Item:
     basis: str
     conforms: str  # what a conformity means here, in one sentence
     unobservable: str  # why a passive capture cannot decide it (when the basis is missing)
+    drift: bool = False  # traffic no conduit covers is a breach of it (see the module docstring)
 
 
 _NEEDS_POLICY = "no policy was given: without the declared zones and conduits the traffic cannot be judged"
@@ -136,6 +141,7 @@ ITEMS: tuple[Item, ...] = (
         "policy",
         "the observed traffic matches the declared zone/conduit model (no uncovered traffic)",
         _NEEDS_POLICY,
+        drift=True,
     ),
     Item(
         "IEC 62443-3-3",
@@ -184,6 +190,7 @@ ITEMS: tuple[Item, ...] = (
         "policy",
         "no drift between the declared model and the observed traffic, no identity change",
         _NEEDS_POLICY,
+        drift=True,
     ),
     Item(
         "ISO/IEC 27001:2022",
@@ -275,18 +282,37 @@ def cited(finding: dict[str, Any]) -> set[str]:
     return {_normalise(r) for r in refs if isinstance(r, str) and r.strip()}
 
 
-def table(findings: list[dict[str, Any]], basis: dict[str, bool]) -> list[dict[str, Any]]:
+def _findings(n: int) -> str:
+    return f"{n} finding{'s' if n != 1 else ''}"
+
+
+def table(
+    findings: list[dict[str, Any]],
+    basis: dict[str, bool],
+    drift: list[str] | None = None,
+    drift_flows: int = 0,
+) -> list[dict[str, Any]]:
     """One row per item. ``findings``: records with ``id``, ``iec62443_sr``, ``iso27001`` lists;
-    ``basis``: which kinds of evidence these inputs hold (policy, time_sync, backup, ...)."""
+    ``basis``: which kinds of evidence these inputs hold (policy, time_sync, backup, ...);
+    ``drift_flows``: flows no conduit covers, ``drift``: the findings that flagged them."""
     by_ref: dict[str, list[str]] = {}
     for finding in findings:
         for ref in cited(finding):
             by_ref.setdefault(ref, []).append(finding["id"])
     rows = []
     for item in ITEMS:
-        linked = sorted(set(by_ref.get(item.id, ())))
-        if linked:
-            status, reason = NON_CONFORMITY, f"{len(linked)} finding{'s' if len(linked) != 1 else ''} cite it"
+        citing = set(by_ref.get(item.id, ()))
+        uncovered = item.drift and drift_flows > 0
+        linked = sorted(citing | set(drift or ()) if uncovered else citing)
+        if uncovered:
+            reason = f"{drift_flows} flow{'s' if drift_flows != 1 else ''} no conduit covers (section 2)"
+            if drift:
+                reason += f", flagged by {_findings(len(set(drift)))}"
+            if citing:
+                reason = f"{_findings(len(citing))} cite it; {reason}"
+            status = NON_CONFORMITY
+        elif linked:
+            status, reason = NON_CONFORMITY, f"{_findings(len(linked))} cite it"
         elif item.basis and (item.basis == "always" or basis.get(item.basis, False)):
             status, reason = CONFORMITY, item.conforms
         else:

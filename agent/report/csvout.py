@@ -148,6 +148,22 @@ def tables(doc: dict[str, Any], asset_rows: list[list[str]]) -> dict[str, str]:
                 _pairs(i["details"]),
             ]
         )
+    integrity = [
+        ["id", "src_zone", "dest_zone", "conduit", "sl_t_fr3", "signature", "iec62443_sr", "iso27001"]
+    ]
+    for r in doc["integrity_findings"]:
+        integrity.append(
+            [
+                r["id"],
+                r["src_zone"],
+                r["dest_zone"],
+                r["conduit"],
+                r["sl_t_fr3"],
+                r["signature"],
+                " ".join(r["iec62443_sr"]),
+                " ".join(r["iso27001"]),
+            ]
+        )
     compliance = [["framework", "id", "title", "status", "reason", "findings"]]
     for c in doc["compliance"]:
         compliance.append(
@@ -158,6 +174,7 @@ def tables(doc: dict[str, Any], asset_rows: list[list[str]]) -> dict[str, str]:
         "evidence.csv": _text(evidence),
         "zone_matrix.csv": _text(matrix),
         "findings.csv": _text(_findings(doc["findings"])),
+        "integrity.csv": _text(integrity),
         "audits.csv": _text(_findings(doc["audits"])),
         "incidents.csv": _text(incidents),
         "assets.csv": _text(asset_rows),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.outputs.eve import format_timestamp
 from agent.pipeline import LINKTYPE_NAMES
+from agent.policy.engine import RULES as POLICY_RULES
 from agent.report import compliance
 from agent.report.collect import NO_ZONE, EventCollector, EvidenceTap, ReportCollector
 
@@ -439,6 +440,18 @@ def load_chart(tap: EvidenceTap, collector: ReportCollector) -> dict[str, Any]:
     return {"bin_seconds": width, "start": _ts(start), "points": points, "columns": CHART_COLUMNS}
 
 
+def drift_findings(alerts: list[dict[str, Any]], zones: dict[str, Any]) -> list[str]:
+    """The policy findings about traffic no rule allowed, between the zone pairs of ``uncovered``."""
+    pairs = {(u["src_zone"], u["dest_zone"]) for u in zones["uncovered"]}
+    return [
+        f["id"]
+        for f in alerts
+        if f["rule"] in POLICY_RULES
+        and f["policy_rule"] is None
+        and (f["src_zone"] or NO_ZONE, f["dest_zone"] or NO_ZONE) in pairs
+    ]
+
+
 def build(
     analysis: Analysis,
     tap: EvidenceTap,
@@ -459,11 +472,12 @@ def build(
         "remote_access": collector.remote_access > 0,
     }
     cited = alerts + integrity + [dict(i, id=i["id"]) for i in incidents]
+    zones = zone_model(collector, policy)
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": generated_at,
         "evidence": evidence(analysis, tap, policy_path, policy),
-        "zone_model": zone_model(collector, policy),
+        "zone_model": zones,
         "findings": alerts,
         "integrity_findings": integrity,
         "audits": audits,
@@ -471,7 +485,9 @@ def build(
         "load_chart": load_chart(tap, collector),
         "assets": [a.as_dict() for a in assets],
         "assets_note": oui_missing,
-        "compliance": compliance.table(cited, basis),
+        "compliance": compliance.table(
+            cited, basis, drift_findings(alerts, zones), sum(u["flows"] for u in zones["uncovered"])
+        ),
         "limits": {
             "events_dropped": events.dropped,
             "chart_bins_dropped": tap.bins_dropped,

@@ -20,6 +20,7 @@ FILES = (
     "evidence.csv",
     "zone_matrix.csv",
     "findings.csv",
+    "integrity.csv",
     "audits.csv",
     "incidents.csv",
     "assets.csv",
@@ -134,6 +135,31 @@ def test_compliance_links_findings(demo: tuple[Path, dict]) -> None:
     assert rows["A.5.28"]["status"] == "conformity"
     for row in doc["compliance"]:
         assert (row["status"] == "non-conformity") == bool(row["findings"])
+
+
+def test_every_finding_the_compliance_csv_cites_is_in_a_csv_file(tmp_path: Path) -> None:
+    import csv
+
+    report(tmp_path, "pcaps/scenarios/compliant.pcap", policy="rules/purdue-plant.yaml")
+    rows = {name: list(csv.DictReader((tmp_path / name).open())) for name in FILES if name.endswith(".csv")}
+    cited = {f for c in rows["compliance.csv"] for f in c["findings"].split()}
+    listed = {r["id"] for name in ("findings.csv", "integrity.csv", "incidents.csv") for r in rows[name]}
+    assert any(f.startswith("R-") for f in cited)  # cleartext Modbus over SL-T FR3 3 conduits (SR 3.1)
+    assert cited <= listed
+
+
+def test_traffic_no_conduit_covers_is_drift_from_the_declared_model(demo: tuple[Path, dict]) -> None:
+    doc = demo[1]
+    uncovered = {(u["src_zone"], u["dest_zone"]) for u in doc["zone_model"]["uncovered"]}
+    flagged = [
+        f["id"]
+        for f in doc["findings"]
+        if f["policy_rule"] is None and (f["src_zone"], f["dest_zone"]) in uncovered
+    ]
+    rows = {c["id"]: c for c in doc["compliance"]}
+    assert uncovered and flagged
+    for item in ("SR 7.6", "A.8.9"):  # "conformity: no uncovered traffic" would contradict section 2
+        assert rows[item]["status"] == "non-conformity" and rows[item]["findings"] == flagged
 
 
 def test_without_policy_policy_items_are_not_observable(tmp_path: Path) -> None:
