@@ -93,6 +93,21 @@ def _config_section(ctx: click.Context, path: str, command: str, options: dict[s
     return section
 
 
+class FlagEnvOption(click.Option):
+    """An option whose automatic environment variable is named after its flag, as documented
+    (``CONDUITWATCH_RUN_POLICY`` for ``--policy``), not only after the Python parameter behind it
+    (``policy_path``), which is still read when the first is not set."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        longs = [o for o in self.opts if o.startswith("--")]
+        if longs and not self.envvar and self.allow_from_autoenv and ctx.auto_envvar_prefix is not None:
+            flag = longs[0][2:].replace("-", "_").replace(".", "_").upper()
+            value = os.environ.get(f"{ctx.auto_envvar_prefix}_{flag}")
+            if value:
+                return value
+        return super().resolve_envvar_value(ctx)
+
+
 class _LazyGroup(click.Group):
     """Subcommand groups that live in other modules are imported when named, not at start-up.
 
@@ -150,7 +165,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE",
                      help="Write EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
-        click.option("--syslog", "syslog_url", metavar="URL",
+        click.option("--syslog", "syslog_url", cls=FlagEnvOption, metavar="URL",
                      help="Also send events to a syslog receiver, RFC 5424 over udp://HOST[:514] or "
                           "tcp://HOST[:601]."),
         click.option("--syslog-format", type=click.Choice(["json", "cef"]), default="json", show_default=True,
@@ -160,7 +175,8 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--syslog-types", default="alert,audit,anomaly,asset", show_default=True,
                      metavar="TYPES",
                      help="Event types sent to syslog (comma-separated), or 'all'."),
-        click.option("--policy", "policy_path", metavar="FILE", type=click.Path(dir_okay=False),
+        click.option("--policy", "policy_path", cls=FlagEnvOption, metavar="FILE",
+                     type=click.Path(dir_okay=False),
                      help="Zone/conduit policy (docs/policy.md) to check traffic against; reloaded on SIGHUP "
                           "and when the file changes."),
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
@@ -497,7 +513,11 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
 @click.option(
-    "--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR."
+    "--report",
+    "report_dir",
+    cls=FlagEnvOption,
+    metavar="DIR",
+    help="Also write the evidence report (as 'report') to DIR.",
 )
 @_common_options
 @_web_options(None)

@@ -222,3 +222,55 @@ def test_a_misspelt_syslog_type_is_refused(capture: Path) -> None:
     assert "--syslog-types: unknown event type alerts" in one_error_line(result)
     ok = cw("replay", str(capture), "-q", *syslog, "--syslog-types", "alert,audit")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_environment_variables_are_named_after_the_flags(tmp_path: Path, capture: Path) -> None:
+    """CONDUITWATCH_<COMMAND>_<OPTION> with the option as spelt on the command line: --policy is read
+    from CONDUITWATCH_RUN_POLICY, not only from the parameter's Python name (policy_path)."""
+    missing = str(tmp_path / "no-such-policy.yaml")
+    result = cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_POLICY": missing})
+    assert result.returncode == 2 and "no-such-policy.yaml" in result.stderr, result.stderr
+    result = cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_SYSLOG": "bogus://x"})
+    assert result.returncode == 2 and "--syslog" in result.stderr, result.stderr
+    report = tmp_path / "report"
+    assert cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_REPORT": str(report)}).returncode == 0
+    assert (report / "report.json").exists()
+    # The parameter's own name still works, and a flag beats both.
+    assert cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_POLICY_PATH": missing}).returncode == 2
+    flag = cw("replay", str(capture), "-q", "--policy", missing, env={"CONDUITWATCH_REPLAY_POLICY": "x.yaml"})
+    assert "no-such-policy.yaml" in flag.stderr
+
+
+def test_every_option_reads_the_environment_variable_named_after_its_flag() -> None:
+    import click
+
+    from agent.cli import cli
+
+    def commands(group: click.Group, ctx: click.Context, path: list[str]) -> list[tuple[str, click.Command]]:
+        found = []
+        for name in group.list_commands(ctx):
+            sub = group.get_command(ctx, name)
+            assert sub is not None
+            if isinstance(sub, click.Group):
+                found += commands(sub, click.Context(sub, parent=ctx, info_name=name), [*path, name])
+            else:
+                found.append(("_".join([*path, name]).upper(), sub))
+        return found
+
+    root = click.Context(cli, auto_envvar_prefix="CONDUITWATCH")
+    for prefix, command in commands(cli, root, []):
+        ctx = click.Context(command, auto_envvar_prefix=f"CONDUITWATCH_{prefix}")
+        for param in command.params:
+            longs = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+            if not isinstance(param, click.Option) or not longs or param.envvar:
+                continue
+            name = f"CONDUITWATCH_{prefix}_{longs[0][2:].replace('-', '_').replace('.', '_').upper()}"
+            saved = os.environ.get(name)
+            os.environ[name] = "1"
+            try:
+                assert param.resolve_envvar_value(ctx) == "1", f"{name} is not read for {longs[0]}"
+            finally:
+                if saved is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = saved
