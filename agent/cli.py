@@ -323,6 +323,13 @@ def _policy(path: str | None) -> CompiledPolicy | None:
     return compiled
 
 
+def _hold_hangup() -> None:
+    """Ignore SIGHUP until _watch_policy installs its handler. Its default action ends the process, and
+    systemd counts an end by SIGHUP as clean, so a reload or a logrotate during start-up (loading the
+    policy, opening the capture) would stop the service for good under Restart=on-failure."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None:
     """SIGHUP reopens the outputs (logrotate) and reloads the policy; a file watch reloads it too.
 
@@ -552,6 +559,7 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    _hold_hangup()
     if report_dir is not None:  # the report's own run, with the same settings and EVE output
         from agent.report.cli import run_report
 
@@ -652,6 +660,7 @@ def run(
     """Monitor a live interface until SIGINT/SIGTERM. Receive only: it never transmits."""
     from agent.capture.live import LiveCaptureError, LiveSource
 
+    _hold_hangup()
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
     inventories = _asset_consumers(asset_events, asset_baseline)

@@ -274,3 +274,27 @@ def test_every_option_reads_the_environment_variable_named_after_its_flag() -> N
                     del os.environ[name]
                 else:
                     os.environ[name] = saved
+
+
+def test_sighup_during_start_up_does_not_end_the_run(tmp_path: Path) -> None:
+    """A reload (SIGHUP) that arrives while `run` is still loading its policy must not kill it: systemd
+    counts death by SIGHUP as a clean exit and would not restart the sensor."""
+    policy = Path(__file__).resolve().parents[1] / "rules" / "demo.yaml"
+    # The signal is sent from inside the policy load, before any handler of ours could be installed.
+    code = (
+        "import os, signal, sys, agent.cli as c\n"
+        "load = c._policy\n"
+        "def hup_then_load(path):\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    return load(path)\n"
+        "c._policy = hup_then_load\n"
+        "sys.argv[0] = 'conduitwatch'\n"
+        "c.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    args = ["run", "-i", "cw-no-such-if0", "--policy", str(policy), "--web.listen-address", ""]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            timeout=60, env=env)  # fmt: skip
+    assert result.returncode != -signal.SIGHUP, "killed by the SIGHUP"
+    # It went on to open the capture, which fails on the missing interface.
+    assert result.returncode == 2 and "cw-no-such-if0" in result.stderr, result.stderr
