@@ -77,18 +77,25 @@ def _config_section(ctx: click.Context, path: str, command: str, options: dict[s
     if sub is None:
         raise click.BadParameter(f"{path}: section {command!r} is not a command")
     by_flag: dict[str, str] = {}
+    negative: set[str] = set()  # the --no-x of an --x/--no-x pair: `no-promisc: true` is promisc off
     for param in sub.params:
         if isinstance(param, click.Option) and param.name is not None:
             for flag in (*param.opts, *param.secondary_opts):
                 by_flag[flag.lstrip("-").replace("_", "-")] = param.name
+            negative.update(flag.lstrip("-").replace("_", "-") for flag in param.secondary_opts)
             by_flag.setdefault(param.name.replace("_", "-"), param.name)
     section: dict[str, Any] = {}
     for key, value in options.items():
-        name = by_flag.get(str(key).replace("_", "-"))
+        flag = str(key).replace("_", "-")
+        name = by_flag.get(flag)
         if name is None:
             raise click.BadParameter(
                 f"{path}: {command}: unknown option {key!r} (see conduitwatch {command} --help)"
             )
+        if flag in negative:
+            if not isinstance(value, bool):
+                raise click.BadParameter(f"{path}: {command}: {key!r} takes true or false, not {value!r}")
+            value = not value
         section[name] = value
     return section
 

@@ -298,3 +298,22 @@ def test_sighup_during_start_up_does_not_end_the_run(tmp_path: Path) -> None:
     assert result.returncode != -signal.SIGHUP, "killed by the SIGHUP"
     # It went on to open the capture, which fails on the missing interface.
     assert result.returncode == 2 and "cw-no-such-if0" in result.stderr, result.stderr
+
+
+def test_config_negative_flag_keys_mean_what_they_say(tmp_path: Path) -> None:
+    """`no-promisc: true` (the --no-promisc flag without its dashes) turns promiscuous mode off."""
+    import click
+
+    from agent.cli import cli
+
+    config = tmp_path / "conduitwatch.yaml"
+    config.write_text("run:\n  no_asset_events: false\n")
+    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
+    assert ctx.default_map is not None
+    assert ctx.default_map["run"]["asset_events"] is True
+    config.write_text("run:\n  no-promisc: true\n")
+    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
+    assert ctx.default_map is not None and ctx.default_map["run"]["promisc"] is False
+    config.write_text("run:\n  no-promisc: eth1\n")
+    with pytest.raises(click.BadParameter, match="true or false"):
+        cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
