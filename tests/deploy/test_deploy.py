@@ -262,3 +262,31 @@ def test_container_installs_what_the_program_reads_at_run_time() -> None:
     assert DEFAULT_PATHS[0].startswith("/usr/share/ieee-data/") and "ieee-data" in installs.split()
     # --bpf is compiled by libpcap (agent/capture/live.py compile_bpf); the slim image has none.
     assert "libpcap0.8" in installs.split()
+
+
+def _labels_kept(expr: str) -> set[str] | None:
+    """The labels an alert of ``expr`` carries from its series: those of its outermost aggregation's
+    ``by (...)``, or None (all the target's labels) when it does not aggregate."""
+    clauses = re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", expr)
+    if not clauses:
+        return None
+    kept = [{label.strip() for label in clause.split(",")} for clause in clauses]
+    return set.intersection(*kept)
+
+
+def test_alertmanager_groups_and_inhibits_by_labels_the_alerts_carry() -> None:
+    """A label that the rules aggregate away is empty on the alert: grouping by it lumps sensors together,
+    and an inhibition 'equal' on it would let one blind sensor silence the warnings of every other."""
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    external = set(
+        yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["global"]["external_labels"]
+    )
+    rules = yaml.safe_load((ROOT / "rules" / "alerts.rules.yml").read_text())
+    alerts = {r["alert"]: r for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    needed = set(config["route"]["group_by"]) - {"alertname"} - external
+    for inhibit in config["inhibit_rules"]:
+        needed |= set(inhibit["equal"])
+    for name, rule in alerts.items():
+        kept = _labels_kept(rule["expr"])
+        if kept is not None:
+            assert needed <= kept | set(rule.get("labels", {})), (name, needed - kept)
