@@ -77,20 +77,42 @@ def _config_section(ctx: click.Context, path: str, command: str, options: dict[s
     if sub is None:
         raise click.BadParameter(f"{path}: section {command!r} is not a command")
     by_flag: dict[str, str] = {}
+    negative: set[str] = set()  # the --no-x of an --x/--no-x pair: `no-promisc: true` is promisc off
     for param in sub.params:
         if isinstance(param, click.Option) and param.name is not None:
             for flag in (*param.opts, *param.secondary_opts):
                 by_flag[flag.lstrip("-").replace("_", "-")] = param.name
+            negative.update(flag.lstrip("-").replace("_", "-") for flag in param.secondary_opts)
             by_flag.setdefault(param.name.replace("_", "-"), param.name)
     section: dict[str, Any] = {}
     for key, value in options.items():
-        name = by_flag.get(str(key).replace("_", "-"))
+        flag = str(key).replace("_", "-")
+        name = by_flag.get(flag)
         if name is None:
             raise click.BadParameter(
                 f"{path}: {command}: unknown option {key!r} (see conduitwatch {command} --help)"
             )
+        if flag in negative:
+            if not isinstance(value, bool):
+                raise click.BadParameter(f"{path}: {command}: {key!r} takes true or false, not {value!r}")
+            value = not value
         section[name] = value
     return section
+
+
+class FlagEnvOption(click.Option):
+    """An option whose automatic environment variable is named after its flag, as documented
+    (``CONDUITWATCH_RUN_POLICY`` for ``--policy``), not only after the Python parameter behind it
+    (``policy_path``), which is still read when the first is not set."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        longs = [o for o in self.opts if o.startswith("--")]
+        if longs and not self.envvar and self.allow_from_autoenv and ctx.auto_envvar_prefix is not None:
+            flag = longs[0][2:].replace("-", "_").replace(".", "_").upper()
+            value = os.environ.get(f"{ctx.auto_envvar_prefix}_{flag}")
+            if value:
+                return value
+        return super().resolve_envvar_value(ctx)
 
 
 class _LazyGroup(click.Group):
@@ -150,7 +172,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE",
                      help="Write EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
-        click.option("--syslog", "syslog_url", metavar="URL",
+        click.option("--syslog", "syslog_url", cls=FlagEnvOption, metavar="URL",
                      help="Also send events to a syslog receiver, RFC 5424 over udp://HOST[:514] or "
                           "tcp://HOST[:601]."),
         click.option("--syslog-format", type=click.Choice(["json", "cef"]), default="json", show_default=True,
@@ -160,7 +182,8 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--syslog-types", default="alert,audit,anomaly,asset", show_default=True,
                      metavar="TYPES",
                      help="Event types sent to syslog (comma-separated), or 'all'."),
-        click.option("--policy", "policy_path", metavar="FILE", type=click.Path(dir_okay=False),
+        click.option("--policy", "policy_path", cls=FlagEnvOption, metavar="FILE",
+                     type=click.Path(dir_okay=False),
                      help="Zone/conduit policy (docs/policy.md) to check traffic against; reloaded on SIGHUP "
                           "and when the file changes."),
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
@@ -305,6 +328,13 @@ def _policy(path: str | None) -> CompiledPolicy | None:
         errors = sum(p.severity == "error" for p in problems)
         _fail(f"{path}: invalid policy ({count_of(errors, 'error')})", EXIT_INVALID)
     return compiled
+
+
+def _hold_hangup() -> None:
+    """Ignore SIGHUP until _watch_policy installs its handler. Its default action ends the process, and
+    systemd counts an end by SIGHUP as clean, so a reload or a logrotate during start-up (loading the
+    policy, opening the capture) would stop the service for good under Restart=on-failure."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None:
@@ -497,7 +527,11 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
 @click.option(
-    "--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR."
+    "--report",
+    "report_dir",
+    cls=FlagEnvOption,
+    metavar="DIR",
+    help="Also write the evidence report (as 'report') to DIR.",
 )
 @_common_options
 @_web_options(None)
@@ -532,6 +566,7 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    _hold_hangup()
     if report_dir is not None:  # the report's own run, with the same settings and EVE output
         from agent.report.cli import run_report
 
@@ -637,6 +672,7 @@ def run(
     """Monitor a live interface until SIGINT/SIGTERM. Receive only: it never transmits."""
     from agent.capture.live import LiveCaptureError, LiveSource
 
+    _hold_hangup()
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
     inventories = _asset_consumers(asset_events, asset_baseline)

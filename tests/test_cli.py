@@ -236,3 +236,98 @@ def test_replay_report_keeps_the_load_bin_size(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         alerts[name] = [e for e in events(eve) if e["event_type"] == "alert"]
     assert alerts["plain"] and alerts["report"] == alerts["plain"]
+
+
+def test_environment_variables_are_named_after_the_flags(tmp_path: Path, capture: Path) -> None:
+    """CONDUITWATCH_<COMMAND>_<OPTION> with the option as spelt on the command line: --policy is read
+    from CONDUITWATCH_RUN_POLICY, not only from the parameter's Python name (policy_path)."""
+    missing = str(tmp_path / "no-such-policy.yaml")
+    result = cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_POLICY": missing})
+    assert result.returncode == 2 and "no-such-policy.yaml" in result.stderr, result.stderr
+    result = cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_SYSLOG": "bogus://x"})
+    assert result.returncode == 2 and "--syslog" in result.stderr, result.stderr
+    report = tmp_path / "report"
+    assert cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_REPORT": str(report)}).returncode == 0
+    assert (report / "report.json").exists()
+    # The parameter's own name still works, and a flag beats both.
+    assert cw("replay", str(capture), "-q", env={"CONDUITWATCH_REPLAY_POLICY_PATH": missing}).returncode == 2
+    flag = cw("replay", str(capture), "-q", "--policy", missing, env={"CONDUITWATCH_REPLAY_POLICY": "x.yaml"})
+    assert "no-such-policy.yaml" in flag.stderr
+
+
+def test_every_option_reads_the_environment_variable_named_after_its_flag() -> None:
+    import click
+
+    from agent.cli import cli
+
+    def commands(group: click.Group, ctx: click.Context, path: list[str]) -> list[tuple[str, click.Command]]:
+        found = []
+        for name in group.list_commands(ctx):
+            sub = group.get_command(ctx, name)
+            assert sub is not None
+            if isinstance(sub, click.Group):
+                found += commands(sub, click.Context(sub, parent=ctx, info_name=name), [*path, name])
+            else:
+                found.append(("_".join([*path, name]).upper(), sub))
+        return found
+
+    root = click.Context(cli, auto_envvar_prefix="CONDUITWATCH")
+    for prefix, command in commands(cli, root, []):
+        ctx = click.Context(command, auto_envvar_prefix=f"CONDUITWATCH_{prefix}")
+        for param in command.params:
+            longs = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+            if not isinstance(param, click.Option) or not longs or param.envvar:
+                continue
+            name = f"CONDUITWATCH_{prefix}_{longs[0][2:].replace('-', '_').replace('.', '_').upper()}"
+            saved = os.environ.get(name)
+            os.environ[name] = "1"
+            try:
+                assert param.resolve_envvar_value(ctx) == "1", f"{name} is not read for {longs[0]}"
+            finally:
+                if saved is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = saved
+
+
+def test_sighup_during_start_up_does_not_end_the_run(tmp_path: Path) -> None:
+    """A reload (SIGHUP) that arrives while `run` is still loading its policy must not kill it: systemd
+    counts death by SIGHUP as a clean exit and would not restart the sensor."""
+    policy = Path(__file__).resolve().parents[1] / "rules" / "demo.yaml"
+    # The signal is sent from inside the policy load, before any handler of ours could be installed.
+    code = (
+        "import os, signal, sys, agent.cli as c\n"
+        "load = c._policy\n"
+        "def hup_then_load(path):\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    return load(path)\n"
+        "c._policy = hup_then_load\n"
+        "sys.argv[0] = 'conduitwatch'\n"
+        "c.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    args = ["run", "-i", "cw-no-such-if0", "--policy", str(policy), "--web.listen-address", ""]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            timeout=60, env=env)  # fmt: skip
+    assert result.returncode != -signal.SIGHUP, "killed by the SIGHUP"
+    # It went on to open the capture, which fails on the missing interface.
+    assert result.returncode == 2 and "cw-no-such-if0" in result.stderr, result.stderr
+
+
+def test_config_negative_flag_keys_mean_what_they_say(tmp_path: Path) -> None:
+    """`no-promisc: true` (the --no-promisc flag without its dashes) turns promiscuous mode off."""
+    import click
+
+    from agent.cli import cli
+
+    config = tmp_path / "conduitwatch.yaml"
+    config.write_text("run:\n  no_asset_events: false\n")
+    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
+    assert ctx.default_map is not None
+    assert ctx.default_map["run"]["asset_events"] is True
+    config.write_text("run:\n  no-promisc: true\n")
+    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
+    assert ctx.default_map is not None and ctx.default_map["run"]["promisc"] is False
+    config.write_text("run:\n  no-promisc: eth1\n")
+    with pytest.raises(click.BadParameter, match="true or false"):
+        cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])

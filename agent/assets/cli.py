@@ -13,6 +13,7 @@ import click
 from agent.assets.identity import IDENTITY_KEYS
 from agent.assets.inventory import AssetInventory, AssetRecord, records
 from agent.assets.oui import OuiRegistry
+from agent.cli import FlagEnvOption
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -125,9 +126,20 @@ def inventory_json(assets: list[AssetRecord], inventory: AssetInventory, oui: Ou
 @click.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    cls=FlagEnvOption,
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
 )
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Name each asset's zone.")
+@click.option(
+    "--policy",
+    "policy_path",
+    cls=FlagEnvOption,
+    type=click.Path(dir_okay=False),
+    help="Name each asset's zone.",
+)
 @click.option(
     "--max-assets",
     type=click.IntRange(min=1),

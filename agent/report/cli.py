@@ -20,6 +20,7 @@ from agent.analysis import AnalysisError, analyse
 from agent.assets.cli import csv_rows
 from agent.assets.inventory import AssetInventory, pipeline_emitter, records
 from agent.assets.oui import OuiRegistry
+from agent.cli import FlagEnvOption
 from agent.report import csvout, html, model
 from agent.report.collect import EventCollector, EvidenceTap, ReportCollector
 
@@ -140,10 +141,19 @@ def run_report(
 @click.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option(
-    "--policy", "policy_path", type=click.Path(dir_okay=False), help="Zone/conduit policy to judge against."
+    "--policy",
+    "policy_path",
+    cls=FlagEnvOption,
+    type=click.Path(dir_okay=False),
+    help="Zone/conduit policy to judge against.",
 )
 @click.option(
-    "--out", "out_dir", required=True, metavar="DIR", help="Directory for report.html, report.json, *.csv."
+    "--out",
+    "out_dir",
+    cls=FlagEnvOption,
+    required=True,
+    metavar="DIR",
+    help="Directory for report.html, report.json, *.csv.",
 )
 @click.option(
     "--generated-at",

@@ -5,6 +5,7 @@ feeding what they embed (the policy, the options) to conduitwatch itself."""
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import shlex
@@ -14,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from agent.cli import cli
-from tests.tooling import require_tool
+from tests.tooling import require_root, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -44,10 +46,19 @@ def test_systemd_unit_is_hardened_and_least_privileged() -> None:
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             settings.setdefault(key.strip(), []).append(value.strip())
-    assert settings["AmbientCapabilities"] == ["CAP_NET_RAW CAP_NET_ADMIN"]
-    assert settings["CapabilityBoundingSet"] == ["CAP_NET_RAW CAP_NET_ADMIN"]
+    # CAP_NET_RAW alone: test_unit_capabilities_suffice_for_promiscuous_capture shows it is enough.
+    assert settings["AmbientCapabilities"] == ["CAP_NET_RAW"]
+    assert settings["CapabilityBoundingSet"] == ["CAP_NET_RAW"]
     assert settings["User"] == ["conduitwatch"] and settings["NoNewPrivileges"] == ["yes"]
     assert settings["ProtectSystem"] == ["strict"] and settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # Writable: the log directory of the EVE file in deploy/config.yaml, nothing else (it keeps no state).
+    eve = yaml.safe_load((DEPLOY / "config.yaml").read_text())["run"]["eve"]
+    assert settings["LogsDirectory"] == ["conduitwatch"] and eve.startswith("/var/log/conduitwatch/")
+    assert "StateDirectory" not in settings and "ReadWritePaths" not in settings
+    # ProcSubset=pid would hide /proc/stat (prometheus_client then publishes no process_* metrics, which
+    # the overview dashboard and the drop alert's runbook use) and /proc/net/if_inet6
+    # (agent/outputs/passive.py).
+    assert "ProcSubset" not in settings
     # The command line it runs is one conduitwatch accepts.
     args = shlex.split(settings["ExecStart"][0])[1:]
     assert args[:2] == ["--config", "/etc/conduitwatch/config.yaml"] and args[2] == "run"
@@ -110,7 +121,7 @@ def test_compose_brings_up_sensor_prometheus_alertmanager_grafana() -> None:
     assert set(services) == {"sensor", "prometheus", "alertmanager", "grafana"}
     sensor = services["sensor"]
     assert sensor["network_mode"] == "host" and sensor["cap_drop"] == ["ALL"]
-    assert sorted(sensor["cap_add"]) == ["NET_ADMIN", "NET_RAW"]
+    assert sensor["cap_add"] == ["NET_RAW"]
     assert (ROOT / "deploy" / sensor["build"]["dockerfile"].removeprefix("deploy/")).exists()
     # Every file the services mount exists in the project.
     for name, service in services.items():
@@ -136,7 +147,7 @@ def test_kubernetes_daemonset_and_policy(tmp_path: Path) -> None:
     assert pod["hostNetwork"] is True
     container = pod["containers"][0]
     caps = container["securityContext"]["capabilities"]
-    assert caps["drop"] == ["ALL"] and sorted(caps["add"]) == ["NET_ADMIN", "NET_RAW"]
+    assert caps["drop"] == ["ALL"] and caps["add"] == ["NET_RAW"]
     policy = tmp_path / "policy.yaml"
     policy.write_text(kinds["ConfigMap"]["data"]["policy.yaml"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
@@ -159,3 +170,123 @@ def test_alertmanager_routes_every_rule_to_its_team() -> None:
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         expected = "ot-engineering" if name in health else "soc"
         assert result.stdout.strip() == expected, (name, result.stdout, result.stderr)
+
+
+def _unit_capabilities() -> list[str]:
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("CapabilityBoundingSet="):
+            return line.partition("=")[2].split()
+    raise AssertionError("no CapabilityBoundingSet in the unit")
+
+
+CAPTURE_CHECK = """
+import json, subprocess, sys
+from agent.capture.live import LiveSource
+source = LiveSource("lo", promisc=True)
+link = json.loads(subprocess.run(["ip", "-d", "-j", "link", "show", "lo"], capture_output=True,
+                                 text=True, check=True).stdout)[0]
+print(json.dumps({"mode": source.mode, "promiscuity": link["promiscuity"]}))
+source.close()
+"""
+
+
+@pytest.mark.netns
+def test_unit_capabilities_suffice_for_promiscuous_capture() -> None:
+    """With only the unit's capabilities (and no_new_privs, as NoNewPrivileges=yes), a live capture opens
+    its ring and puts the interface in promiscuous mode, in a network namespace of its own."""
+    require_root()
+    setpriv, unshare, _ip = require_tool("setpriv"), require_tool("unshare"), require_tool("ip")
+    caps = ",".join("+" + c.removeprefix("CAP_").lower() for c in _unit_capabilities())
+    script = (f"ip link set lo up && exec {setpriv} --bounding-set=-all,{caps} --inh-caps=-all "
+              f"--no-new-privs {shlex.quote(sys.executable)} -c {shlex.quote(CAPTURE_CHECK)}")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUITWATCH_")}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([unshare, "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                            env=env, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    opened = json.loads(result.stdout.splitlines()[-1])
+    assert opened == {"mode": "tpacket_v3", "promiscuity": 1}, opened
+
+
+CONTAINERFILE = DEPLOY / "container" / "Containerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """The Containerfile's instructions (keyword, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_containerfile_copies_what_exists_and_runs_a_valid_command() -> None:
+    from click.testing import CliRunner
+
+    steps = _instructions()
+    for keyword, args in steps:
+        if keyword == "COPY" and not args.startswith("--from"):
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source
+    entrypoint = json.loads(next(a for k, a in steps if k == "ENTRYPOINT"))
+    command = json.loads(next(a for k, a in steps if k == "CMD"))
+    # The entry point is the script pip installs for [project.scripts] in the image's virtualenv.
+    assert (
+        entrypoint == ["/opt/conduitwatch/bin/conduitwatch"]
+        and "conduitwatch = " in (ROOT / "pyproject.toml").read_text()
+    )
+    # The default command, with the example settings in place of the mounted config file.
+    args = [str(DEPLOY / "config.yaml") if a == "/etc/conduitwatch/config.yaml" else a for a in command]
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0 and "Usage: cli run" in result.output, result.output
+
+
+def test_container_capabilities_match_what_compose_and_kubernetes_grant() -> None:
+    """The interpreter's file capabilities must all be granted to the container, or exec fails (EPERM),
+    and must be the unit's: CAP_NET_RAW."""
+    setcap = next(a for k, a in _instructions() if k == "RUN" and a.startswith("setcap"))
+    granted = re.fullmatch(r"setcap (\S+)\+eip .*", setcap)
+    assert granted is not None, setcap
+    file_caps = sorted(c.upper() for c in granted.group(1).split(","))
+    assert file_caps == sorted(_unit_capabilities())
+    sensor = _compose()["services"]["sensor"]
+    manifest = (DEPLOY / "kubernetes" / "conduitwatch.yaml").read_text()
+    docs = {d["kind"]: d for d in yaml.safe_load_all(manifest)}
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
+    for added in (sensor["cap_add"], pod["securityContext"]["capabilities"]["add"]):
+        assert sorted("CAP_" + c for c in added) == file_caps
+
+
+def test_container_installs_what_the_program_reads_at_run_time() -> None:
+    from agent.assets.oui import DEFAULT_PATHS
+
+    installs = " ".join(a for k, a in _instructions() if k == "RUN" and "apt-get install" in a)
+    assert DEFAULT_PATHS[0].startswith("/usr/share/ieee-data/") and "ieee-data" in installs.split()
+    # --bpf is compiled by libpcap (agent/capture/live.py compile_bpf); the slim image has none.
+    assert "libpcap0.8" in installs.split()
+
+
+def _labels_kept(expr: str) -> set[str] | None:
+    """The labels an alert of ``expr`` carries from its series: those of its outermost aggregation's
+    ``by (...)``, or None (all the target's labels) when it does not aggregate."""
+    clauses = re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", expr)
+    if not clauses:
+        return None
+    kept = [{label.strip() for label in clause.split(",")} for clause in clauses]
+    return set.intersection(*kept)
+
+
+def test_alertmanager_groups_and_inhibits_by_labels_the_alerts_carry() -> None:
+    """A label that the rules aggregate away is empty on the alert: grouping by it lumps sensors together,
+    and an inhibition 'equal' on it would let one blind sensor silence the warnings of every other."""
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    external = set(
+        yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["global"]["external_labels"]
+    )
+    rules = yaml.safe_load((ROOT / "rules" / "alerts.rules.yml").read_text())
+    alerts = {r["alert"]: r for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    needed = set(config["route"]["group_by"]) - {"alertname"} - external
+    for inhibit in config["inhibit_rules"]:
+        needed |= set(inhibit["equal"])
+    for name, rule in alerts.items():
+        kept = _labels_kept(rule["expr"])
+        if kept is not None:
+            assert needed <= kept | set(rule.get("labels", {})), (name, needed - kept)
