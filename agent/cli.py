@@ -350,10 +350,26 @@ def _watch_policy(pipeline: Pipeline, path: str | None) -> PolicyReloader | None
         reloader = PolicyReloader(path, pipeline.policy)
         reloader.start_watching()
 
+    # A second SIGHUP can arrive while the handler runs (two logrotate runs, a reload right after
+    # one): its handler runs in the same thread, on top of the first, and would wait forever for the
+    # reload lock the first one holds. It is noted instead, and the first handler goes round again.
+    running = again = False
+
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
-        _reopen_outputs(pipeline)
-        if reloader is not None:
-            reloader.reload("SIGHUP")
+        nonlocal running, again
+        if running:
+            again = True
+            return
+        running = True
+        try:
+            again = True
+            while again:
+                again = False
+                _reopen_outputs(pipeline)
+                if reloader is not None:
+                    reloader.reload("SIGHUP")
+        finally:
+            running = False
 
     signal.signal(signal.SIGHUP, on_hangup)
     return reloader

@@ -5,8 +5,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -331,3 +333,42 @@ def test_config_negative_flag_keys_mean_what_they_say(tmp_path: Path) -> None:
     config.write_text("run:\n  no-promisc: eth1\n")
     with pytest.raises(click.BadParameter, match="true or false"):
         cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
+
+
+def test_a_sighup_during_the_sighup_handler_is_handled_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SIGHUP runs its handler on top of the first, in the same thread, while the first holds
+    the reload lock: it must be noted and handled once the first is done, not wait for that lock."""
+    from agent import cli as cli_module
+    from agent.pipeline import Pipeline, PipelineConfig
+    from agent.policy import reload as reload_module
+    from agent.policy.engine import CompiledPolicy
+    from agent.policy.loader import load_policy
+
+    path = str(Path(__file__).resolve().parents[1] / "rules/demo.yaml")
+    policy, problems = load_policy(path)
+    assert policy is not None, problems
+    pipeline = Pipeline(PipelineConfig(), policy=CompiledPolicy(policy))
+    previous = signal.getsignal(signal.SIGHUP)
+    real_compile = reload_module.compile_policy
+    nested: list[bool] = []
+
+    def compile_while_a_sighup_arrives(p: str) -> Any:
+        if not nested:
+            nested.append(True)
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)  # type: ignore[operator]
+        return real_compile(p)
+
+    monkeypatch.setattr(reload_module, "compile_policy", compile_while_a_sighup_arrives)
+    try:
+        reloader = cli_module._watch_policy(pipeline, path)
+        assert reloader is not None
+        reloader.stop()
+        handler = threading.Thread(
+            target=signal.getsignal(signal.SIGHUP), args=(signal.SIGHUP, None), daemon=True
+        )
+        handler.start()
+        handler.join(10)
+        assert not handler.is_alive(), "the second SIGHUP waits forever for the first one's reload"
+        assert reloader.reloads == 2
+    finally:
+        signal.signal(signal.SIGHUP, previous)
