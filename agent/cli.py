@@ -115,7 +115,29 @@ class _LazyGroup(click.Group):
             import importlib
 
             self.add_command(getattr(importlib.import_module(module), cmd_name), cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and ctx.auto_envvar_prefix is not None:
+            _flag_envvars(command, f"{ctx.auto_envvar_prefix}_{cmd_name.upper()}")
+        return command
+
+
+def _flag_envvars(command: click.Command, prefix: str) -> None:
+    """Name each option's environment variable after its long flag, as documented: ``--policy`` of
+    ``run`` is CONDUITWATCH_RUN_POLICY. click's automatic name follows the parameter's Python name
+    (CONDUITWATCH_RUN_POLICY_PATH), so a documented name would be ignored without a word; the
+    automatic one still works."""
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.envvar is not None or param.name is None:
+            continue
+        flag = next((opt for opt in param.opts if opt.startswith("--")), None)
+        if flag is None:
+            continue
+        name = f"{prefix}_{flag[2:].replace('-', '_').replace('.', '_').upper()}"
+        if name != f"{prefix}_{param.name.upper()}":
+            param.envvar = name
+    if isinstance(command, click.Group):
+        for sub_name, sub in command.commands.items():
+            _flag_envvars(sub, f"{prefix}_{sub_name.upper()}")
 
 
 @click.group(

@@ -137,6 +137,26 @@ def test_config_file_then_environment_then_flags(tmp_path: Path, capture: Path) 
     assert len(events(tmp_path / "from-env.json")) == 7  # not written twice
 
 
+def test_environment_names_follow_the_flags(tmp_path: Path) -> None:
+    # CONDUITWATCH_<COMMAND>_<OPTION> with OPTION the long flag, also where the parameter is named
+    # otherwise inside (--policy is policy_path, --syslog syslog_url, --report report_dir).
+    root = Path(__file__).resolve().parents[1]
+    demo = str(root / "pcaps" / "demo.pcap")
+    out = tmp_path / "eve.json"
+    env = {"CONDUITWATCH_REPLAY_POLICY": str(root / "rules" / "demo.yaml")}
+    result = cw("replay", demo, "--eve", str(out), "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    assert any(e["event_type"] == "alert" for e in events(out))
+    result = cw("replay", demo, "-q", env={"CONDUITWATCH_REPLAY_SYSLOG": "bogus://siem"})
+    assert result.returncode == 2 and "--syslog" in result.stderr
+    result = cw("replay", demo, "-q", env={"CONDUITWATCH_REPLAY_REPORT": str(tmp_path / "report")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "report.json").exists()
+    # The parameter's own name, which click derives, keeps working.
+    result = cw("replay", demo, "-q", env={"CONDUITWATCH_REPLAY_POLICY_PATH": str(tmp_path / "missing.yaml")})
+    assert result.returncode == 2 and "missing.yaml" in result.stderr
+
+
 def test_config_keys_are_the_flags_and_unknown_ones_are_refused(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "eve.json"
