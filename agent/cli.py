@@ -76,19 +76,40 @@ def _config_section(ctx: click.Context, path: str, command: str, options: dict[s
     sub = group.get_command(ctx, command) if isinstance(group, click.Group) else None
     if sub is None:
         raise click.BadParameter(f"{path}: section {command!r} is not a command")
-    by_flag: dict[str, str] = {}
-    for param in sub.params:
+    return _section_defaults(ctx, path, command, sub, options)
+
+
+def _section_defaults(
+    ctx: click.Context, path: str, where: str, command: click.Command, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The defaults of ``command`` from its section. A group's section holds one section per subcommand
+    (``policy: {learn: {timezone: Europe/Berlin}}``); the off flag of an on/off pair takes the opposite
+    value (``no-promisc: true`` is ``promisc: false``)."""
+    by_flag: dict[str, tuple[str, bool]] = {}  # key -> (parameter, the off flag of a pair)
+    for param in command.params:
         if isinstance(param, click.Option) and param.name is not None:
-            for flag in (*param.opts, *param.secondary_opts):
-                by_flag[flag.lstrip("-").replace("_", "-")] = param.name
-            by_flag.setdefault(param.name.replace("_", "-"), param.name)
+            for flag in param.opts:
+                by_flag[flag.lstrip("-").replace("_", "-")] = (param.name, False)
+            for flag in param.secondary_opts:
+                by_flag[flag.lstrip("-").replace("_", "-")] = (param.name, True)
+            by_flag.setdefault(param.name.replace("_", "-"), (param.name, False))
     section: dict[str, Any] = {}
     for key, value in options.items():
-        name = by_flag.get(str(key).replace("_", "-"))
-        if name is None:
+        if isinstance(command, click.Group) and isinstance(value, dict):
+            nested = command.get_command(ctx, str(key))
+            if nested is not None:
+                section[str(key)] = _section_defaults(ctx, path, f"{where} {key}", nested, value)
+                continue
+        found = by_flag.get(str(key).replace("_", "-"))
+        if found is None:
             raise click.BadParameter(
-                f"{path}: {command}: unknown option {key!r} (see conduitwatch {command} --help)"
+                f"{path}: {where}: unknown option {key!r} (see conduitwatch {where} --help)"
             )
+        name, off_flag = found
+        if off_flag:
+            if not isinstance(value, bool):
+                raise click.BadParameter(f"{path}: {where}: {key!r} takes true or false, not {value!r}")
+            value = not value
         section[name] = value
     return section
 
@@ -152,7 +173,8 @@ def _flag_envvars(command: click.Command, prefix: str) -> None:
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="YAML file with one section per command (replay:, run:) holding option defaults.",
+    help="YAML file of option defaults, one section per command (replay:, run:, report:, ...; "
+    "policy: holds one per subcommand, e.g. learn:), keyed by the long flags.",
 )
 @click.option(
     "--log-level",

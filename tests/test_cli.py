@@ -170,6 +170,27 @@ def test_config_keys_are_the_flags_and_unknown_ones_are_refused(tmp_path: Path) 
     assert result.returncode == 2 and "unknown option 'polcy'" in result.stderr
 
 
+def test_config_off_flags_and_subcommand_sections(tmp_path: Path) -> None:
+    config = tmp_path / "conduitwatch.yaml"
+    # The off flag of a pair means the opposite value: `no-promisc: true` turns promiscuous mode off.
+    config.write_text("run:\n  no-promisc: true\n  asset-events: false\n")
+    result = cw("--config", str(config), "run", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "[default: no-promisc]" in result.stdout and "[default: no-asset-events]" in result.stdout
+    config.write_text("run:\n  no-promisc: false\n")
+    assert "[default: promisc]" in cw("--config", str(config), "run", "--help").stdout
+    # A group's section holds one section per subcommand.
+    root = Path(__file__).resolve().parents[1]
+    draft = tmp_path / "draft.yaml"
+    config.write_text(f"policy:\n  learn:\n    output: {draft}\n")
+    result = cw("--config", str(config), "policy", "learn", str(root / "pcaps" / "demo.pcap"))
+    assert result.returncode == 0, result.stderr
+    assert draft.read_text().startswith("# Draft zone/conduit policy")
+    config.write_text("policy:\n  learn:\n    outptu: x.yaml\n")
+    result = cw("--config", str(config), "policy", "learn", str(root / "pcaps" / "demo.pcap"))
+    assert result.returncode == 2 and "policy learn: unknown option 'outptu'" in result.stderr
+
+
 def test_bad_config_file_is_a_usage_error(tmp_path: Path, capture: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("replay: [unclosed\n")
