@@ -246,7 +246,8 @@ def _parse_ports(
 ) -> dict[str, tuple[int, ...]]:
     from agent.decoders import PROTOCOLS
 
-    known = {p.name for p in PROTOCOLS}
+    # Protocols carried only in Ethernet frames (GOOSE, LLDP, ...) have no port to add.
+    known = {p.name for p in PROTOCOLS if p.tcp_ports or p.udp_ports or not p.ethertypes}
     if isinstance(values, str):  # from a config file or the environment
         values = tuple(values.split())
     result: dict[str, tuple[int, ...]] = {}
@@ -279,6 +280,14 @@ def _parse_decoders(_ctx: click.Context, _param: click.Parameter, value: str) ->
     if unknown:
         raise click.BadParameter(f"unknown decoder {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return names
+
+
+def _check_ports(ports: dict[str, tuple[int, ...]], decoders: tuple[str, ...] | None) -> None:
+    """--ports names a decoder that --decoders leaves out: a usage error, not an internal one."""
+    left_out = sorted(set(ports) - set(decoders)) if decoders is not None else []
+    if left_out:
+        _fail(f"--ports {', '.join(left_out)}: not among --decoders {','.join(decoders or ()) or 'none'}",
+              EXIT_INVALID)  # fmt: skip
 
 
 def _flow_config(
@@ -576,6 +585,7 @@ def replay(
     """Replay capture files (pcap, pcapng, gzip-compressed; directories of them) in time order."""
     from agent.capture.files import ReplaySource
 
+    _check_ports(ports, decoders)
     if report_dir is not None:  # the report's own run, with the same settings and EVE output
         from agent.report.cli import run_report
 
@@ -676,6 +686,7 @@ def run(
     """Monitor a live interface until SIGINT/SIGTERM. Receive only: it never transmits."""
     from agent.capture.live import LiveCaptureError, LiveSource
 
+    _check_ports(ports, decoders)
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
     inventories = _asset_consumers(asset_events, asset_baseline)

@@ -230,6 +230,17 @@ def test_run_on_missing_interface_is_one_line(tmp_path: Path) -> None:
     assert "cw-no-such-if0" in one_error_line(result)
 
 
+def test_ports_for_a_decoder_left_out_or_without_ports_is_a_usage_error(capture: Path) -> None:
+    result = cw("replay", str(capture), "--decoders", "modbus", "--ports", "dns=5353")
+    assert result.returncode == 2 and "internal error" not in result.stderr
+    assert "--ports dns: not among --decoders modbus" in one_error_line(result)
+    result = cw("replay", str(capture), "--decoders", "none", "--ports", "modbus=5020")
+    assert result.returncode == 2 and "not among --decoders none" in result.stderr
+    result = cw("replay", str(capture), "--ports", "goose=5020")  # GOOSE is carried in Ethernet frames
+    assert result.returncode == 2 and "'goose=5020'" in result.stderr
+    assert cw("replay", str(capture), "--decoders", "modbus,ptp", "--ports", "ptp=3319", "-q").returncode == 0
+
+
 def test_usage_error_exit_code() -> None:
     assert cw("replay").returncode == 2
     assert cw("replay", "--max-flows", "0", "x.pcap").returncode == 2
