@@ -550,7 +550,11 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
     "--realtime", is_flag=True, help="Keep the recorded pacing instead of replaying as fast as possible."
 )
 @click.option(
-    "--report", "report_dir", metavar="DIR", help="Also write the evidence report (as 'report') to DIR."
+    "--report",
+    "report_dir",
+    metavar="DIR",
+    help="Also write the evidence report (as 'report') to DIR; the summary is the report's, and "
+    "--realtime and the --web.* options do not apply.",
 )
 @_common_options
 @_web_options(None)
@@ -586,14 +590,20 @@ def replay(
     from agent.capture.files import ReplaySource
 
     _check_ports(ports, decoders)
-    if report_dir is not None:  # the report's own run, with the same settings and EVE output
+    if report_dir is not None:  # the report's own run, with the same settings, EVE and syslog outputs
         from agent.report.cli import run_report
 
         flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
         settings = PipelineConfig(
-            flows=flows, ports=ports, decoder_names=decoders, events=events, replay=True
+            flows=flows,
+            ports=ports,
+            decoder_names=decoders,
+            events=events,
+            replay=True,
+            flood_bin_seconds=bin_size,
         )
-        sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
+        sinks = _sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types))
+        sys.exit(run_report(captures, policy_path, report_dir, None, settings, sinks, quiet))
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
     try:

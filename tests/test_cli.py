@@ -191,6 +191,30 @@ def test_config_off_flags_and_subcommand_sections(tmp_path: Path) -> None:
     assert result.returncode == 2 and "policy learn: unknown option 'outptu'" in result.stderr
 
 
+def test_replay_with_report_keeps_bin_size_and_syslog(tmp_path: Path) -> None:
+    import socket
+
+    root = Path(__file__).resolve().parents[1]
+    capture = str(root / "pcaps" / "scenarios" / "floods" / "floods-safety-crossing.pcap.gz")
+    policy = str(root / "rules" / "purdue-plant.yaml")
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    syslog = f"udp://127.0.0.1:{receiver.getsockname()[1]}"
+
+    def floods(path: Path) -> list[dict]:
+        return [e["floods"] for e in events(path) if e["event_type"] == "alert" and "floods" in e]
+
+    plain, with_report = tmp_path / "plain.json", tmp_path / "report.json"
+    args = ["replay", capture, "--policy", policy, "--bin-size", "1", "-q"]
+    assert cw(*args, "--eve", str(plain)).returncode == 0
+    result = cw(*args, "--eve", str(with_report), "--report", str(tmp_path / "r"), "--syslog", syslog)
+    assert result.returncode == 0, result.stderr
+    assert floods(plain) and floods(with_report) == floods(plain)  # 1 s bins in both runs
+    with receiver:
+        assert b"alert" in receiver.recv(65536)
+
+
 def test_bad_config_file_is_a_usage_error(tmp_path: Path, capture: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("replay: [unclosed\n")
