@@ -759,7 +759,7 @@ def version() -> None:
 
     click.echo(f"conduitwatch {__version__}")
     click.echo(f"python {platform.python_version()}")
-    for dist in ("scapy", "prometheus-client", "pyshark", "click", "pyyaml"):
+    for dist in ("scapy", "prometheus-client", "bcrypt", "pyshark", "click", "pyyaml"):
         try:
             click.echo(f"{dist} {dist_version(dist)}")
         except PackageNotFoundError:

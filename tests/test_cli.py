@@ -245,6 +245,13 @@ def test_sigterm_flushes_outputs_and_prints_summary(tmp_path: Path) -> None:
 def test_version() -> None:
     result = cw("version")
     assert result.returncode == 0 and result.stdout.startswith("conduitwatch ")
+    # Every runtime dependency of pyproject.toml, each on a line of its own.
+    import re
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert {line.split()[0] for line in result.stdout.splitlines()[2:]} == declared
     assert cw("--version").stdout.startswith("conduitwatch, version")
 
 
