@@ -193,7 +193,7 @@ def cli(log_level: str) -> None:
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE",
-                     help="Write EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
+                     help="Append EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
         click.option("--syslog", "syslog_url", metavar="URL",
                      help="Also send events to a syslog receiver, RFC 5424 over udp://HOST[:514] or "
                           "tcp://HOST[:601]."),
@@ -210,8 +210,8 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
         click.option("--events", type=click.Choice([EVENTS_DEFAULT, EVENTS_ALL]), default=EVENTS_DEFAULT,
                      show_default=True,
-                     help="EVE event types: default = flow, anomaly, stats; "
-                          "all adds one 'ot' event per message."),
+                     help="EVE event types: default = flow, anomaly, stats, with --policy alert and audit, "
+                          "in run asset; all adds one 'ot' event per industrial message."),
         click.option("--decoders", "decoders", metavar="NAMES", callback=_parse_decoders, default="all",
                      show_default=True,
                      help="Application decoders: all, none, or a comma-separated list, e.g. modbus,dnp3."),
@@ -649,9 +649,19 @@ def replay(
 
 @cli.command()
 @click.option("--interface", "-i", required=True, help="Interface to listen on (a SPAN/mirror port).")
-@click.option("--bpf", help="Capture filter in tcpdump syntax, compiled and applied in the kernel.")
+@click.option(
+    "--bpf",
+    help="Capture filter in tcpdump syntax, compiled by libpcap and applied in the kernel to the frame "
+    "without its outer VLAN tag ('port 502', not 'vlan and port 502').",
+)
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
-@click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
+@click.option(
+    "--snaplen",
+    type=click.IntRange(64, 262144),
+    default=65535,
+    show_default=True,
+    help="Bytes kept of each frame; what is cut off counts in the byte totals but is not decoded.",
+)
 @click.option(
     "--asset-events/--no-asset-events",
     default=True,
