@@ -76,43 +76,42 @@ def _config_section(ctx: click.Context, path: str, command: str, options: dict[s
     sub = group.get_command(ctx, command) if isinstance(group, click.Group) else None
     if sub is None:
         raise click.BadParameter(f"{path}: section {command!r} is not a command")
-    by_flag: dict[str, str] = {}
-    negative: set[str] = set()  # the --no-x of an --x/--no-x pair: `no-promisc: true` is promisc off
-    for param in sub.params:
+    return _section_defaults(ctx, path, command, sub, options)
+
+
+def _section_defaults(
+    ctx: click.Context, path: str, where: str, command: click.Command, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The defaults of ``command`` from its section. A group's section holds one section per subcommand
+    (``policy: {learn: {timezone: Europe/Berlin}}``); the off flag of an on/off pair takes the opposite
+    value (``no-promisc: true`` is ``promisc: false``)."""
+    by_flag: dict[str, tuple[str, bool]] = {}  # key -> (parameter, the off flag of a pair)
+    for param in command.params:
         if isinstance(param, click.Option) and param.name is not None:
-            for flag in (*param.opts, *param.secondary_opts):
-                by_flag[flag.lstrip("-").replace("_", "-")] = param.name
-            negative.update(flag.lstrip("-").replace("_", "-") for flag in param.secondary_opts)
-            by_flag.setdefault(param.name.replace("_", "-"), param.name)
+            for flag in param.opts:
+                by_flag[flag.lstrip("-").replace("_", "-")] = (param.name, False)
+            for flag in param.secondary_opts:
+                by_flag[flag.lstrip("-").replace("_", "-")] = (param.name, True)
+            by_flag.setdefault(param.name.replace("_", "-"), (param.name, False))
     section: dict[str, Any] = {}
     for key, value in options.items():
-        flag = str(key).replace("_", "-")
-        name = by_flag.get(flag)
-        if name is None:
+        if isinstance(command, click.Group) and isinstance(value, dict):
+            nested = command.get_command(ctx, str(key))
+            if nested is not None:
+                section[str(key)] = _section_defaults(ctx, path, f"{where} {key}", nested, value)
+                continue
+        found = by_flag.get(str(key).replace("_", "-"))
+        if found is None:
             raise click.BadParameter(
-                f"{path}: {command}: unknown option {key!r} (see conduitwatch {command} --help)"
+                f"{path}: {where}: unknown option {key!r} (see conduitwatch {where} --help)"
             )
-        if flag in negative:
+        name, off_flag = found
+        if off_flag:
             if not isinstance(value, bool):
-                raise click.BadParameter(f"{path}: {command}: {key!r} takes true or false, not {value!r}")
+                raise click.BadParameter(f"{path}: {where}: {key!r} takes true or false, not {value!r}")
             value = not value
         section[name] = value
     return section
-
-
-class FlagEnvOption(click.Option):
-    """An option whose automatic environment variable is named after its flag, as documented
-    (``CONDUITWATCH_RUN_POLICY`` for ``--policy``), not only after the Python parameter behind it
-    (``policy_path``), which is still read when the first is not set."""
-
-    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
-        longs = [o for o in self.opts if o.startswith("--")]
-        if longs and not self.envvar and self.allow_from_autoenv and ctx.auto_envvar_prefix is not None:
-            flag = longs[0][2:].replace("-", "_").replace(".", "_").upper()
-            value = os.environ.get(f"{ctx.auto_envvar_prefix}_{flag}")
-            if value:
-                return value
-        return super().resolve_envvar_value(ctx)
 
 
 class _LazyGroup(click.Group):
@@ -137,7 +136,29 @@ class _LazyGroup(click.Group):
             import importlib
 
             self.add_command(getattr(importlib.import_module(module), cmd_name), cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and ctx.auto_envvar_prefix is not None:
+            _flag_envvars(command, f"{ctx.auto_envvar_prefix}_{cmd_name.upper()}")
+        return command
+
+
+def _flag_envvars(command: click.Command, prefix: str) -> None:
+    """Name each option's environment variable after its long flag, as documented: ``--policy`` of
+    ``run`` is CONDUITWATCH_RUN_POLICY. click's automatic name follows the parameter's Python name
+    (CONDUITWATCH_RUN_POLICY_PATH), so a documented name would be ignored without a word; the
+    automatic one still works."""
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.envvar is not None or param.name is None:
+            continue
+        flag = next((opt for opt in param.opts if opt.startswith("--")), None)
+        if flag is None:
+            continue
+        name = f"{prefix}_{flag[2:].replace('-', '_').replace('.', '_').upper()}"
+        if name != f"{prefix}_{param.name.upper()}":
+            param.envvar = name
+    if isinstance(command, click.Group):
+        for sub_name, sub in command.commands.items():
+            _flag_envvars(sub, f"{prefix}_{sub_name.upper()}")
 
 
 @click.group(
@@ -152,7 +173,8 @@ class _LazyGroup(click.Group):
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="YAML file with one section per command (replay:, run:) holding option defaults.",
+    help="YAML file of option defaults, one section per command (replay:, run:, report:, ...; "
+    "policy: holds one per subcommand, e.g. learn:), keyed by the long flags.",
 )
 @click.option(
     "--log-level",
@@ -171,8 +193,8 @@ def cli(log_level: str) -> None:
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--eve", "eve", metavar="FILE",
-                     help="Write EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
-        click.option("--syslog", "syslog_url", cls=FlagEnvOption, metavar="URL",
+                     help="Append EVE JSON lines to FILE ('-' for stdout); reopened on SIGHUP (logrotate)."),
+        click.option("--syslog", "syslog_url", metavar="URL",
                      help="Also send events to a syslog receiver, RFC 5424 over udp://HOST[:514] or "
                           "tcp://HOST[:601]."),
         click.option("--syslog-format", type=click.Choice(["json", "cef"]), default="json", show_default=True,
@@ -182,15 +204,15 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--syslog-types", default="alert,audit,anomaly,asset", show_default=True,
                      metavar="TYPES",
                      help="Event types sent to syslog (comma-separated), or 'all'."),
-        click.option("--policy", "policy_path", cls=FlagEnvOption, metavar="FILE",
+        click.option("--policy", "policy_path", metavar="FILE",
                      type=click.Path(dir_okay=False),
                      help="Zone/conduit policy (docs/policy.md) to check traffic against; reloaded on SIGHUP "
                           "and when the file changes."),
         click.option("--quiet", "-q", is_flag=True, help="Do not print the summary or progress."),
         click.option("--events", type=click.Choice([EVENTS_DEFAULT, EVENTS_ALL]), default=EVENTS_DEFAULT,
                      show_default=True,
-                     help="EVE event types: default = flow, anomaly, stats; "
-                          "all adds one 'ot' event per message."),
+                     help="EVE event types: default = flow, anomaly, stats, with --policy alert and audit, "
+                          "in run asset; all adds one 'ot' event per industrial message."),
         click.option("--decoders", "decoders", metavar="NAMES", callback=_parse_decoders, default="all",
                      show_default=True,
                      help="Application decoders: all, none, or a comma-separated list, e.g. modbus,dnp3."),
@@ -225,7 +247,8 @@ def _parse_ports(
 ) -> dict[str, tuple[int, ...]]:
     from agent.decoders import PROTOCOLS
 
-    known = {p.name for p in PROTOCOLS}
+    # Protocols carried only in Ethernet frames (GOOSE, LLDP, ...) have no port to add.
+    known = {p.name for p in PROTOCOLS if p.tcp_ports or p.udp_ports or not p.ethertypes}
     if isinstance(values, str):  # from a config file or the environment
         values = tuple(values.split())
     result: dict[str, tuple[int, ...]] = {}
@@ -258,6 +281,14 @@ def _parse_decoders(_ctx: click.Context, _param: click.Parameter, value: str) ->
     if unknown:
         raise click.BadParameter(f"unknown decoder {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return names
+
+
+def _check_ports(ports: dict[str, tuple[int, ...]], decoders: tuple[str, ...] | None) -> None:
+    """--ports names a decoder that --decoders leaves out: a usage error, not an internal one."""
+    left_out = sorted(set(ports) - set(decoders)) if decoders is not None else []
+    if left_out:
+        _fail(f"--ports {', '.join(left_out)}: not among --decoders {','.join(decoders or ()) or 'none'}",
+              EXIT_INVALID)  # fmt: skip
 
 
 def _flow_config(
@@ -545,9 +576,9 @@ def _linger(exporter: Exporter, seconds: float | None) -> None:
 @click.option(
     "--report",
     "report_dir",
-    cls=FlagEnvOption,
     metavar="DIR",
-    help="Also write the evidence report (as 'report') to DIR.",
+    help="Also write the evidence report (as 'report') to DIR; the summary is the report's, and "
+    "--realtime and the --web.* options do not apply.",
 )
 @_common_options
 @_web_options(None)
@@ -583,7 +614,8 @@ def replay(
     from agent.capture.files import ReplaySource
 
     _hold_hangup()
-    if report_dir is not None:  # the report's own run, with the same settings and EVE output
+    _check_ports(ports, decoders)
+    if report_dir is not None:  # the report's own run, with the same settings, EVE and syslog outputs
         from agent.report.cli import run_report
 
         flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
@@ -595,7 +627,8 @@ def replay(
             replay=True,
             flood_bin_seconds=bin_size,
         )
-        sys.exit(run_report(captures, policy_path, report_dir, None, settings, _sinks(eve, False), quiet))
+        sinks = _sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types))
+        sys.exit(run_report(captures, policy_path, report_dir, None, settings, sinks, quiet))
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
     try:
@@ -641,9 +674,19 @@ def replay(
 
 @cli.command()
 @click.option("--interface", "-i", required=True, help="Interface to listen on (a SPAN/mirror port).")
-@click.option("--bpf", help="Capture filter in tcpdump syntax, compiled and applied in the kernel.")
+@click.option(
+    "--bpf",
+    help="Capture filter in tcpdump syntax, compiled by libpcap and applied in the kernel to the frame "
+    "without its outer VLAN tag ('port 502', not 'vlan and port 502').",
+)
 @click.option("--promisc/--no-promisc", default=True, show_default=True, help="Promiscuous mode.")
-@click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True)
+@click.option(
+    "--snaplen",
+    type=click.IntRange(64, 262144),
+    default=65535,
+    show_default=True,
+    help="Bytes kept of each frame; what is cut off counts in the byte totals but is not decoded.",
+)
 @click.option(
     "--asset-events/--no-asset-events",
     default=True,
@@ -689,6 +732,7 @@ def run(
     from agent.capture.live import LiveCaptureError, LiveSource
 
     _hold_hangup()
+    _check_ports(ports, decoders)
     compiled = _policy(policy_path)
     exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "live", policy_path)
     inventories = _asset_consumers(asset_events, asset_baseline)
@@ -751,7 +795,7 @@ def version() -> None:
 
     click.echo(f"conduitwatch {__version__}")
     click.echo(f"python {platform.python_version()}")
-    for dist in ("scapy", "prometheus-client", "pyshark", "click", "pyyaml"):
+    for dist in ("scapy", "prometheus-client", "bcrypt", "pyshark", "click", "pyyaml"):
         try:
             click.echo(f"{dist} {dist_version(dist)}")
         except PackageNotFoundError:

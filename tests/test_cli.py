@@ -152,6 +152,54 @@ def test_config_keys_are_the_flags_and_unknown_ones_are_refused(tmp_path: Path) 
     assert result.returncode == 2 and "unknown option 'polcy'" in result.stderr
 
 
+def test_config_off_flags_and_subcommand_sections(tmp_path: Path) -> None:
+    config = tmp_path / "conduitwatch.yaml"
+    # The off flag of a pair means the opposite value: `no-promisc: true` turns promiscuous mode off.
+    config.write_text("run:\n  no-promisc: true\n  asset-events: false\n")
+    result = cw("--config", str(config), "run", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "[default: no-promisc]" in result.stdout and "[default: no-asset-events]" in result.stdout
+    config.write_text("run:\n  no-promisc: false\n")
+    assert "[default: promisc]" in cw("--config", str(config), "run", "--help").stdout
+    config.write_text("run:\n  no-promisc: eth1\n")
+    result = cw("--config", str(config), "run", "--help")
+    assert result.returncode == 2 and "'no-promisc' takes true or false" in result.stderr
+    # A group's section holds one section per subcommand.
+    root = Path(__file__).resolve().parents[1]
+    draft = tmp_path / "draft.yaml"
+    config.write_text(f"policy:\n  learn:\n    output: {draft}\n")
+    result = cw("--config", str(config), "policy", "learn", str(root / "pcaps" / "demo.pcap"))
+    assert result.returncode == 0, result.stderr
+    assert draft.read_text().startswith("# Draft zone/conduit policy")
+    config.write_text("policy:\n  learn:\n    outptu: x.yaml\n")
+    result = cw("--config", str(config), "policy", "learn", str(root / "pcaps" / "demo.pcap"))
+    assert result.returncode == 2 and "policy learn: unknown option 'outptu'" in result.stderr
+
+
+def test_replay_with_report_keeps_bin_size_and_syslog(tmp_path: Path) -> None:
+    import socket
+
+    root = Path(__file__).resolve().parents[1]
+    capture = str(root / "pcaps" / "scenarios" / "floods" / "floods-safety-crossing.pcap.gz")
+    policy = str(root / "rules" / "purdue-plant.yaml")
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    syslog = f"udp://127.0.0.1:{receiver.getsockname()[1]}"
+
+    def floods(path: Path) -> list[dict]:
+        return [e["floods"] for e in events(path) if e["event_type"] == "alert" and "floods" in e]
+
+    plain, with_report = tmp_path / "plain.json", tmp_path / "report.json"
+    args = ["replay", capture, "--policy", policy, "--bin-size", "1", "-q"]
+    assert cw(*args, "--eve", str(plain)).returncode == 0
+    result = cw(*args, "--eve", str(with_report), "--report", str(tmp_path / "r"), "--syslog", syslog)
+    assert result.returncode == 0, result.stderr
+    assert floods(plain) and floods(with_report) == floods(plain)  # 1 s bins in both runs
+    with receiver:
+        assert b"alert" in receiver.recv(65536)
+
+
 def test_bad_config_file_is_a_usage_error(tmp_path: Path, capture: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("replay: [unclosed\n")
@@ -182,6 +230,13 @@ def test_sigterm_flushes_outputs_and_prints_summary(tmp_path: Path) -> None:
 def test_version() -> None:
     result = cw("version")
     assert result.returncode == 0 and result.stdout.startswith("conduitwatch ")
+    # Every runtime dependency of pyproject.toml, each on a line of its own.
+    import re
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert {line.split()[0] for line in result.stdout.splitlines()[2:]} == declared
     assert cw("--version").stdout.startswith("conduitwatch, version")
 
 
@@ -189,6 +244,17 @@ def test_run_on_missing_interface_is_one_line(tmp_path: Path) -> None:
     result = cw("run", "--interface", "cw-no-such-if0")
     assert result.returncode in (1, 2)
     assert "cw-no-such-if0" in one_error_line(result)
+
+
+def test_ports_for_a_decoder_left_out_or_without_ports_is_a_usage_error(capture: Path) -> None:
+    result = cw("replay", str(capture), "--decoders", "modbus", "--ports", "dns=5353")
+    assert result.returncode == 2 and "internal error" not in result.stderr
+    assert "--ports dns: not among --decoders modbus" in one_error_line(result)
+    result = cw("replay", str(capture), "--decoders", "none", "--ports", "modbus=5020")
+    assert result.returncode == 2 and "not among --decoders none" in result.stderr
+    result = cw("replay", str(capture), "--ports", "goose=5020")  # GOOSE is carried in Ethernet frames
+    assert result.returncode == 2 and "'goose=5020'" in result.stderr
+    assert cw("replay", str(capture), "--decoders", "modbus,ptp", "--ports", "ptp=3319", "-q").returncode == 0
 
 
 def test_usage_error_exit_code() -> None:
@@ -224,20 +290,6 @@ def test_a_misspelt_syslog_type_is_refused(capture: Path) -> None:
     assert "--syslog-types: unknown event type alerts" in one_error_line(result)
     ok = cw("replay", str(capture), "-q", *syslog, "--syslog-types", "alert,audit")
     assert ok.returncode == 0, ok.stderr
-
-
-def test_replay_report_keeps_the_load_bin_size(tmp_path: Path) -> None:
-    # The report's run must judge loads with --bin-size as the plain replay does (default 0.1 s).
-    root = Path(__file__).resolve().parents[1]
-    capture = str(root / "pcaps/scenarios/floods/floods-safety-crossing.pcap.gz")
-    policy = str(root / "rules/purdue-plant.yaml")
-    alerts = {}
-    for name, extra in (("plain", ()), ("report", ("--report", str(tmp_path / "report")))):
-        eve = tmp_path / f"{name}.json"
-        result = cw("replay", capture, "--policy", policy, "--bin-size", "1", "--eve", str(eve), "-q", *extra)
-        assert result.returncode == 0, result.stderr
-        alerts[name] = [e for e in events(eve) if e["event_type"] == "alert"]
-    assert alerts["plain"] and alerts["report"] == alerts["plain"]
 
 
 def test_environment_variables_are_named_after_the_flags(tmp_path: Path, capture: Path) -> None:
@@ -278,7 +330,7 @@ def test_every_option_reads_the_environment_variable_named_after_its_flag() -> N
         ctx = click.Context(command, auto_envvar_prefix=f"CONDUITWATCH_{prefix}")
         for param in command.params:
             longs = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
-            if not isinstance(param, click.Option) or not longs or param.envvar:
+            if not isinstance(param, click.Option) or not longs:
                 continue
             name = f"CONDUITWATCH_{prefix}_{longs[0][2:].replace('-', '_').replace('.', '_').upper()}"
             saved = os.environ.get(name)
@@ -314,25 +366,6 @@ def test_sighup_during_start_up_does_not_end_the_run(tmp_path: Path) -> None:
     assert result.returncode != -signal.SIGHUP, "killed by the SIGHUP"
     # It went on to open the capture, which fails on the missing interface.
     assert result.returncode == 2 and "cw-no-such-if0" in result.stderr, result.stderr
-
-
-def test_config_negative_flag_keys_mean_what_they_say(tmp_path: Path) -> None:
-    """`no-promisc: true` (the --no-promisc flag without its dashes) turns promiscuous mode off."""
-    import click
-
-    from agent.cli import cli
-
-    config = tmp_path / "conduitwatch.yaml"
-    config.write_text("run:\n  no_asset_events: false\n")
-    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
-    assert ctx.default_map is not None
-    assert ctx.default_map["run"]["asset_events"] is True
-    config.write_text("run:\n  no-promisc: true\n")
-    ctx = cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
-    assert ctx.default_map is not None and ctx.default_map["run"]["promisc"] is False
-    config.write_text("run:\n  no-promisc: eth1\n")
-    with pytest.raises(click.BadParameter, match="true or false"):
-        cli.make_context("conduitwatch", ["--config", str(config), "run", "-i", "eth1"])
 
 
 def test_a_sighup_during_the_sighup_handler_is_handled_after_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,6 @@ import click
 from agent.assets.identity import IDENTITY_KEYS
 from agent.assets.inventory import AssetInventory, AssetRecord, records
 from agent.assets.oui import OuiRegistry
-from agent.cli import FlagEnvOption
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -128,7 +127,6 @@ def inventory_json(assets: list[AssetRecord], inventory: AssetInventory, oui: Ou
 @click.option(
     "--format",
     "fmt",
-    cls=FlagEnvOption,
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
@@ -136,7 +134,6 @@ def inventory_json(assets: list[AssetRecord], inventory: AssetInventory, oui: Ou
 @click.option(
     "--policy",
     "policy_path",
-    cls=FlagEnvOption,
     type=click.Path(dir_okay=False),
     help="Name each asset's zone.",
 )

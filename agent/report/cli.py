@@ -20,7 +20,6 @@ from agent.analysis import AnalysisError, analyse
 from agent.assets.cli import csv_rows
 from agent.assets.inventory import AssetInventory, pipeline_emitter, records
 from agent.assets.oui import OuiRegistry
-from agent.cli import FlagEnvOption
 from agent.report import csvout, html, model
 from agent.report.collect import EventCollector, EvidenceTap, ReportCollector
 
@@ -143,14 +142,12 @@ def run_report(
 @click.option(
     "--policy",
     "policy_path",
-    cls=FlagEnvOption,
     type=click.Path(dir_okay=False),
     help="Zone/conduit policy to judge against.",
 )
 @click.option(
     "--out",
     "out_dir",
-    cls=FlagEnvOption,
     required=True,
     metavar="DIR",
     help="Directory for report.html, report.json, *.csv.",
