@@ -615,26 +615,8 @@ def replay(
 
     _hold_hangup()
     _check_ports(ports, decoders)
-    if report_dir is not None:  # the report's own run, with the same settings, EVE and syslog outputs
-        from agent.report.cli import run_report
-
-        flows = _flow_config(max_flows, flow_timeout, udp_timeout, active_timeout)
-        settings = PipelineConfig(
-            flows=flows,
-            ports=ports,
-            decoder_names=decoders,
-            events=events,
-            replay=True,
-            flood_bin_seconds=bin_size,
-        )
-        sinks = _sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types))
-        sys.exit(run_report(captures, policy_path, report_dir, None, settings, sinks, quiet))
-    compiled = _policy(policy_path)
-    exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
-    try:
-        source = ReplaySource(captures)
-    except CaptureError as e:
-        _fail(str(e), EXIT_INVALID)
+    # One configuration and one set of outputs for both runs below: the report's run once dropped
+    # settings the plain replay had (--bin-size, --syslog) when each built its own.
     config = PipelineConfig(
         flows=_flow_config(max_flows, flow_timeout, udp_timeout, active_timeout),
         ports=ports,
@@ -643,11 +625,23 @@ def replay(
         replay=True,
         flood_bin_seconds=bin_size,
     )
+    syslog = _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)
+    if report_dir is not None:  # the report's own run
+        from agent.report.cli import run_report
+
+        sinks = _sinks(eve, False, syslog)
+        sys.exit(run_report(captures, policy_path, report_dir, None, config, sinks, quiet))
+    compiled = _policy(policy_path)
+    exporter = _exporter(web_listen_address, web_telemetry_path, web_config_file, "replay", policy_path)
+    try:
+        source = ReplaySource(captures)
+    except CaptureError as e:
+        _fail(str(e), EXIT_INVALID)
     summary = TrafficSummary()
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     pipeline = Pipeline(
         config,
-        sinks=_sinks(eve, False, _syslog_options(syslog_url, syslog_format, syslog_facility, syslog_types)),
+        sinks=_sinks(eve, False, syslog),
         consumers=[summary, *(exporter.consumers() if exporter is not None else ())],
         progress=progress,
         policy=compiled,
