@@ -3,7 +3,8 @@
 ``CEF:0|Vendor|Product|Version|Signature ID|Name|Severity|Extension``: the header names what
 happened (an alert's signature id and text, or the event type), the extension carries the flow and
 the OT context as key=value pairs with the standard CEF keys where one exists (src, dst, spt, dpt,
-proto, app, rt, cat, fname, cnt...) and labelled custom strings (cs1..cs6) for zones and conduit.
+proto, app, rt, cat, fname, cnt...), labelled custom strings (cs1..cs6) for zones and conduit, and
+the capture's packet number as the custom number cn1 (pcapCnt).
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ def cef_record(record: dict[str, Any]) -> str:
     ext: list[tuple[str, Any]] = [("rt", _epoch_ms(record["timestamp"]))] if "timestamp" in record else []
     for eve_key, cef_key in (("src_ip", "src"), ("src_port", "spt"), ("dest_ip", "dst"), ("dest_port", "dpt"),
                              ("proto", "proto"), ("app_proto", "app"), ("src_mac", "smac"),
-                             ("dest_mac", "dmac"), ("pcap_filename", "fname"), ("pcap_cnt", "cnt"),
+                             ("dest_mac", "dmac"), ("pcap_filename", "fname"),
                              ("flow_id", "externalId")):  # fmt: skip
         if eve_key in record:
             ext.append((cef_key, record[eve_key]))
+    if "pcap_cnt" in record:
+        # CEF's cnt is how many times the event was seen; the packet number is a custom number.
+        ext += [("cn1Label", "pcapCnt"), ("cn1", record["pcap_cnt"])]
     if isinstance(alert, dict):
+        ext.append(("cnt", alert.get("count", 1)))  # repeats folded into this one
         ext.append(("cat", alert.get("category", "")))
         context = {**record.get("policy", {}), **alert.get("metadata", {})}
         for key, label, field in _LABELS:

@@ -70,6 +70,10 @@ def test_cef_escapes_header_and_extension() -> None:
     assert "rt=1700000000250" in extension and "src=10.0.0.1" in extension and "dpt=502" in extension
     assert "cs1Label=srcZone cs1=enterprise" in extension and "cs5=SR 5.1" in extension
     assert "conduit" not in extension  # None is left out, not written as "None"
+    # cnt is CEF's repeat count (a folded alert's count), the packet number a labelled custom number.
+    assert " cnt=1 " in f" {extension} "
+    folded = cef_record({**record, "pcap_cnt": 490, "alert": {**record["alert"], "count": 7}})
+    assert "cn1Label=pcapCnt cn1=490" in folded and " cnt=7 " in folded
 
 
 def test_udp_delivery_one_datagram_per_event() -> None:
