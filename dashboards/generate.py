@@ -441,7 +441,8 @@ CONTROL = Dashboard(
                 )
             ],
             width=8,
-            description="Segments sent again: each is a control message at least one retransmission timeout late.",
+            description="Segments sent again after a timeout or duplicate ACKs, or received out of order: each "
+            "is a control loop waiting for data it should already have had.",
         ),
         Panel(
             "TCP duplicate ACKs of control flows per second",
