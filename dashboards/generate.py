@@ -38,6 +38,7 @@ class Panel:
     height: int = 8
     instant: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    overrides: list[dict[str, Any]] = field(default_factory=list)  # Grafana field overrides
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "datasource": DS,
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
         "targets": targets,
-        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": panel.overrides},
         "options": panel.options,
     }
     if panel.kind == "timeseries":
@@ -159,6 +160,14 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
 def _rate(metric: str, by: str, selector: str = "", scale: str = "") -> str:
     sel = f"{{{I}{', ' + selector if selector else ''}}}"
     return f"{scale}sum by ({by}) (rate({metric}{sel}[{RI}]))"
+
+
+def _column(name: str, title: str, unit: str) -> dict[str, Any]:
+    """A table column's own title and unit (a table merges its queries' values as "Value #<refId>")."""
+    return {
+        "matcher": {"id": "byName", "options": name},
+        "properties": [{"id": "displayName", "value": title}, {"id": "unit", "value": unit}],
+    }
 
 
 def _quantile(q: str) -> tuple[str, str]:
@@ -335,7 +344,7 @@ ZONES = Dashboard(
             description="Requests only; conduit 'none' is traffic inside a zone or with no policy.",
         ),
         Panel(
-            "Operations by zone acted on and protocol",
+            "Operations per second by zone acted on and protocol",
             [
                 (
                     _rate("conduitwatch_operations_total", "zone, protocol, operation"),
@@ -375,7 +384,8 @@ ZONES = Dashboard(
             ],
             kind="table",
             instant=True,
-            description="Content hash, zones, conduits, and seconds since the last successful load.",
+            description="Content hash, zones, conduits, and time since the last successful load.",
+            overrides=[_column("Value #B", "Since last load", "s")],
         ),
     ],
 )
@@ -441,7 +451,8 @@ CONTROL = Dashboard(
                 )
             ],
             width=8,
-            description="Segments sent again: each is a control message at least one retransmission timeout late.",
+            description="Segments sent again after a timeout or duplicate ACKs, or received out of order: each "
+            "is a control loop waiting for data it should already have had.",
         ),
         Panel(
             "TCP duplicate ACKs of control flows per second",

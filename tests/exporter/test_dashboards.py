@@ -89,3 +89,48 @@ def test_backup_panel_covers_every_backup_protocol() -> None:
     match = re.search(r'protocol=~"([^"]*)"', target["expr"])
     assert match is not None
     assert CATEGORIES["backup"] <= set(match.group(1).split("|"))
+
+
+def expected_unit(expr: str) -> str | None:
+    """The Grafana unit an expression's value has, from the metric names it reads (None: no rule)."""
+    if "histogram_quantile(" in expr and "_seconds_bucket" in expr:
+        return "s"
+    if re.search(r"rate\(\w+_seconds_total", expr):
+        return "percentunit"  # CPU seconds per second: 1.0 = one core
+    if re.search(r"rate\(\w+_bytes_total", expr):
+        return "bps" if expr.startswith("8 * ") else "Bps"
+    if re.search(r"\brate\(\w+_(packets|frames)_total", expr) and "/" not in expr:
+        return "pps"
+    if re.search(r"\w+_ratio\b", expr) or re.search(
+        r"conduitwatch_flows_active\S* / conduitwatch_flows_max", expr
+    ):
+        return "percentunit"
+    if re.search(r"time\(\) - \w+_timestamp_seconds", expr) or re.search(r"\w+_seconds\{", expr):
+        return "s"
+    if "rate(" not in expr and "increase(" not in expr and re.search(r"\w+_bytes(_total)?\{", expr):
+        return "bytes"
+    return None
+
+
+def unit_of(panel: dict, target: dict) -> str:  # type: ignore[type-arg]
+    """The unit Grafana shows a target's values in: a table's per-column override, else the panel's."""
+    for override in panel["fieldConfig"]["overrides"]:
+        if override["matcher"] == {"id": "byName", "options": f"Value #{target['refId']}"}:
+            for prop in override["properties"]:
+                if prop["id"] == "unit":
+                    return str(prop["value"])
+    return str(panel["fieldConfig"]["defaults"]["unit"])
+
+
+def test_every_panel_shows_its_values_in_their_unit() -> None:
+    """Bytes as bytes (or bits when multiplied by 8), seconds as seconds, ratios as percentunit."""
+    wrong = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                unit = expected_unit(target["expr"])
+                if unit is not None and unit_of(panel, target) != unit:
+                    wrong.append(
+                        f"{panel['title']} ({target['refId']}): {unit_of(panel, target)}, not {unit}"
+                    )
+    assert not wrong, "\n".join(wrong)
