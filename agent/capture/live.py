@@ -172,9 +172,11 @@ def compile_bpf(expression: str, linktype: int, source: str) -> list[tuple[int, 
         raise LiveCaptureError(source, f"cannot compile BPF filter {expression!r}: {exc}") from exc
     except Exception as exc:  # scapy's Scapy_Exception carries libpcap's explanation
         detail = str(exc)
-        marker = f"({expression!r}"  # scapy already repeats the expression; keep only the reason
-        if "Failed to compile filter expression" in detail and marker in detail:
-            detail = detail.split(marker, 1)[1].strip(" ()")
+        # scapy says "Failed to compile filter expression '<expr>' (<libpcap's reason>)": we name the
+        # expression ourselves, so keep only the reason.
+        prefix = f"Failed to compile filter expression {expression!r} ("
+        if detail.startswith(prefix) and detail.endswith(")"):
+            detail = detail[len(prefix) : -1]
         raise LiveCaptureError(source, f"invalid BPF filter expression {expression!r}: {detail}") from exc
     try:
         count = int(program.bf_len)
