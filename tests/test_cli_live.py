@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.agent_process import agent_process, stop, wait_capturing
-from tests.netns import FOREIGN_IP, NetPair, send_udp
+from tests.netns import FOREIGN_IP, NetPair, _in_ns, send_udp
 from tests.tooling import require_libpcap
 
 PYTHON = sys.executable
@@ -32,3 +32,29 @@ def test_run_on_mirror_port_reports_flows_and_kernel_counters(netpair: NetPair, 
     assert stats["capture"]["packets"] == 600
     assert stats["capture"]["kernel"]["kernel_drops"] == 0
     assert "600 packets" in stdout and "dropped before they could be read" in stdout
+
+
+def _run_cmd(pair: NetPair, out: Path, *extra: str) -> list[str]:
+    return ["ip", "netns", "exec", pair.mon_ns, PYTHON, "-m", "agent.cli", "--log-level", "info", "run",
+            "--interface", pair.mon_if, "--web.listen-address", "", "--eve", str(out), *extra]  # fmt: skip
+
+
+def test_interface_deleted_during_capture_is_one_line_and_exit_1(netpair: NetPair, tmp_path: Path) -> None:
+    out = tmp_path / "eve.json"
+    with agent_process(_run_cmd(netpair, out)) as proc:
+        wait_capturing(proc)
+        send_udp(netpair, 10, ports=[20010], dsts=[FOREIGN_IP])
+        time.sleep(0.3)
+        _in_ns(netpair.src_ns, "ip", "link", "del", netpair.src_if)  # takes the monitored end with it
+        stdout, stderr = proc.communicate(timeout=10)  # ends by itself: no signal
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("conduitwatch: error:")]
+    # An interface has no byte offset: the message must not invent one.
+    assert errors == [
+        f"conduitwatch: error: {netpair.mon_if}: the interface disappeared during capture (after 10 packets)"
+    ]
+    assert "capture problem:" in stdout and "10 packets" in stdout  # the summary is still printed
+    stats = json.loads(out.read_text().splitlines()[-1])["stats"]
+    assert stats["capture"]["problems"] == [errors[0].removeprefix("conduitwatch: error: ")]
+    assert stats["capture"]["packets"] == 10

@@ -542,7 +542,7 @@ class LiveSource:
         # Unregistered: the kernel unbound the socket and nothing will ever arrive again.
         self.problem = CaptureProblem(
             source=self.interface,
-            offset=0,
+            offset=None,  # an interface has no byte offset
             reason="the interface disappeared during capture",
             packets_read=self._count,
         )
