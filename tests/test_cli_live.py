@@ -58,3 +58,24 @@ def test_interface_deleted_during_capture_is_one_line_and_exit_1(netpair: NetPai
     stats = json.loads(out.read_text().splitlines()[-1])["stats"]
     assert stats["capture"]["problems"] == [errors[0].removeprefix("conduitwatch: error: ")]
     assert stats["capture"]["packets"] == 10
+
+
+def test_frames_still_queued_at_stop_are_reported(netpair: NetPair, tmp_path: Path) -> None:
+    out = tmp_path / "eve.json"
+    with agent_process(_run_cmd(netpair, out)) as proc:
+        wait_capturing(proc)
+        # Frozen, the agent reads nothing: the frames wait in its ring. The stop request is then the
+        # first thing it handles, so it ends with frames the kernel accepted and nothing analysed.
+        proc.send_signal(signal.SIGSTOP)
+        send_udp(netpair, 500, ports=[20011], dsts=[FOREIGN_IP])
+        time.sleep(0.2)  # past the ring's block retire timeout
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    stats = json.loads(out.read_text().splitlines()[-1])["stats"]
+    kernel = stats["capture"]["kernel"]
+    assert (kernel["kernel_packets"], kernel["kernel_drops"]) == (500, 0)
+    assert kernel["unread"] > 0
+    assert stats["capture"]["packets"] + kernel["unread"] == 500  # every accepted frame is accounted for
+    assert f"{kernel['unread']:,} still queued when the capture stopped (not analysed)" in stdout

@@ -566,13 +566,20 @@ class LiveSource:
         self._stopped = True
 
     def stats(self) -> dict[str, int | str]:
-        """Counters so far. ``kernel_packets`` counts what passed the filter *including* kernel drops."""
+        """Counters so far. ``kernel_packets`` counts what passed the filter *including* kernel drops.
+
+        ``unread`` is what passed the filter, was not dropped and was not read: once the iteration has
+        ended, the frames still queued in the ring (or socket) when the capture stopped, which nothing
+        analysed. While an iterator runs it also counts the ring block being read.
+        """
         self._read_kernel_stats()
+        unread = self._k_packets - self._k_drops - self._count - self._outgoing
         counters: dict[str, int | str] = {
             "mode": self.mode,
             "packets": self._count,
             "kernel_packets": self._k_packets,
             "kernel_drops": self._k_drops,
+            "unread": max(0, unread),
             "kernel_freeze_q_cnt": self._k_freeze,
             "outgoing_ignored": self._outgoing,
             "socket_errors": self._socket_errors,

@@ -436,6 +436,7 @@ def test_captures_every_received_packet_and_sends_nothing(netpair: NetPair, ring
     assert stats["kernel_packets"] == N  # tp_packets includes drops
     assert stats["kernel_drops"] == 0
     assert stats["kernel_freeze_q_cnt"] == 0
+    assert stats["unread"] == 0  # the iteration ended after the last frame: nothing left in the ring
     assert result["stats_after_close"] == stats  # accumulated, not lost on close
     # Passive: the monitored interface transmitted nothing at all.
     assert result["tx_before"] == result["tx_after"] == 0
