@@ -770,9 +770,11 @@ def run(
         if exporter is not None:
             exporter.stop()
     kernel = pipeline.kernel or {}
+    unread = kernel.get("unread", 0)
     extra = [
         f"kernel: {kernel.get('kernel_packets', 0):,} packets passed the filter, "
         f"{kernel.get('kernel_drops', 0):,} dropped before they could be read"
+        + (f", {unread:,} still queued when the capture stopped (not analysed)" if unread else "")
     ]
     code = _finish(
         pipeline, summary, stats, source.problems, quiet, summary_to_stderr=eve == "-", extra=extra

@@ -67,14 +67,18 @@ class CaptureProblem:
     """A capture that could not be read to its end: reported, never raised through the pipeline."""
 
     source: str
-    offset: int  # byte offset (of the uncompressed stream) where reading stopped
+    offset: int | None  # byte offset (of the uncompressed stream) where reading stopped; None: live
     reason: str
     packets_read: int
 
     def __str__(self) -> str:
-        return (
-            f"{self.source}: {self.reason} at byte offset {self.offset} (after {self.packets_read} packets)"
-        )
+        return f"{self.source}: {self.detail}"
+
+    @property
+    def detail(self) -> str:
+        """The reason, where reading stopped (a file's byte offset; an interface has none) and how far."""
+        at = "" if self.offset is None else f" at byte offset {self.offset}"
+        return f"{self.reason}{at} (after {self.packets_read} packets)"
 
 
 @dataclass(slots=True)

@@ -172,9 +172,11 @@ def compile_bpf(expression: str, linktype: int, source: str) -> list[tuple[int, 
         raise LiveCaptureError(source, f"cannot compile BPF filter {expression!r}: {exc}") from exc
     except Exception as exc:  # scapy's Scapy_Exception carries libpcap's explanation
         detail = str(exc)
-        marker = f"({expression!r}"  # scapy already repeats the expression; keep only the reason
-        if "Failed to compile filter expression" in detail and marker in detail:
-            detail = detail.split(marker, 1)[1].strip(" ()")
+        # scapy says "Failed to compile filter expression '<expr>' (<libpcap's reason>)": we name the
+        # expression ourselves, so keep only the reason.
+        prefix = f"Failed to compile filter expression {expression!r} ("
+        if detail.startswith(prefix) and detail.endswith(")"):
+            detail = detail[len(prefix) : -1]
         raise LiveCaptureError(source, f"invalid BPF filter expression {expression!r}: {detail}") from exc
     try:
         count = int(program.bf_len)
@@ -540,7 +542,7 @@ class LiveSource:
         # Unregistered: the kernel unbound the socket and nothing will ever arrive again.
         self.problem = CaptureProblem(
             source=self.interface,
-            offset=0,
+            offset=None,  # an interface has no byte offset
             reason="the interface disappeared during capture",
             packets_read=self._count,
         )
@@ -564,13 +566,20 @@ class LiveSource:
         self._stopped = True
 
     def stats(self) -> dict[str, int | str]:
-        """Counters so far. ``kernel_packets`` counts what passed the filter *including* kernel drops."""
+        """Counters so far. ``kernel_packets`` counts what passed the filter *including* kernel drops.
+
+        ``unread`` is what passed the filter, was not dropped and was not read: once the iteration has
+        ended, the frames still queued in the ring (or socket) when the capture stopped, which nothing
+        analysed. While an iterator runs it also counts the ring block being read.
+        """
         self._read_kernel_stats()
+        unread = self._k_packets - self._k_drops - self._count - self._outgoing
         counters: dict[str, int | str] = {
             "mode": self.mode,
             "packets": self._count,
             "kernel_packets": self._k_packets,
             "kernel_drops": self._k_drops,
+            "unread": max(0, unread),
             "kernel_freeze_q_cnt": self._k_freeze,
             "outgoing_ignored": self._outgoing,
             "socket_errors": self._socket_errors,

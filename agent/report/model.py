@@ -55,9 +55,7 @@ def evidence(
 ) -> dict[str, Any]:
     problems: dict[str, list[str]] = {}
     for problem in analysis.problems:
-        problems.setdefault(problem.source, []).append(
-            f"{problem.reason} at byte offset {problem.offset} (after {problem.packets_read} packets)"
-        )
+        problems.setdefault(problem.source, []).append(problem.detail)
     captures = []
     for index, info in enumerate(analysis.sources):
         seen = tap.files[index]

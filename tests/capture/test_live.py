@@ -161,8 +161,10 @@ def test_bad_bpf_expression_is_a_clear_error() -> None:
     with pytest.raises(LiveCaptureError) as info:
         compile_bpf("udp port nonsense", LINKTYPE_ETHERNET, "eth0")
     message = str(info.value)
-    assert "'udp port nonsense'" in message
-    assert message.startswith("eth0: invalid BPF filter expression")
+    # libpcap's reason, with the expression named once (scapy's own wording repeats it)
+    assert message.startswith("eth0: invalid BPF filter expression 'udp port nonsense': ")
+    assert message.count("udp port nonsense") == 1 and "Failed to compile" not in message
+    assert "nonsense" in message.rsplit(": ", 1)[1]  # libpcap's reason: "unknown port 'nonsense'"
     assert isinstance(info.value, ValueError)
 
 
@@ -434,6 +436,7 @@ def test_captures_every_received_packet_and_sends_nothing(netpair: NetPair, ring
     assert stats["kernel_packets"] == N  # tp_packets includes drops
     assert stats["kernel_drops"] == 0
     assert stats["kernel_freeze_q_cnt"] == 0
+    assert stats["unread"] == 0  # the iteration ended after the last frame: nothing left in the ring
     assert result["stats_after_close"] == stats  # accumulated, not lost on close
     # Passive: the monitored interface transmitted nothing at all.
     assert result["tx_before"] == result["tx_after"] == 0
