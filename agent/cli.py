@@ -679,7 +679,8 @@ def replay(
     type=click.IntRange(64, 262144),
     default=65535,
     show_default=True,
-    help="Bytes kept of each frame; what is cut off counts in the byte totals but is not decoded.",
+    help="Bytes kept of each frame; what is cut off counts in the byte totals but is not decoded "
+    "(below a link's MTU, the decoders report the cut messages as truncation anomalies and stream gaps).",
 )
 @click.option(
     "--asset-events/--no-asset-events",
