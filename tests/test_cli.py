@@ -405,3 +405,24 @@ def test_a_sighup_during_the_sighup_handler_is_handled_after_it(monkeypatch: pyt
         assert reloader.reloads == 2
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_ctrl_c_while_the_command_line_is_still_importing_is_one_line() -> None:
+    # The console script's entry point imports agent.cli, a fifth of a second of start-up; a Ctrl-C
+    # then must end like one later on (click's "Aborted!", exit 1), not with a traceback.
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name == 'agent.cli':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "from agent.launch import main\n"
+        "main()\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    assert result.returncode == 1 and result.stderr == "Aborted!\n", result.stderr
