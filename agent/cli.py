@@ -354,7 +354,7 @@ def _policy(path: str | None) -> CompiledPolicy | None:
         if problem.severity == "error" or compiled is not None:
             click.echo(f"conduitwatch: {problem}", err=True)
     if compiled is None:
-        from agent.policy.cli import count_of
+        from agent.text import count_of
 
         errors = sum(p.severity == "error" for p in problems)
         _fail(f"{path}: invalid policy ({count_of(errors, 'error')})", EXIT_INVALID)

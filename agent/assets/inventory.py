@@ -38,6 +38,7 @@ from agent.flows import Flow
 from agent.linklayer import endpoint_macs, format_mac
 from agent.outputs.eve import format_timestamp
 from agent.ports import CATEGORIES
+from agent.text import count_of
 
 if TYPE_CHECKING:
     from agent.assets.oui import OuiRegistry
@@ -484,7 +485,7 @@ def infer_roles(host: Host) -> list[Role]:
             Role(
                 "controller",
                 f"answers {what} requests ({_ops_text(received, frozenset(answered))}) "
-                f"from {clients} client{'s' if clients != 1 else ''}",
+                f"from {count_of(clients, 'client')}",
             )
         )
     engineering = _ENGINEERING_OPS & sent.keys()

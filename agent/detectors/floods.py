@@ -221,34 +221,29 @@ class FloodDetector:
     def _watch_tcp(self, flow: Flow) -> None:
         """Give a control TCP flow its retransmission/dup-ACK/zero-window state (the flow table then
         feeds it every segment; other flows never pay for it)."""
-        flow.tcp = TcpHealth(self._tcp_counts(flow, flow.app_proto))
+        flow.tcp = TcpHealth(self._tcp_counts((self._zones_of(flow)[1], flow.app_proto)))
 
-    def _tcp_counts(self, flow: Flow, protocol: str) -> TcpCounts:
-        key = (self._zones_of(flow)[1], protocol)
+    def _tcp_counts(self, key: tuple[str, str]) -> TcpCounts:
+        """The shared counts of (zone, protocol), with one more connection counted there."""
         counts = self.tcp_counts.get(key)
         if counts is None:
-            counts = self.tcp_counts[key] = TcpCounts()
+            counts = self.tcp_counts[key] = TcpCounts(key)
         counts.flows += 1
         return counts
 
-    def _settle_tcp(self, flow: Flow, protocol: str) -> None:
+    def _settle_tcp(self, tcp: TcpHealth, flow: Flow, protocol: str) -> None:
         """Count a control connection's TCP health under the protocol its decoder settled on (s7comm
         or mms where the port said iso-tsap), as its latency and resets are, from now on. What was
         counted before stays where it is (counters only grow); an entry left with no connection and
         nothing counted is dropped, so that the port's name does not linger as a series of zeros."""
-        tcp = flow.tcp
-        if tcp is None:
-            return
-        key = (self._zones_of(flow)[1], protocol)
         old = tcp.counts
-        if self.tcp_counts.get(key) is old:
+        key = (self._zones_of(flow)[1], protocol)
+        if key == old.key:
             return
-        tcp.counts = self._tcp_counts(flow, protocol)
+        tcp.counts = self._tcp_counts(key)
         old.flows -= 1
-        if old.flows <= 0 and not old.counted():
-            for old_key, counts in list(self.tcp_counts.items()):
-                if counts is old:
-                    del self.tcp_counts[old_key]
+        if old.flows <= 0 and not old.counted() and self.tcp_counts.get(old.key) is old:
+            del self.tcp_counts[old.key]
 
     def _zones_of(self, flow: Flow) -> tuple[str, str, Conduit | None]:
         """(zone of flow.src, zone of flow.dst, conduit) from the policy verdict cached on the flow."""
@@ -365,8 +360,9 @@ class FloodDetector:
 
         Asked at a flow's first message, once its protocol is settled: the time to count its TCP
         health under that protocol."""
-        if flow.tcp is not None:
-            self._settle_tcp(flow, protocol)
+        tcp = flow.tcp
+        if tcp is not None:
+            self._settle_tcp(tcp, flow, protocol)
         return EVERY_RECORD if protocol == "enip" else CYCLIC_RECORDS
 
     def timing_tap(self, flow: Flow, protocol: str, client_is_initiator: bool) -> Loop | None:

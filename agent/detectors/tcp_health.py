@@ -43,9 +43,10 @@ _WINDOW_PROBE = 2  # 1 byte at the next expected sequence number while the peer 
 class TcpCounts:
     """The counts of all control flows of one (zone, protocol): what the metrics publish."""
 
-    __slots__ = ("duplicate_acks", "flows", "retransmissions", "zero_windows")
+    __slots__ = ("duplicate_acks", "flows", "key", "retransmissions", "zero_windows")
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, str] = ("", "")) -> None:
+        self.key = key  # (zone, protocol) it is published under
         self.retransmissions = 0
         self.duplicate_acks = 0
         self.zero_windows = 0

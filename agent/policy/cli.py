@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import click
 
 from agent.policy.model import Policy, Problem, Zone
+from agent.text import count_of
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -76,11 +77,6 @@ def _load(path: str) -> tuple[Policy | None, list[Problem]]:
     if len(data) > MAX_FILE_BYTES:
         return None, [Problem(STDIN_NAME, 0, 0, "too large: not a policy")]
     return load_policy_bytes(data, STDIN_NAME)
-
-
-def count_of(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless ``n`` is 1 ("1 error", "2 errors")."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def verdict(path: str, loaded: Policy | None, problems: Sequence[Problem], strict: bool) -> tuple[bool, str]:

@@ -13,8 +13,11 @@ the segmentation SRs they breach, and the same traffic is drift from the declare
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agent.text import count_of
 
 CONFORMITY = "conformity"
 NON_CONFORMITY = "non-conformity"
@@ -282,14 +285,10 @@ def cited(finding: dict[str, Any]) -> set[str]:
     return {_normalise(r) for r in refs if isinstance(r, str) and r.strip()}
 
 
-def _findings(n: int) -> str:
-    return f"{n} finding{'s' if n != 1 else ''}"
-
-
 def table(
     findings: list[dict[str, Any]],
     basis: dict[str, bool],
-    drift: list[str] | None = None,
+    drift: Sequence[str] = (),
     drift_flows: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per item. ``findings``: records with ``id``, ``iec62443_sr``, ``iso27001`` lists;
@@ -303,16 +302,16 @@ def table(
     for item in ITEMS:
         citing = set(by_ref.get(item.id, ()))
         uncovered = item.drift and drift_flows > 0
-        linked = sorted(citing | set(drift or ()) if uncovered else citing)
+        linked = sorted(citing | set(drift) if uncovered else citing)
         if uncovered:
-            reason = f"{drift_flows} flow{'s' if drift_flows != 1 else ''} no conduit covers (section 2)"
+            reason = f"{count_of(drift_flows, 'flow')} no conduit covers (section 2)"
             if drift:
-                reason += f", flagged by {_findings(len(set(drift)))}"
+                reason += f", flagged by {count_of(len(set(drift)), 'finding')}"
             if citing:
-                reason = f"{_findings(len(citing))} cite it; {reason}"
+                reason = f"{count_of(len(citing), 'finding')} cite it; {reason}"
             status = NON_CONFORMITY
         elif linked:
-            status, reason = NON_CONFORMITY, f"{_findings(len(linked))} cite it"
+            status, reason = NON_CONFORMITY, f"{count_of(len(linked), 'finding')} cite it"
         elif item.basis and (item.basis == "always" or basis.get(item.basis, False)):
             status, reason = CONFORMITY, item.conforms
         else:
